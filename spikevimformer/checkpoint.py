@@ -1,0 +1,183 @@
+"""Checkpoint I/O: official E-SpikeFormer ImageNet weights in, our own run checkpoints in and out."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import asdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .models.backbone import BackboneCfg, ESpikeFormer
+from .models.spikevimformer import VARIANTS, SpikeViMFormer
+
+FORMAT = "spikevimformer/1"
+_WRAPPERS = ("model", "state_dict", "model_state", "module", "net")
+_OFFICIAL = {"tiny": "V3_10.0M_1x4.pth", "small": "V3_19.0M_1x4.pth"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used, with a sentence saying why."""
+
+
+def _read(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path} ({size} bytes) is not a readable PyTorch checkpoint: it may be truncated, corrupt, "
+            f"or hold objects other than tensors ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from exc
+
+
+def _unwrap(obj: Any, path: str | Path) -> dict[str, Tensor]:
+    """Find the tensor dict inside the usual wrappings and strip DDP's `module.` prefix."""
+    while isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping) or not any(isinstance(v, Tensor) for v in obj.values()):
+        found = type(obj).__name__ + (f" with keys {sorted(obj)[:8]}" if isinstance(obj, Mapping) else "")
+        raise CheckpointError(f"{path} holds no state dict of tensors (found {found})")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+def _expected_shapes(variant: str) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        backbone = ESpikeFormer(VARIANTS[variant])
+    return {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+
+
+def detect_variant(state: Mapping[str, Tensor]) -> str | None:
+    """The variant whose backbone keys and shapes the state dict matches exactly, if any."""
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    return next((name for name in VARIANTS if _expected_shapes(name) == shapes), None)
+
+
+def _describe_mismatch(state: Mapping[str, Tensor], variant: str) -> str:
+    expected = _expected_shapes(variant)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {expected[k]})")
+    return "; ".join(parts)
+
+
+def load_backbone_checkpoint(model: SpikeViMFormer | ESpikeFormer, path: str | Path) -> str:
+    """Load an official E-SpikeFormer ImageNet checkpoint into `model.backbone`; returns its variant.
+
+    The variant is read from the tensor shapes, never the file name; `head.*` (the 1000-class
+    ImageNet head) is dropped; everything else must match strictly.
+    """
+    backbone = model.backbone if isinstance(model, SpikeViMFormer) else model
+    state = {k: v for k, v in _unwrap(_read(path), path).items() if not k.startswith("head.")}
+    found = detect_variant(state)
+    target = next((n for n, cfg in VARIANTS.items() if cfg.dims == backbone.cfg.dims), None)
+    if found is None:
+        detail = _describe_mismatch(state, target or "tiny")
+        raise CheckpointError(
+            f"{path} is not an E-SpikeFormer tiny (10M) or small (19M) backbone checkpoint: "
+            f"against the {target or 'tiny'} backbone it has {detail}"
+        )
+    if found != target:
+        raise CheckpointError(
+            f"{path} holds the E-SpikeFormer {found} backbone ({_OFFICIAL[found]}, {VARIANTS[found].out_dim}-d), "
+            f"but the model is {target or 'a custom width'} ({backbone.out_dim}-d); use build_model({found!r})"
+        )
+    backbone.load_state_dict(state, strict=True)
+    return found
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: SpikeViMFormer,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save model (+ optimizer, resolved config, metrics, extra state) atomically.
+
+    Everything stored is tensors or plain Python values, so it loads with `weights_only=True`.
+    """
+    bare = model.module if hasattr(model, "module") else model
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "variant": bare.variant,
+        "num_classes": bare.num_classes,
+        "backbone_cfg": asdict(bare.backbone.cfg),
+        "model": bare.state_dict(),
+        "config": dict(config or {}),
+        "metrics": dict(metrics or {}),
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    if extra:
+        payload.update(extra)
+    return atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read one of our checkpoints safely and check that it is one."""
+    payload = _read(path)
+    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a spikevimformer checkpoint (no format tag {FORMAT!r}); "
+            "for official E-SpikeFormer ImageNet weights use load_backbone_checkpoint"
+        )
+    return dict(payload)
+
+
+def model_from_checkpoint(path: str | Path) -> SpikeViMFormer:
+    """Rebuild the model a checkpoint was saved from and load its weights strictly."""
+    payload = load_checkpoint(path)
+    cfg = BackboneCfg(**{**payload["backbone_cfg"], "dims": tuple(payload["backbone_cfg"]["dims"])})
+    model = SpikeViMFormer(cfg, num_classes=payload["num_classes"], variant=payload["variant"])
+    try:
+        model.load_state_dict(payload["model"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not match the {payload['variant']} model it names: {exc}") from exc
+    return model

@@ -1,0 +1,77 @@
+"""`spikevimformer info`: variants, parameter counts, descriptor sizes, MACs and ANN energy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from ..analysis.complexity import count_macs, total_macs
+from ..models import VARIANTS, build_model, count_parameters
+from .common import add_device, add_image_size, resolve_device
+
+E_MAC_PJ = 4.6
+
+
+def variant_summary(variant: str, image_size: int, num_classes: int) -> dict:
+    """Parameter and MAC figures of one variant at one input size."""
+    model = build_model(variant, num_classes)
+    row = {
+        "variant": variant,
+        "backbone_params": count_parameters(model.backbone),
+        "training_params": count_parameters(model),
+        "descriptor_dim": model.descriptor_dim,
+        "image_size": image_size,
+    }
+    for order in ("q(ktv)", "(qkt)v"):
+        macs, stem = total_macs(count_macs(model.backbone, (image_size, image_size), order))
+        row[f"gmacs_{order}"] = macs / 1e9
+        row["stem_gmacs"] = stem / 1e9
+    row["ann_energy_mj"] = row["gmacs_q(ktv)"] * 1e9 * E_MAC_PJ * 1e-9
+    return row
+
+
+def forward_check(variant: str, image_size: int, device: torch.device, batch: int = 2) -> dict:
+    """Run the eval path on random images: descriptor shape, norms and time per image."""
+    model = build_model(variant).eval().to(device)
+    images = torch.randn(batch, 3, image_size, image_size, device=device)
+    with torch.inference_mode():
+        model(images)  # warm-up
+        start = time.perf_counter()
+        desc = model(images)
+        elapsed = time.perf_counter() - start
+    return {"variant": variant, "shape": list(desc.shape), "norms": desc.norm(dim=1).tolist(), "s_per_image": elapsed / batch}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="model variants, parameter counts, descriptor sizes, MACs")
+    add_image_size(p)
+    add_device(p)
+    p.add_argument("--num-classes", type=int, default=701, help="SHS classes for the training-time count")
+    p.add_argument("--forward", action="store_true", help="also run each variant on random images and time it")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = [variant_summary(v, args.image_size, args.num_classes) for v in VARIANTS]
+    checks = [forward_check(v, args.image_size, resolve_device(args.device)) for v in VARIANTS] if args.forward else []
+    if args.json:
+        print(json.dumps({"variants": rows, "forward": checks}, indent=2))
+        return 0
+    print(f"SpikeViMFormer variants at {args.image_size}x{args.image_size} (MACs per image; ANN energy at {E_MAC_PJ} pJ/MAC)")
+    header = f"{'variant':<8}{'backbone':>12}{'training':>12}{'desc':>6}{'GMACs Q(KtV)':>14}{'GMACs (QKt)V':>14}{'stem':>8}{'ANN mJ':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['variant']:<8}{r['backbone_params']:>12,}{r['training_params']:>12,}{r['descriptor_dim']:>6}"
+            f"{r['gmacs_q(ktv)']:>14.3f}{r['gmacs_(qkt)v']:>14.3f}{r['stem_gmacs']:>8.3f}{r['ann_energy_mj']:>8.2f}"
+        )
+    print(f"training params include SSA, SHS and a {args.num_classes}-class SHS classifier; inference runs the backbone only")
+    for c in checks:
+        print(f"forward {c['variant']}: descriptor {tuple(c['shape'])}, norms {[round(n, 4) for n in c['norms']]}, "
+              f"{c['s_per_image'] * 1000:.0f} ms/image on {args.device}")
+    return 0
