@@ -42,7 +42,12 @@ def forward_check(variant: str, image_size: int, device: torch.device, batch: in
         start = time.perf_counter()
         desc = model(images)
         elapsed = time.perf_counter() - start
-    return {"variant": variant, "shape": list(desc.shape), "norms": desc.norm(dim=1).tolist(), "s_per_image": elapsed / batch}
+    return {
+        "variant": variant,
+        "shape": list(desc.shape),
+        "norms": desc.norm(dim=1).tolist(),
+        "s_per_image": elapsed / batch,
+    }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,12 +62,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rows = [variant_summary(v, args.image_size, args.num_classes) for v in VARIANTS]
-    checks = [forward_check(v, args.image_size, resolve_device(args.device)) for v in VARIANTS] if args.forward else []
+    device = resolve_device(args.device)
+    checks = [forward_check(v, args.image_size, device) for v in VARIANTS] if args.forward else []
     if args.json:
         print(json.dumps({"variants": rows, "forward": checks}, indent=2))
         return 0
-    print(f"SpikeViMFormer variants at {args.image_size}x{args.image_size} (MACs per image; ANN energy at {E_MAC_PJ} pJ/MAC)")
-    header = f"{'variant':<8}{'backbone':>12}{'training':>12}{'desc':>6}{'GMACs Q(KtV)':>14}{'GMACs (QKt)V':>14}{'stem':>8}{'ANN mJ':>8}"
+    size = f"{args.image_size}x{args.image_size}"
+    print(f"SpikeViMFormer variants at {size} (MACs per image; ANN energy at {E_MAC_PJ} pJ/MAC)")
+    header = (
+        f"{'variant':<8}{'backbone':>12}{'training':>12}{'desc':>6}"
+        f"{'GMACs Q(KtV)':>14}{'GMACs (QKt)V':>14}{'stem':>8}{'ANN mJ':>8}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -70,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
             f"{r['variant']:<8}{r['backbone_params']:>12,}{r['training_params']:>12,}{r['descriptor_dim']:>6}"
             f"{r['gmacs_q(ktv)']:>14.3f}{r['gmacs_(qkt)v']:>14.3f}{r['stem_gmacs']:>8.3f}{r['ann_energy_mj']:>8.2f}"
         )
-    print(f"training params include SSA, SHS and a {args.num_classes}-class SHS classifier; inference runs the backbone only")
+    print(f"training params include SSA, SHS and a {args.num_classes}-class SHS classifier; "
+          "inference runs the backbone only")
     for c in checks:
         print(f"forward {c['variant']}: descriptor {tuple(c['shape'])}, norms {[round(n, 4) for n in c['norms']]}, "
-              f"{c['s_per_image'] * 1000:.0f} ms/image on {args.device}")
+              f"{c['s_per_image'] * 1000:.0f} ms/image on {device}")
     return 0

@@ -1,0 +1,118 @@
+import pickle
+
+import pytest
+import torch
+
+from spikevimformer import CheckpointError, build_model, load_backbone_checkpoint, load_checkpoint, save_checkpoint
+from spikevimformer.checkpoint import model_from_checkpoint
+from tests.test_backbone import spec_shapes
+
+
+def official_state(variant: str) -> dict[str, torch.Tensor]:
+    """A stand-in for V3_*M_1x4.pth: every spec key with random values, plus the ImageNet head."""
+    g = torch.Generator().manual_seed(1)
+    state = {
+        k: torch.randn(shape, generator=g) if shape else torch.tensor(7) for k, shape in spec_shapes(variant).items()
+    }
+    dim = 240 if variant == "tiny" else 360
+    state["head.weight"] = torch.randn(1000, dim, generator=g)
+    state["head.bias"] = torch.zeros(1000)
+    return state
+
+
+WRAPPINGS = {
+    "plain": lambda s: s,
+    "model": lambda s: {"model": s, "epoch": 300},
+    "state_dict": lambda s: {"state_dict": s, "args": {"lr": 1e-3}},
+    "module_prefix": lambda s: {"model": {f"module.{k}": v for k, v in s.items()}},
+}
+
+
+@pytest.mark.parametrize("wrapping", sorted(WRAPPINGS))
+@pytest.mark.parametrize("variant", ["tiny", "small"])
+def test_official_checkpoint_loads_in_every_wrapping(tmp_path, variant, wrapping):
+    state = official_state(variant)
+    path = tmp_path / "ckpt_named_misleadingly_19M.pth"
+    torch.save(WRAPPINGS[wrapping](state), path)
+    model = build_model(variant, num_classes=3)
+    assert load_backbone_checkpoint(model, path) == variant
+    loaded = model.backbone.state_dict()
+    key = "block4.1.attn.v_conv.0.weight"
+    assert torch.equal(loaded[key], state[key])
+    assert int(loaded["downsample1_1.encode_bn.num_batches_tracked"]) == 7
+
+
+def test_tiny_checkpoint_offered_to_small_is_refused(tmp_path):
+    path = tmp_path / "V3_10.0M_1x4.pth"
+    torch.save({"model": official_state("tiny")}, path)
+    with pytest.raises(CheckpointError, match=r"holds the E-SpikeFormer tiny backbone.*build_model\('tiny'\)"):
+        load_backbone_checkpoint(build_model("small"), path)
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path = tmp_path / "V3_10.0M_1x4.pth"
+    torch.save({"model": official_state("tiny")}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_backbone_checkpoint(build_model("tiny"), path)
+
+
+def test_non_checkpoint_files_are_refused(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_backbone_checkpoint(build_model("tiny"), text)
+    other = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, other)
+    with pytest.raises(CheckpointError, match="not an E-SpikeFormer tiny .* 603 missing keys"):
+        load_backbone_checkpoint(build_model("tiny"), other)
+    torch.save({"weights": {"fc.weight": torch.zeros(3, 3)}, "epoch": 3}, other)
+    with pytest.raises(CheckpointError, match="holds no state dict of tensors"):
+        load_backbone_checkpoint(build_model("tiny"), other)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_backbone_checkpoint(build_model("tiny"), tmp_path / "missing.pth")
+
+
+def test_arbitrary_pickles_are_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Evil()}, f)
+    with pytest.raises(CheckpointError):
+        load_backbone_checkpoint(build_model("tiny"), path)
+
+
+def test_partial_state_dict_is_refused_strictly(tmp_path):
+    state = official_state("tiny")
+    del state["block3.2.mlp.fc1_conv.bias"]
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="1 missing keys"):
+        load_backbone_checkpoint(build_model("tiny"), path)
+
+
+def test_own_checkpoint_round_trip_is_atomic_and_strict(tmp_path):
+    model = build_model("tiny", num_classes=6)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model(torch.randn(2, 3, 32, 32)).descriptor.sum().backward()
+    opt.step()
+    path = save_checkpoint(
+        tmp_path / "run" / "last.pt", model, optimizer=opt, config={"lr": 1e-4}, metrics={"R@1": 12.5}
+    )
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary left behind
+    payload = load_checkpoint(path)
+    assert payload["config"] == {"lr": 1e-4} and payload["metrics"]["R@1"] == 12.5
+    assert "state" in payload["optimizer"]
+    restored = model_from_checkpoint(path).eval()
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(restored(x), model(x))
+    with pytest.raises(CheckpointError, match="not a spikevimformer checkpoint"):
+        official = tmp_path / "official.pth"
+        torch.save(official_state("tiny"), official)
+        load_checkpoint(official)
