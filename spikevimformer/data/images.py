@@ -1,0 +1,133 @@
+"""Image discovery and loading that names the offending file instead of dying anonymously hours into a run."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+BAD_IMAGE_MODES = ("fail", "skip")
+_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+_READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
+
+
+class BadImageError(ValueError):
+    """An image that cannot be decoded; the message names its path so the user can fix or remove it."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path}: {reason}")
+
+
+@dataclass
+class ImageReport:
+    """Bad images met while loading in 'skip' mode, so a run can say afterwards what it left out."""
+
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+
+    def add(self, path: Path, reason: str) -> None:
+        self.bad.append((Path(path), reason))
+
+    def __len__(self) -> int:
+        return len(self.bad)
+
+    def lines(self) -> list[str]:
+        return [f"{p}: {r}" for p, r in self.bad]
+
+
+def check_bad_image_mode(mode: str) -> str:
+    if mode not in BAD_IMAGE_MODES:
+        raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_MODES}, got {mode!r}")
+    return mode
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name; an empty or missing folder gives []."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if is_image(p))
+
+
+def list_subfolders(folder: Path) -> list[Path]:
+    """Visible sub-folders sorted by name (hidden ones such as .ipynb_checkpoints are not locations)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_rgb(path: Path | str) -> np.ndarray:
+    """Decode an image fully to RGB uint8 HxWx3; a corrupt or truncated file raises BadImageError."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as exc:
+        raise BadImageError(path, str(exc) or type(exc).__name__) from exc
+
+
+def quick_check(path: Path | str) -> str | None:
+    """Fast integrity test (header verify plus JPEG end marker); returns a reason, or None when it looks fine."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except _READ_ERRORS as exc:
+        return str(exc) or type(exc).__name__
+    if path.suffix.lower() in _JPEG_SUFFIXES:
+        # PIL's verify does not look at JPEG scan data; a cut-off download lacks the end-of-image marker.
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 64))
+            if b"\xff\xd9" not in fh.read():
+                return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def full_check(path: Path | str) -> str | None:
+    """Thorough integrity test: decode every pixel; slower than quick_check."""
+    try:
+        load_rgb(path)
+    except BadImageError as exc:
+        return exc.reason
+    return None
+
+
+def scan_images(paths: Iterable[Path], full: bool = False, progress: bool = False) -> list[tuple[Path, str]]:
+    """(path, reason) for every unreadable image among `paths`."""
+    from tqdm import tqdm
+
+    check = full_check if full else quick_check
+    paths = list(paths)
+    bad = []
+    for p in tqdm(paths, desc="checking images", unit="img", disable=None if progress else True, leave=False):
+        reason = check(p)
+        if reason is not None:
+            bad.append((Path(p), reason))
+    return bad
+
+
+def load_or_report(path: Path, on_bad_image: str, report: ImageReport | None) -> np.ndarray | None:
+    """Load an image; in 'skip' mode a bad one is recorded, warned about and returned as None."""
+    try:
+        return load_rgb(path)
+    except BadImageError as exc:
+        if on_bad_image == "fail":
+            raise
+        if report is not None:
+            report.add(exc.path, exc.reason)
+        warnings.warn(f"skipping unreadable image {exc.path}: {exc.reason}", RuntimeWarning, stacklevel=2)
+        return None
