@@ -9,7 +9,10 @@ import sys
 from .. import __version__
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
-COMMANDS = ("info",)
+COMMANDS = (
+    "info", "synth", "data", "train", "evaluate", "robustness", "energy", "visualize",
+    "index", "localize", "serve", "export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,123 @@
+"""`spikevimformer energy`: per-layer spike rates, SOPs and energy of the backbone on real or random images."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..analysis.complexity import ATTENTION_ORDERS
+from ..analysis.energy import measure_energy, plot_energy
+from ..checkpoint import load_backbone_checkpoint, model_from_checkpoint
+from ..metrics import save_report
+from ..models import build_model
+from .common import add_device, add_image_size, add_variant, resolve_device
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)  # ImageNet statistics, as the backbone was trained
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def find_images(folder: Path, count: int) -> list[Path]:
+    """`count` images spread evenly over the sorted files under `folder` (all subfolders)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
+    picks = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
+    return [files[i] for i in sorted(set(picks.tolist()))]
+
+
+def load_image(path: Path, size: int) -> torch.Tensor:
+    """Resize to size x size (bicubic) and normalise like inference."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((size, size), Image.BICUBIC)
+            x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable image ({exc})") from exc
+    return (x - MEAN) / STD
+
+
+def image_batches(paths: list[Path], size: int, batch_size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, len(paths), batch_size):
+        yield torch.stack([load_image(p, size) for p in paths[start : start + batch_size]])
+
+
+def random_batches(count: int, size: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Uniform-noise RGB images, normalised like real ones (a fallback without data: rates are not representative)."""
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        yield (torch.rand(n, 3, size, size, generator=gen) - MEAN) / STD
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("energy", help="per-layer spike rates, SOPs and SNN vs ANN energy of the backbone")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", type=Path, help="a spikevimformer checkpoint (its variant is used)")
+    src.add_argument("--backbone-weights", type=Path, help="official E-SpikeFormer ImageNet weights for --variant")
+    add_variant(p)
+    p.add_argument("--images", type=Path, help="folder of images (searched recursively); default: random images")
+    p.add_argument("--num-images", type=int, default=16, help="images to measure on (spread over the folder)")
+    p.add_argument("--batch-size", type=int, default=4)
+    add_image_size(p)
+    p.add_argument("--attention-order", choices=ATTENTION_ORDERS, default="q(ktv)",
+                   help="order of the attention products priced (the model computes Q(K^T V))")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random images")
+    add_device(p)
+    p.add_argument("--out", type=Path, required=True, help="folder for energy.json, energy.txt, energy.png")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.image_size <= 0 or args.image_size % 16:
+        raise ValueError(f"--image-size must be a positive multiple of 16, got {args.image_size}")
+    if args.num_images < 1 or args.batch_size < 1:
+        raise ValueError("--num-images and --batch-size must be at least 1")
+    device = resolve_device(args.device)
+    if args.checkpoint:
+        model = model_from_checkpoint(args.checkpoint)
+        source = str(args.checkpoint)
+    else:
+        model = build_model(args.variant)
+        source = f"{args.variant} (random initialisation)"
+        if args.backbone_weights:
+            load_backbone_checkpoint(model, args.backbone_weights)
+            source = f"{args.variant} ({args.backbone_weights})"
+    model.to(device)
+    if args.images:
+        paths = find_images(args.images, args.num_images)
+        batches = image_batches(paths, args.image_size, args.batch_size)
+        data = f"{len(paths)} images from {args.images}"
+    else:
+        batches = random_batches(args.num_images, args.image_size, args.batch_size, args.seed)
+        data = f"{args.num_images} random images (seed {args.seed})"
+    start = time.perf_counter()
+    report = measure_energy(model, batches, attention_order=args.attention_order, progress=True)
+    report.config.update(model=source, data=data, variant=getattr(model, "variant", args.variant),
+                         device=str(device), seconds=round(time.perf_counter() - start, 2))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    table = f"model: {source}\ndata: {data}\n\n{report.table()}\n"
+    json_path = save_report(out / "energy.json", report.to_dict())
+    txt_path = out / "energy.txt"
+    tmp = txt_path.with_name(f".{txt_path.name}.tmp")
+    tmp.write_text(table, encoding="utf-8")
+    tmp.replace(txt_path)
+    png_path = plot_energy(report, out / "energy.png")
+    t = report.totals
+    print(f"model: {source}; data: {data}; {args.image_size} px; attention order {args.attention_order}")
+    print(f"MACs {t['macs'] / 1e9:.3f} G ({t['macs_other_order'] / 1e9:.3f} G in {t['other_order']} order), "
+          f"stem {t['macs_stem'] / 1e9:.3f} G; SOPs {t['sops'] / 1e9:.3f} G; mean input rate {t['mean_rate']:.4f}")
+    print(f"SNN {t['snn_energy_mj']:.4f} mJ vs ANN {t['ann_energy_mj']:.4f} mJ per image: {t['ann_over_snn']:.2f}x")
+    params = report.parameters
+    print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items() if v is not None))
+    print(f"wrote {txt_path}, {json_path}, {png_path}")
+    return 0

@@ -1,0 +1,124 @@
+"""`spikevimformer index build|add|info`: a geo-referenced gallery of tile descriptors in a folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..geo.encoders import encode_tiles, open_encoder
+from ..geo.index import GalleryIndex, IndexConfig
+from ..geo.tiles import OrthoConfig, folder_tiles, orthophoto_tiles, world_tiles
+from ._model import add_model_source
+from .common import add_device, add_image_size, resolve_device
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def add_sources(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("tile source (one of)")
+    src.add_argument("--tiles", help="(a) folder of tile images, with --csv")
+    src.add_argument("--csv", help="(a) CSV: id, latitude, longitude, footprint_m [, image]")
+    src.add_argument("--footprint-m", type=float, help="(a) tile side in metres when the CSV has no footprint_m")
+    src.add_argument("--ortho", help="(b) orthophoto image with a world file (.jgw/.pgw/.tfw/.wld) beside it")
+    src.add_argument("--world-file", help="(b) world file, when not next to the image")
+    src.add_argument("--crs", default="EPSG:4326", help="(b) world-file coordinates: EPSG:4326, EPSG:3857, UTM:33N")
+    src.add_argument("--tile-m", type=float, help="(b) tile ground side in metres")
+    src.add_argument("--stride-m", type=float, help="(b) stride between tiles in metres (default: half a tile)")
+    src.add_argument("--scales", default="1", help="(b) comma-separated tile-size factors, e.g. 1,1.5,2")
+    src.add_argument("--rotations", default="0", help="(b) comma-separated rotations, e.g. 0,90,180,270")
+    src.add_argument("--world", help="(c) synthetic world folder (its test gallery: test + distractor tiles)")
+    src.add_argument("--split", default="test", choices=("test", "train"), help="(c) which gallery of the world")
+
+
+def tiles_from_args(args: argparse.Namespace):
+    chosen = [name for name in ("tiles", "ortho", "world") if getattr(args, name)]
+    if len(chosen) != 1:
+        raise ValueError("give exactly one tile source: --tiles DIR --csv FILE, --ortho IMAGE, or --world DIR")
+    if args.tiles:
+        if not args.csv:
+            raise ValueError("--tiles needs --csv with the tile coordinates")
+        return folder_tiles(args.tiles, args.csv, args.footprint_m)
+    if args.ortho:
+        if not args.tile_m:
+            raise ValueError("--ortho needs --tile-m (tile ground side in metres)")
+        cfg = OrthoConfig(
+            args.tile_m, args.stride_m or args.tile_m / 2, tuple(_floats(args.scales)),
+            tuple(int(r) for r in _floats(args.rotations)), args.crs,
+        )  # fmt: skip
+        return orthophoto_tiles(args.ortho, cfg, args.world_file)
+    return world_tiles(args.world, args.split)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build, extend and inspect a geo-referenced gallery index")
+    cmds = p.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
+
+    b = cmds.add_parser("build", help="encode a tile source into a new index folder")
+    b.add_argument("--out", required=True, help="index folder to create")
+    add_model_source(b)
+    add_image_size(b)
+    add_device(b)
+    add_sources(b)
+    b.add_argument("--index-type", default="auto", choices=("auto", "flat", "ivf", "hnsw"),
+                   help="faiss index; auto = exact up to --exact-max tiles, IVF above")  # fmt: skip
+    b.add_argument("--exact-max", type=int, default=IndexConfig.exact_max)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
+    b.set_defaults(func=run_build)
+
+    a = cmds.add_parser("add", help="encode more tiles into an existing index (same model)")
+    a.add_argument("index", help="index folder")
+    add_model_source(a, variant=False)
+    add_device(a)
+    add_sources(a)
+    a.add_argument("--batch-size", type=int, default=32)
+    a.set_defaults(func=run_add)
+
+    i = cmds.add_parser("info", help="size, model, index kind and extent of an index")
+    i.add_argument("index", help="index folder")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=run_info)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    tiles = tiles_from_args(args)
+    encoder = open_encoder(args.checkpoint, args.variant or "tiny", args.image_size, args.onnx,
+                           resolve_device(args.device))  # fmt: skip
+    config = IndexConfig(kind=args.index_type, exact_max=args.exact_max)
+    index = GalleryIndex.create(args.out, encoder.identity, config, args.overwrite)
+    index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
+    index.save()
+    print(f"built {args.out}: {len(index)} tiles, {index.index_params['kind']} index, "
+          f"{encoder.identity.variant} {encoder.identity.dim}-d at {encoder.identity.image_size} px")  # fmt: skip
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    tiles = tiles_from_args(args)
+    ident = GalleryIndex.load(args.index).identity
+    encoder = open_encoder(args.checkpoint, ident.variant, ident.image_size, args.onnx, resolve_device(args.device))
+    index = GalleryIndex.load(args.index, expect=encoder.identity)
+    before = len(index)
+    index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
+    index.save()
+    print(f"added {len(index) - before} tiles to {args.index}: {len(index)} in all, {index.index_params['kind']} index")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = GalleryIndex.load(args.index).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    m = info["model"]
+    print(f"gallery index {info['folder']} (generation {info['generation']})")
+    print(f"  tiles       {info['count']} from {', '.join(info['sources'])}")
+    print(f"  model       {m['variant']}, {m['dim']}-d, {m['image_size']} px, weights {m['checkpoint_sha256']}")
+    params = {k: v for k, v in info["index"].items() if k != "calibration"}
+    print(f"  faiss       {json.dumps(params)}")
+    if "extent" in info:
+        e = info["extent"]
+        print(f"  extent      lat {e['lat_min']:.6f}..{e['lat_max']:.6f}, lon {e['lon_min']:.6f}..{e['lon_max']:.6f}")
+    return 0

@@ -1,0 +1,54 @@
+"""`spikevimformer localize IMAGE... --index DIR`: photo -> top-k tiles and a position; --evaluate for metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..geo.localize import format_table, open_localizer
+from ..geo.metrics import evaluate_localizer, format_report, load_queries
+from ._model import add_model_source
+from .common import add_device, resolve_device
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("localize", help="estimate where drone photos were taken, from a gallery index")
+    p.add_argument("images", nargs="*", help="query images")
+    p.add_argument("--index", required=True, help="gallery index folder (spikevimformer index build)")
+    add_model_source(p)
+    add_device(p)
+    p.add_argument("-k", "--top-k", type=int, default=5, help="tiles to return and to fuse into the estimate")
+    p.add_argument("--temperature", type=float, default=0.02, help="softmax temperature on cosine scores")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--evaluate", metavar="WORLD_OR_CSV",
+                   help="instead of IMAGE...: a synthetic world (cameras.csv) or CSV image,latitude,longitude; "
+                        "prints Dis@K, SDM@K and accuracy within 25/50/100 m")  # fmt: skip
+    p.add_argument("--truth", default="camera", choices=("camera", "location"),
+                   help="true position for --evaluate on a world: the drone camera or the imaged tile centre")
+    p.add_argument("--limit", type=int, help="evaluate only the first N queries")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.images) == bool(args.evaluate):
+        raise ValueError("give query images, or --evaluate WORLD_OR_CSV, but not both")
+    localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
+                               args.top_k, args.temperature)  # fmt: skip
+    if args.evaluate:
+        queries = load_queries(args.evaluate, args.truth)[: args.limit]
+        ks = tuple(k for k in (1, 5, 10) if k <= len(localizer.index))
+        payload = evaluate_localizer(localizer, queries, ks, args.batch_size)
+        payload.update(protocol="metric-space", truth=args.truth, source=args.evaluate)
+        text = format_report(payload)
+    else:
+        results = localizer.localize_files(args.images, args.batch_size)
+        payload = {"backend": localizer.backend, "results": [r.to_dict() for r in results]}
+        text = format_table(results)
+    if args.out:
+        Path(args.out).write_text(json.dumps(payload, indent=2))
+    print(json.dumps(payload, indent=2) if args.json else text)
+    return 0
+

@@ -1,0 +1,34 @@
+"""`spikevimformer serve --index DIR`: the localization HTTP service and its upload page."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..geo.localize import open_localizer
+from ..geo.serve import MAX_UPLOAD_BYTES, create_app
+from ._model import add_model_source
+from .common import add_device, resolve_device
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP service: POST /localize, GET /health, upload page at /")
+    p.add_argument("--index", required=True, help="gallery index folder")
+    add_model_source(p)
+    add_device(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("-k", "--top-k", type=int, default=5)
+    p.add_argument("--temperature", type=float, default=0.02)
+    p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
+                               args.top_k, args.temperature)  # fmt: skip
+    app = create_app(localizer, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    print(f"serving {len(localizer.index)} tiles ({localizer.backend}) on http://{args.host}:{args.port}/")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

@@ -1,0 +1,55 @@
+"""`spikevimformer train`: YAML config + flags + key=value overrides -> a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+# flag -> config key; a flag left out keeps the config file's (or the default) value
+FLAGS = {
+    "data_root": ("--data-root", str, "dataset folder (University-1652, SUES-200, or a synthetic world)"),
+    "out_dir": ("--out", str, "run folder (config, log.csv, last.pt, best.pt)"),
+    "variant": ("--variant", str, "tiny or small"),
+    "image_size": ("--image-size", int, "square training and evaluation size"),
+    "epochs": ("--epochs", int, "number of epochs"),
+    "batch_size": ("--batch-size", int, "global pairs per step (over all ranks)"),
+    "lr": ("--lr", float, "peak learning rate"),
+    "init": ("--init", str, "'scratch', an E-SpikeFormer ImageNet checkpoint, or one of our checkpoints"),
+    "device": ("--device", str, "auto, cpu or cuda"),
+    "max_steps": ("--max-steps", int, "stop after this many steps"),
+    "time_limit_min": ("--time-limit", float, "stop cleanly after this many minutes"),
+    "workers": ("--workers", int, "data-loading processes"),
+    "altitude": ("--altitude", int, "SUES-200 altitude"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train SpikeViMFormer (one device, or many under torchrun)")
+    p.add_argument("--config", help="YAML file of settings (see configs/)")
+    for key, (flag, kind, text) in FLAGS.items():
+        p.add_argument(flag, dest=key, type=kind, default=None, help=text)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any setting, e.g. w_hral=0")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still written)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.config import load_config
+    from ..engine.trainer import train
+
+    overrides = [f"{key}={getattr(args, key)}" for key in FLAGS if getattr(args, key) is not None]
+    config_path = args.config
+    if args.resume and config_path is None:
+        from pathlib import Path
+
+        saved = Path(args.resume) / "config.yaml"
+        config_path = saved if saved.is_file() else None
+    cfg = load_config(config_path, overrides + list(args.set))
+    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in result.items() if k != "metrics"}))
+    from ..metrics import format_metrics_table
+
+    if result["metrics"]:
+        print(format_metrics_table(result["metrics"]))
+    return 0

@@ -1,0 +1,114 @@
+"""A user's own orthophoto as the world: training and test sets of a real region.
+
+The image is the ground (and the satellite view); buildings rise out of it only where a height image
+says so (connected areas above 2.5 m become prisms at their median height). Without a world file the
+coordinates are relative to `origin` (or 0, 0), which the notes say.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import SynthConfig
+from .geo import GeoRef, WorldFileTransform, georef_from_world_file
+from .world import Buildings, World
+
+MIN_BUILDING_M = 2.5
+MIN_TARGET_AREA_M2 = 120.0
+
+
+def _read_image(path: str, flags: int, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} does not exist")
+    img = cv2.imread(str(p), flags)
+    if img is None:
+        raise ValueError(f"{what} {p} is not a readable image")
+    return img
+
+
+def _buildings_from_heights(hmap: np.ndarray, rgb: np.ndarray, gsd: float) -> tuple[Buildings, np.ndarray]:
+    mask = (hmap > MIN_BUILDING_M).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    rings, heights, roofs, areas = [], [], [], []
+    for i in range(1, n):
+        x, y, w, h, area = stats[i]
+        if area * gsd * gsd < 30:
+            continue
+        comp = (labels[y:y + h, x:x + w] == i).astype(np.uint8)
+        contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        c = max(contours, key=cv2.contourArea)
+        poly = cv2.approxPolyDP(c, max(1.0, 0.6 / gsd), True).reshape(-1, 2).astype(np.float64)
+        if len(poly) < 3:
+            continue
+        col, row = poly[:, 0] + x, poly[:, 1] + y
+        rings.append(np.stack([(col + 0.5) * gsd, -(row + 0.5) * gsd], 1))
+        sel = comp.astype(bool)
+        heights.append(float(np.median(hmap[y:y + h, x:x + w][sel])))
+        roofs.append(rgb[y:y + h, x:x + w][sel].mean(0))
+        areas.append(area * gsd * gsd)
+    walls = [(170, 165, 155)] * len(rings)
+    return Buildings.from_rings(rings, heights, walls, roofs, 180.0, 45.0), np.array(areas)
+
+
+def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator) -> World:
+    """Load --ground (and --world-file, --heights) into a World."""
+    bgr = _read_image(cfg.ground, cv2.IMREAD_COLOR, "orthophoto")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    h0, w0 = rgb.shape[:2]
+    notes: list[str] = []
+    hmap = None
+    if cfg.heights:
+        raw = _read_image(cfg.heights, cv2.IMREAD_UNCHANGED, "height image")
+        raw = raw[..., 0] if raw.ndim == 3 else raw
+        if raw.shape != (h0, w0):
+            raise ValueError(f"height image {cfg.heights} is {raw.shape[1]}x{raw.shape[0]} px but the orthophoto "
+                             f"is {w0}x{h0} px; they must match pixel for pixel")
+        hmap = raw.astype(np.float32) * float(cfg.height_scale)
+    if cfg.world_file:
+        geo, gsd_e, gsd_n = georef_from_world_file(WorldFileTransform.read(cfg.world_file), cfg.crs, w0, h0)
+        if cfg.gsd_m is not None and abs(cfg.gsd_m - gsd_n) > 0.05 * gsd_n:
+            raise ValueError(f"--gsd {cfg.gsd_m:g} disagrees with the world file's {gsd_n:.3g} m per pixel")
+        gsd = gsd_n
+        if abs(gsd_e - gsd_n) > 0.01 * gsd_n:  # degree pixels are not square on the ground: make them so
+            w1 = int(round(w0 * gsd_e / gsd_n))
+            rgb = cv2.resize(rgb, (w1, h0), interpolation=cv2.INTER_AREA if w1 < w0 else cv2.INTER_LINEAR)
+            if hmap is not None:
+                hmap = cv2.resize(hmap, (w1, h0), interpolation=cv2.INTER_NEAREST)
+            notes.append(f"resampled the orthophoto from {w0} to {w1} px wide for square {gsd:.3g} m pixels")
+        geo = GeoRef(geo.lat0, geo.lon0, gsd, rgb.shape[1], rgb.shape[0])
+    else:
+        gsd = float(cfg.gsd_m)
+        lat0, lon0 = cfg.origin if cfg.origin else (0.0, 0.0)
+        geo = GeoRef(float(lat0), float(lon0), gsd, w0, h0)
+        if not cfg.origin:
+            notes.append("no world file or origin given: latitudes/longitudes are relative to (0, 0) at the image's "
+                         "north-west corner")
+    height, width = rgb.shape[:2]
+    half = cfg.footprint_m / 2 + 2 * gsd
+    core = (half, width * gsd - half, -(height * gsd - half), -half)
+    if core[1] <= core[0] or core[3] <= core[2]:
+        raise ValueError(f"the orthophoto ({width * gsd:.0f} x {height * gsd:.0f} m) is smaller than one "
+                         f"{cfg.footprint_m:g} m tile")
+    if hmap is not None:
+        buildings, areas = _buildings_from_heights(hmap, rgb, gsd)
+        cands, weight = buildings.centroid[areas >= MIN_TARGET_AREA_M2], areas[areas >= MIN_TARGET_AREA_M2]
+    else:
+        buildings = Buildings.from_rings([], [], [], [], 180.0, 45.0)
+        notes.append("no height image: buildings are not extruded, drone views are perspective warps of the ground")
+        step = cfg.spacing_m / 2
+        xs = np.arange(core[0], core[1] + 1e-9, step)
+        ys = np.arange(core[2], core[3] + 1e-9, step)
+        grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+        cands = grid + rng.uniform(-step / 4, step / 4, grid.shape)
+        cands = np.clip(cands, (core[0], core[2]), (core[1], core[3]))
+        weight = np.ones(len(cands))
+    if min(core[0], width * gsd - core[1]) < reach_m:
+        notes.append(f"drone views reach {reach_m:.0f} m from a tile centre; near the image border they see the "
+                     "mirrored orthophoto")
+    return World(ortho=rgb, ground=rgb, geo=geo, buildings=buildings, candidates=cands, candidate_weight=weight,
+                 sun_az_deg=180.0, sun_el_deg=45.0, source="orthophoto", core=core, notes=notes)

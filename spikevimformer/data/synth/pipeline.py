@@ -1,0 +1,308 @@
+"""generate_world: lay out or load a world, pick locations, render and write a dataset, score a baseline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .baseline import retrieval_baseline
+from .camera import Camera, plan_views, view_reach_m
+from .config import SynthConfig
+from .geo import GeoRef, seeded_origin
+from .ground import orthophoto_world
+from .photometric import photometric
+from .procedural import procedural_world
+from .render import MAX_LEVEL, drone_view, satellite_tile
+from .world import World
+from .writer import ROOT, Staging, drone_name, encode, placement, write_bytes
+
+FORMAT = "spikevimformer-synth/1"
+SPLIT_ORDER = ("train", "test", "distractor")
+
+
+@dataclass(frozen=True)
+class Location:
+    index: int
+    id: str
+    split: str
+    xy: tuple[float, float]  # tile centre, metres (X east, Y north of the world corner)
+
+
+@dataclass
+class SynthSummary:
+    """What was written, and how well a non-learned descriptor does on it."""
+
+    out_dir: Path
+    dataset_dir: Path
+    layout: str
+    seed: int
+    counts: dict
+    baseline: list[dict]
+    world: dict
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+# --- locations -------------------------------------------------------------------------------------------
+
+
+def pick_locations(world: World, n: int, spacing: float, rng: np.random.Generator) -> np.ndarray:
+    """Up to n candidates inside the core, at least `spacing` apart (random sequential, grid-hashed)."""
+    x0, x1, y0, y1 = world.core
+    c = world.candidates
+    ok = np.nonzero((c[:, 0] >= x0) & (c[:, 0] <= x1) & (c[:, 1] >= y0) & (c[:, 1] <= y1))[0]
+    chosen: list[int] = []
+    cells: dict[tuple[int, int], list[int]] = {}
+    for i in rng.permutation(ok):
+        p = c[i]
+        gx, gy = int(p[0] // spacing), int(p[1] // spacing)
+        near = [j for dx in (-1, 0, 1) for dy in (-1, 0, 1) for j in cells.get((gx + dx, gy + dy), ())]
+        if near and np.min(((c[near] - p) ** 2).sum(1)) < spacing * spacing:
+            continue
+        cells.setdefault((gx, gy), []).append(int(i))
+        chosen.append(int(i))
+        if len(chosen) == n:
+            break
+    return c[chosen]
+
+
+def assign(cfg: SynthConfig, xy: np.ndarray, rng: np.random.Generator) -> list[Location]:
+    """Train locations in the west, test (and distractor) ones in the east: disjoint areas, like the
+    disjoint universities of University-1652. Ids are 4-digit strings, train first."""
+    n_train, n_test, n_distr = cfg.split_counts()
+    order = np.argsort(xy[:, 0], kind="stable")
+    east = rng.permutation(order[n_train:])
+    groups = {"train": order[:n_train], "test": east[:n_test], "distractor": east[n_test:]}
+    ids = [f"{i:04d}" for i in range(1, len(xy) + 1)]
+    if cfg.layout == "sues200" and (n_train, n_test) == (120, 80):  # reuse the published split's ids
+        train_ids = resources.files("spikevimformer").joinpath("resources/sues200-train-ids.txt").read_text().split()
+        ids = train_ids + [i for i in ids if i not in set(train_ids)]
+    out, k = [], 0
+    for split in SPLIT_ORDER:
+        for i in groups[split]:
+            out.append(Location(int(i), ids[k], split, (float(xy[i, 0]), float(xy[i, 1]))))
+            k += 1
+    return out
+
+
+def build_world(cfg: SynthConfig, reach_m: float) -> tuple[World, list[Location]]:
+    """Make (or load) the world and choose its locations."""
+    n = cfg.locations
+    if cfg.ground is not None:
+        world = orthophoto_world(cfg, reach_m, np.random.default_rng([cfg.seed, 1]))
+        xy = pick_locations(world, n, cfg.spacing_m, np.random.default_rng([cfg.seed, 2]))
+        if len(xy) < 4:
+            raise ValueError(f"only {len(xy)} locations {cfg.spacing_m:g} m apart fit in {cfg.ground}; a world needs 4")
+        if len(xy) < n:
+            world.notes.append(f"only {len(xy)} of the {n} requested locations fit in the orthophoto")
+            cfg = replace(cfg, locations=len(xy))
+        return world, assign(cfg, xy, np.random.default_rng([cfg.seed, 3]))
+    margin = reach_m + 10.0
+    factor = 3.0  # built-up share and random packing: about 300 fit where 250 are asked for
+    for attempt in range(6):
+        core = math.sqrt(n * factor) * cfg.spacing_m
+        world = procedural_world(cfg, core + 2 * margin, margin, np.random.default_rng([cfg.seed, 1, attempt]))
+        xy = pick_locations(world, n, cfg.spacing_m, np.random.default_rng([cfg.seed, 2, attempt]))
+        if len(xy) == n:
+            lat0, lon0 = cfg.origin if cfg.origin else seeded_origin(np.random.default_rng([cfg.seed, 4]))
+            world.geo = GeoRef(float(lat0), float(lon0), world.geo.gsd_m, world.geo.width_px, world.geo.height_px)
+            return world, assign(cfg, xy, np.random.default_rng([cfg.seed, 3]))
+        factor *= 1.4
+    raise RuntimeError(f"could not place {n} locations {cfg.spacing_m:g} m apart")  # pragma: no cover
+
+
+# --- rendering (runs in worker processes) ----------------------------------------------------------------
+
+_STATE: dict = {}
+
+
+def _share(world: World) -> tuple[World, list, list]:
+    """Copy the world's rasters into shared memory; returns a raster-less world for pickling and specs."""
+    from multiprocessing import shared_memory
+
+    blocks, specs = [], []
+    for key, arr in world._pyramids.items():
+        shm = shared_memory.SharedMemory(create=True, size=max(1, arr.nbytes))
+        np.ndarray(arr.shape, arr.dtype, buffer=shm.buf)[...] = arr
+        blocks.append(shm)
+        specs.append((key, shm.name, arr.shape, arr.dtype.str))
+    light = replace(world, ortho=None, ground=None, _pyramids={})
+    return light, specs, blocks
+
+
+def _init_worker(cfg: SynthConfig, light: World, specs: list, root: Path) -> None:
+    """Attach a spawned worker to the shared rasters (no copy) and keep OpenCV single-threaded."""
+    from multiprocessing import shared_memory
+
+    cv2.setNumThreads(1)
+    pyramids, blocks = {}, []
+    for key, name, shape, dtype in specs:
+        shm = shared_memory.SharedMemory(name=name)
+        blocks.append(shm)
+        pyramids[tuple(key)] = np.ndarray(shape, np.dtype(dtype), buffer=shm.buf)
+    world = replace(light, ortho=pyramids[("ortho", 0)], ground=pyramids[("ground", 0)], _pyramids=pyramids)
+    _STATE.update(cfg=cfg, world=world, root=root, blocks=blocks)
+
+
+def _render_location(loc: Location) -> list[tuple]:
+    """Render and write one location's satellite tile and drone views; returns its camera rows."""
+    cfg: SynthConfig = _STATE["cfg"]
+    world: World = _STATE["world"]
+    root: Path = _STATE["root"]
+    rng = np.random.default_rng([cfg.seed, 10, loc.index])
+    size = cfg.image_size
+    sat = satellite_tile(world, loc.xy, cfg.footprint_m, size)
+    sat = photometric(sat, rng, 0.3 * cfg.photometric, haze=False, blur=False)
+    views = plan_views(cfg, rng)
+    groups = sorted({v.group for v in views}, key=lambda g: (g is None, float(g) if g else 0.0))
+    place = placement(cfg.layout, loc.id, loc.split, groups)
+    for rel, _ in place.satellite:
+        write_bytes(root, rel, encode(sat, rel, cfg.jpeg_quality))
+    rows = []
+    counters: dict = {}
+    for v in views:
+        k = counters[v.group] = counters.get(v.group, -1) + 1
+        n_group = sum(1 for w in views if w.group == v.group)
+        cam = Camera.look_at((loc.xy[0] + v.offset_m[0], loc.xy[1] + v.offset_m[1]), v.heading_deg, v.pitch_deg,
+                             v.altitude_m, cfg.fov_deg, size)
+        img = photometric(drone_view(world, cam), rng, cfg.photometric)
+        lat, lon = world.geo.to_latlon(cam.position[0], -cam.position[1])
+        name = drone_name(cfg.layout, k, n_group)
+        data = None
+        for folder, group in place.drone:
+            if group is not None and group != v.group:
+                continue
+            rel = f"{folder}/{name}"
+            data = data or encode(img, rel, cfg.jpeg_quality)
+            write_bytes(root, rel, data)
+            rows.append((rel, loc.id, f"{float(lat):.8f}", f"{float(lon):.8f}", f"{v.altitude_m:.2f}",
+                         f"{v.heading_deg:.2f}"))
+    return rows
+
+
+def _render_all(cfg: SynthConfig, world: World, locations: list[Location], root: Path, workers: int,
+                progress: bool) -> list[tuple]:
+    """Render every location, in `workers` spawned processes sharing the world's rasters (fork is unsafe
+    once OpenCV has started its thread pool). Output does not depend on the number of workers."""
+    bar = tqdm(total=len(locations), desc="rendering locations", unit="loc", disable=not progress)
+    rows: list[tuple] = []
+    try:
+        if workers > 1 and len(locations) > 2 * workers:
+            light, specs, blocks = _share(world)
+            try:
+                ctx = mp.get_context("spawn")
+                with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, light, specs, root)) as pool:
+                    for r in pool.imap(_render_location, locations, chunksize=2):
+                        rows += r
+                        bar.update()
+            finally:
+                for shm in blocks:
+                    shm.close()
+                    shm.unlink()
+        else:
+            _STATE.update(cfg=cfg, world=world, root=root)
+            for loc in locations:
+                rows += _render_location(loc)
+                bar.update()
+    finally:
+        bar.close()
+        _STATE.clear()
+    return rows
+
+
+# --- outputs ---------------------------------------------------------------------------------------------
+
+
+def _csv(header: list[str], rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _baselines(cfg: SynthConfig, root: Path, locations: list[Location]) -> list[dict]:
+    """Drone -> satellite retrieval on the written test set (official protocol: distractors included)."""
+    ds = root / ROOT[cfg.layout]
+    out = []
+    if cfg.layout == "university1652":
+        pairs = [(None, ds / "test/query_drone", ds / "test/gallery_satellite")]
+    else:
+        pairs = [(p.name, p / "query_drone", p / "gallery_satellite") for p in sorted((ds / "Testing").iterdir())]
+    for alt, qdir, gdir in pairs:
+        queries = [(f, f.parent.name) for f in sorted(qdir.glob("*/*")) if f.is_file()]
+        gallery = [(f, f.parent.name) for f in sorted(gdir.glob("*/*")) if f.is_file()]
+        row = {"direction": "drone->satellite", "protocol": "official (distractors in the gallery)"}
+        if alt is not None:
+            row["altitude"] = alt
+        row.update(retrieval_baseline(queries, gallery))
+        out.append(row)
+    return out
+
+
+def generate_world(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, overwrite: bool = False,
+                   progress: bool = False) -> SynthSummary:
+    """Write a synthetic cross-view world (dataset layout, locations.csv, cameras.csv, world.json) to out_dir.
+
+    workers > 1 renders in spawned processes, so a calling script needs the usual
+    `if __name__ == "__main__":` guard; the bytes written do not depend on `workers`.
+    """
+    start = time.perf_counter()
+    cfg = cfg.resolved()
+    out = Path(out_dir)
+    staging = Staging(out, cfg.layout, overwrite)
+    try:
+        reach = view_reach_m(cfg)
+        world, locations = build_world(cfg, reach)
+        if cfg.ground is not None and cfg.gsd_m is None:
+            cfg = replace(cfg, gsd_m=world.gsd_m)
+        world.prepare(MAX_LEVEL + 1)
+        cam_rows = _render_all(cfg, world, locations, staging.path, max(1, int(workers)), progress)
+        loc_rows = []
+        for loc in sorted(locations, key=lambda loc: loc.id):
+            lat, lon = world.geo.to_latlon(loc.xy[0], -loc.xy[1])
+            loc_rows.append((loc.id, loc.split, f"{float(lat):.8f}", f"{float(lon):.8f}", f"{cfg.footprint_m:g}"))
+        (staging.path / "locations.csv").write_text(
+            _csv(["id", "split", "latitude", "longitude", "footprint_m"], loc_rows))
+        (staging.path / "cameras.csv").write_text(
+            _csv(["image", "id", "latitude", "longitude", "altitude_m", "heading_deg"], sorted(cam_rows)))
+        baseline = _baselines(cfg, staging.path, locations)
+        splits = {s: sum(1 for loc in locations if loc.split == s) for s in SPLIT_ORDER}
+        counts = {**splits, "locations": len(locations), "drone_views_rendered": len(locations) * len(plan_views(
+            cfg, np.random.default_rng(0))), "drone_images_written": len(cam_rows),
+            "buildings": len(world.buildings)}
+        record = {
+            "format": FORMAT, "seed": cfg.seed, "layout": cfg.layout, "dataset": ROOT[cfg.layout],
+            "source": world.source, **world.geo.record(),
+            "sun": {"azimuth_deg": world.sun_az_deg, "elevation_deg": world.sun_el_deg},
+            "view_reach_m": reach, "config": cfg.to_record(), "counts": counts, "baseline": baseline,
+            "notes": world.notes,
+        }  # fmt: skip
+        (staging.path / "world.json").write_text(json.dumps(record, indent=2) + "\n")
+        staging.publish()
+    except BaseException:
+        staging.discard()
+        raise
+    return SynthSummary(out, out / ROOT[cfg.layout], cfg.layout, cfg.seed, counts, baseline, world.geo.record(),
+                        time.perf_counter() - start, list(world.notes))
+
+
+def default_workers() -> int:
+    """Two processes on a two-core machine; never more than the cores this process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))

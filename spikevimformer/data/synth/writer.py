@@ -1,0 +1,108 @@
+"""Dataset layouts (where each rendered image goes) and the staging folder that makes a world appear whole."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = {"university1652": "University-1652", "sues200": "SUES-200"}
+OUTPUT_FILES = ("locations.csv", "cameras.csv", "world.json")  # world.json last: it marks a complete world
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Every relative path one location's images are written to."""
+
+    satellite: tuple[tuple[str, str | None], ...]  # (path, altitude group or None: every group)
+    drone: tuple[tuple[str, str | None], ...]  # (folder, group): view k of the group goes to folder/name(k)
+
+
+def drone_name(layout: str, k: int, n: int) -> str:
+    if layout == "university1652":
+        return f"image-{k + 1:0{max(2, len(str(n)))}d}.jpeg"
+    return f"{k}.jpg"
+
+
+def placement(layout: str, loc_id: str, split: str, groups: list[str | None]) -> Placement:
+    """University-1652: train/, test/query_* and test/gallery_* (distractors in the galleries only);
+    SUES-200: Training/<alt>/ and Testing/<alt>/ per altitude, every id in the galleries."""
+    root = ROOT[layout]
+    if layout == "university1652":
+        sat = {"train": ["train/satellite"], "test": ["test/gallery_satellite", "test/query_satellite"],
+               "distractor": ["test/gallery_satellite"]}[split]
+        drone = {"train": ["train/drone"], "test": ["test/query_drone", "test/gallery_drone"],
+                 "distractor": ["test/gallery_drone"]}[split]
+        return Placement(tuple((f"{root}/{d}/{loc_id}/{loc_id}.jpg", None) for d in sat),
+                         tuple((f"{root}/{d}/{loc_id}", None) for d in drone))
+    sats, drones = [], []
+    for alt in groups:
+        if split == "train":
+            sats += [(f"{root}/Training/{alt}/satellite/{loc_id}/0.png", alt)]
+            drones += [(f"{root}/Training/{alt}/drone/{loc_id}", alt)]
+        else:
+            sats += [(f"{root}/Testing/{alt}/query_satellite/{loc_id}/0.png", alt)]
+            drones += [(f"{root}/Testing/{alt}/query_drone/{loc_id}", alt)]
+        sats += [(f"{root}/Testing/{alt}/gallery_satellite/{loc_id}/0.png", alt)]
+        drones += [(f"{root}/Testing/{alt}/gallery_drone/{loc_id}", alt)]
+    return Placement(tuple(sats), tuple(drones))
+
+
+def encode(rgb: np.ndarray, path: str, jpeg_quality: int) -> bytes:
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if path.endswith(".png"):
+        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    else:
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    if not ok:  # pragma: no cover - OpenCV without codecs
+        raise ValueError(f"OpenCV could not encode {path}")
+    return buf.tobytes()
+
+
+def write_bytes(root: Path, rel: str, data: bytes) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+class Staging:
+    """Build a world in a hidden folder next to its destination, then move it into place.
+
+    When the output folder does not exist yet, the whole folder appears with one rename. Otherwise its
+    entries (dataset folder, CSVs, world.json last) are swapped in one by one; a crash leaves only a
+    hidden `.synth-*` folder, never a dataset folder without its world.json.
+    """
+
+    def __init__(self, out: Path, layout: str, overwrite: bool):
+        self.out = Path(out)
+        self.names = (ROOT[layout], *OUTPUT_FILES)
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"{self.out} exists and is not a folder")
+        clash = [n for n in self.names if (self.out / n).exists()]
+        if clash and not overwrite:
+            raise ValueError(f"{self.out} already holds {', '.join(clash)}; pass --overwrite to replace it")
+        self.fresh = not self.out.exists()
+        parent = self.out.parent if self.fresh else self.out
+        parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".synth-{self.out.name}-", dir=parent))
+
+    def publish(self) -> None:
+        if self.fresh and not self.out.exists():
+            os.replace(self.path, self.out)
+            return
+        for name in self.names:
+            dst = self.out / name
+            if dst.is_dir():
+                trash = Path(tempfile.mkdtemp(prefix=".synth-old-", dir=self.out))
+                os.replace(dst, trash / name)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(self.path / name, dst)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,421 @@
+"""The training loop: pairs of views, the four objectives, DDP, AMP, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..checkpoint import CheckpointError, load_backbone_checkpoint, load_checkpoint, save_checkpoint
+from ..data import (
+    Benchmark,
+    ImageSet,
+    PairDataset,
+    TrainPairs,
+    UniqueLocationBatchSampler,
+    eval_transform,
+    load_benchmark,
+    train_pair_transform,
+)
+from ..device import resolve_device
+from ..losses import Objective, ObjectiveConfig
+from ..models import SpikeViMFormer, build_model
+from .config import TrainConfig, save_config
+from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
+from .evaluate import evaluate_sets
+from .runlog import RunLog
+from .schedule import warmup_cosine, warmup_steps
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather rows in rank order; backward sums every rank's gradient back to each owner."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rank: int, world: int) -> Tensor:  # type: ignore[override]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows, ctx.rank = x.shape[0], rank
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None, None
+
+
+def gather_rows(x: Tensor, info: DistInfo) -> Tensor:
+    return _GatherRows.apply(x, info.rank, info.world_size) if info.enabled else x
+
+
+class PairForward(nn.Module):
+    """Both views through the shared model in one call, so DDP sees one forward per backward."""
+
+    def __init__(self, model: SpikeViMFormer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, drone: Tensor, satellite: Tensor):
+        return self.model(drone), self.model(satellite)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "gauss": [int(np_state[3]), float(np_state[4])]},
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["gauss"][0], n["gauss"][1]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def split_validation(
+    pairs: TrainPairs, count: int, seed: int
+) -> tuple[TrainPairs, dict[str, tuple[ImageSet, ImageSet]]]:
+    """Hold out `count` training locations: their drone views query their satellite tiles."""
+    if count <= 0:
+        return pairs, {}
+    if count >= len(pairs.classes):
+        raise ValueError(f"val_locations={count} leaves no training location out of {len(pairs.classes)}")
+    held = set(np.random.default_rng(seed).permutation(len(pairs.classes))[:count].tolist())
+    keep = [c for c in range(len(pairs.classes)) if c not in held]
+    remap = {old: new for new, old in enumerate(keep)}
+    train = TrainPairs([(s, d, remap[c]) for s, d, c in pairs.pairs if c in remap], [pairs.classes[c] for c in keep])
+    held_pairs = [(s, d, c) for s, d, c in pairs.pairs if c in held]
+    sats = sorted({(s, c) for s, _, c in held_pairs})
+    query = ImageSet("val_drone", [d for _, d, _ in held_pairs], np.array([c for *_, c in held_pairs], dtype=np.int64))
+    gallery = ImageSet("val_satellite", [s for s, _ in sats], np.array([c for _, c in sats], dtype=np.int64))
+    return train, {"val_drone2satellite": (query, gallery)}
+
+
+def _freeze_bn(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+class Trainer:
+    """Builds everything a run needs from a `TrainConfig`; `fit()` trains and returns the final metrics."""
+
+    def __init__(self, cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        device_type = resolve_device(cfg.device).type
+        self.dist = init_distributed(device_type)
+        self.device = torch.device("cuda", self.dist.local_rank) if device_type == "cuda" else torch.device("cpu")
+        if device_type == "cuda":
+            torch.cuda.set_device(self.device)
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.dist.world_size} ranks")
+        self.out_dir = Path(cfg.out_dir)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+
+        self.bench: Benchmark = load_benchmark(cfg.data_root, cfg.dataset, cfg.altitude)
+        if self.bench.train is None or not len(self.bench.train):
+            raise ValueError(f"{cfg.data_root} has no training pairs (train split missing or empty)")
+        self.train_pairs, self.val_sets = split_validation(self.bench.train, cfg.val_locations, cfg.seed)
+        num_classes = len(self.train_pairs.classes)
+        if cfg.batch_size > num_classes:
+            raise ValueError(f"batch_size {cfg.batch_size} exceeds the {num_classes} training locations "
+                             "(a batch holds each location at most once)")
+
+        self.model = build_model(cfg.variant, num_classes, time_steps=cfg.time_steps, levels=cfg.levels)
+        self.model.classifier.embed[2].p = cfg.shs_dropout
+        if resume is None and cfg.init != "scratch":
+            self._initialise(cfg.init)
+        self.model.to(self.device)
+        self.net: nn.Module = PairForward(self.model)
+        if self.dist.enabled:
+            if self.device.type == "cuda" and cfg.sync_bn and cfg.bn == "batch":
+                self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]  # norms, biases, logit scale, SHS A/delta
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+        )
+        self.sampler = UniqueLocationBatchSampler(
+            self.train_pairs.labels, cfg.batch_size, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size
+        )
+        self.steps_per_epoch = len(self.sampler)
+        self.total_steps = _planned_steps(self.train_pairs.labels, cfg.batch_size, cfg.seed, cfg.epochs)
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.warmup = warmup_steps(self.total_steps, cfg.warmup, cfg.warmup_min_steps)
+        self.scheduler = warmup_cosine(self.optimizer, self.total_steps, self.warmup)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.objective = Objective(ObjectiveConfig(
+            infonce=cfg.w_infonce, ssa=cfg.w_ssa, shs=cfg.w_shs, hral=cfg.w_hral, label_smoothing=cfg.label_smoothing,
+            hral_k=cfg.hral_k, hral_k2=cfg.hral_k2, hral_alpha=cfg.hral_alpha, hral_tau=cfg.hral_tau,
+            hral_history=cfg.hral_history, hral_memory=cfg.hral_memory,
+        ))
+        self.memory = self.objective.make_memory().to(self.device)
+        transform = train_pair_transform(cfg.image_size, seed=cfg.seed) if cfg.augment else _PlainPair(cfg.image_size)
+        self.dataset = PairDataset(self.train_pairs, transform, on_bad_image=cfg.on_bad_image)
+        self.step = 0
+        self.epoch = 0
+        self.batches_done = 0  # within the current epoch
+        self.best: float | None = None
+        self.history: list[dict[str, Any]] = []
+        if resume is not None:
+            self._resume(Path(resume))
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def _initialise(self, path: str) -> None:
+        """Backbone from an E-SpikeFormer ImageNet checkpoint, or the whole model from one of ours."""
+        try:
+            payload = load_checkpoint(path)
+        except CheckpointError:
+            load_backbone_checkpoint(self.model, path)
+            return
+        state = payload["model"]
+        own = self.model.state_dict()
+        # Our checkpoint may come from a world with another number of classes: keep all but the classifier's head.
+        state = {k: v for k, v in state.items() if not (k.startswith("classifier.fc.") and v.shape != own[k].shape)}
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("classifier.fc.") for k in missing):
+            raise CheckpointError(f"{path} does not fit the {self.cfg.variant} model: missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}")
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.cfg.amp
+        if amp == "auto":
+            return torch.bfloat16 if self.device.type == "cuda" else None
+        if amp == "off":
+            return None
+        if amp not in ("bf16", "fp16"):
+            raise ValueError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(batches_done=self.batches_done),
+            "memory": self.memory.state_dict(),
+            "rng": _rng_state(),
+            "progress": {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done,
+                         "best": self.best},
+            "history": self.history,
+        }
+
+    def save(self, name: str = "last.pt", metrics: dict[str, Any] | None = None) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        return save_checkpoint(self.out_dir / name, self.model, optimizer=self.optimizer, config=self.cfg.to_dict(),
+                               metrics=metrics or {}, extra={"train_state": self._state()})
+
+    def _resume(self, run_dir: Path) -> None:
+        path = run_dir / "last.pt" if run_dir.is_dir() else run_dir
+        payload = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(payload["model"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} does not match this run's model: {exc}") from exc
+        self.optimizer.load_state_dict(payload["optimizer"])
+        st = payload["train_state"]
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.sampler.load_state_dict(st["sampler"])
+        self.memory.load_state_dict(st["memory"])
+        _set_rng_state(st["rng"])
+        p = st["progress"]
+        self.step, self.epoch, self.batches_done, self.best = p["step"], p["epoch"], p["batches_done"], p["best"]
+        self.history = list(st.get("history", []))
+
+    # -- one step -------------------------------------------------------------------------------------
+    def train_step(self, drone: Tensor, satellite: Tensor, labels: Tensor) -> dict[str, float]:
+        self.net.train()
+        if self.cfg.bn == "frozen":
+            _freeze_bn(self.net)
+        drone, satellite, labels = (t.to(self.device, non_blocking=True) for t in (drone, satellite, labels))
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else contextlib.nullcontext())
+        with autocast:
+            out_q, out_g = self.net(drone, satellite)
+        extra: dict[str, Any] = {}
+        if self.dist.enabled:
+            b = drone.shape[0]
+            extra = {"global_q": gather_rows(out_q.descriptor.float(), self.dist),
+                     "global_g": gather_rows(out_g.descriptor.float(), self.dist),
+                     "local_slice": slice(self.dist.rank * b, (self.dist.rank + 1) * b)}
+        total, terms = self.objective(out_q, out_g, labels, self.model.logit_scale, self.memory, **extra)
+        if not torch.isfinite(total):
+            raise NonFiniteLoss(f"loss became {total.item()} at step {self.step + 1}; "
+                                f"terms {({k: float(v) for k, v in terms.items()})}; last good checkpoint kept")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        values = {"loss": total.detach(), **terms}
+        return {k: float(all_reduce_mean(v, self.dist)) for k, v in values.items()} | {"grad_norm": float(grad_norm)}
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def evaluate(self) -> list[dict[str, Any]]:
+        sets = {**self.val_sets, **self.bench.test}
+        rows = evaluate_sets(self.model, sets, self.cfg.image_size, self.device, protocols=("paper",),
+                             batch_size=self.cfg.eval_batch_size, workers=min(self.cfg.workers, 2),
+                             progress=self.progress)
+        return rows
+
+    def _selection_score(self, rows: list[dict[str, Any]]) -> tuple[float, str]:
+        """Validation R@1 when a validation split exists, else the test D->S R@1 (flagged as such)."""
+        for key in ("val_drone2satellite", "drone2satellite"):
+            row = next((r for r in rows if r["direction"] == key), None)
+            if row is not None:
+                return float(row["R@1"]), key
+        return float("nan"), "none"
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=self.cfg.workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+
+    def _announce(self) -> None:
+        c, d = self.cfg, self.dist
+        print(f"training {c.variant} on {self.bench.name} ({len(self.train_pairs.classes)} locations, "
+              f"{len(self.train_pairs)} pairs) at {c.image_size}px on {self.device} x {d.world_size} rank(s)\n"
+              f"global batch {c.batch_size} pairs ({c.batch_size // d.world_size} per rank), "
+              f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps in total, warm-up {self.warmup}; "
+              f"negatives per query {c.batch_size - 1} in-batch + HRAL history {c.hral_history}/view; "
+              f"amp {self.amp_dtype or 'off'}; run folder {self.out_dir}", flush=True)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the configured end (epochs, max_steps or time limit); returns the final evaluation."""
+        cfg = self.cfg
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out_dir / "config.yaml")
+            self._announce()
+        log = None
+        if self.dist.is_main:
+            log = RunLog(self.out_dir / "log.csv", resume_step=self.step if self.step else None)
+        start = time.monotonic()
+        stop_reason = "finished"
+        final_rows: list[dict[str, Any]] = []
+        try:
+            while self.epoch < cfg.epochs and self.step < self.total_steps:
+                self.sampler.set_epoch(self.epoch)  # the same epoch again keeps a resumed position
+                per_epoch = len(self.sampler)
+                bar = tqdm(total=per_epoch, initial=self.batches_done, desc=f"epoch {self.epoch + 1}",
+                           disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
+                tick = time.monotonic()
+                for drone, satellite, labels in self._loader():
+                    values = self.train_step(drone, satellite, labels)
+                    self.batches_done += 1
+                    now = time.monotonic()
+                    row = {"step": self.step, "epoch": self.epoch + 1, "lr": self.scheduler.get_last_lr()[0],
+                           **values, "pairs_per_s": cfg.batch_size / max(now - tick, 1e-9),
+                           "logit_scale": float(self.model.logit_scale.detach().exp())}
+                    tick = now
+                    if log is not None and self.step % cfg.log_every_steps == 0:
+                        log.log(row)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{row['lr']:.2e}")
+                    if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+                        self.save()
+                    out_of_time = cfg.time_limit_min and now - start > 60 * cfg.time_limit_min
+                    if self.step >= self.total_steps or out_of_time:
+                        stop_reason = "time limit" if out_of_time and self.step < self.total_steps else "finished"
+                        break
+                bar.close()
+                if self.batches_done >= per_epoch:
+                    self.epoch += 1
+                    self.batches_done = 0
+                    if cfg.eval_every_epochs and self.epoch % cfg.eval_every_epochs == 0 and self.epoch < cfg.epochs:
+                        self._epoch_eval()
+                if stop_reason != "finished":
+                    break
+        except KeyboardInterrupt:
+            self.save()
+            print(f"\ninterrupted at step {self.step}: saved {self.out_dir / 'last.pt'}; "
+                  f"continue with --resume {self.out_dir}", file=sys.stderr)
+            raise
+        finally:
+            if log is not None:
+                log.close()
+        final_rows = self._epoch_eval() if self.dist.is_main or self.dist.enabled else []
+        self.save(metrics={"final": final_rows})
+        cleanup(self.dist)
+        return {"steps": self.step, "epochs": self.epoch, "stop_reason": stop_reason, "metrics": final_rows,
+                "seconds": time.monotonic() - start}
+
+    def _epoch_eval(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        if self.dist.is_main:
+            rows = self.evaluate()
+            score, selected_on = self._selection_score(rows)
+            self.history.append({"step": self.step, "epoch": self.epoch, "metrics": rows})
+            if not math.isnan(score) and (self.best is None or score > self.best):
+                self.best = score
+                self.save("best.pt", metrics={"selection": selected_on, "R@1": score, "rows": rows})
+            self.save(metrics={"rows": rows})
+        if self.dist.enabled:
+            dist.barrier()
+        return rows
+
+
+class _PlainPair:
+    """No augmentation: the evaluation transform on both views."""
+
+    def __init__(self, image_size: int) -> None:
+        self.transform = eval_transform(image_size)
+
+    def __call__(self, drone: np.ndarray, satellite: np.ndarray) -> tuple[Tensor, Tensor]:
+        return self.transform(drone), self.transform(satellite)
+
+
+def _planned_steps(labels: np.ndarray, batch_size: int, seed: int, epochs: int) -> int:
+    """Exact number of batches over all epochs (it can vary by one or so between epochs)."""
+    probe = UniqueLocationBatchSampler(labels, batch_size, seed=seed)
+    total = 0
+    for epoch in range(epochs):
+        probe.set_epoch(epoch)
+        total += len(probe)
+    return total
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Python API behind `spikevimformer train`."""
+    return Trainer(cfg, resume=resume, progress=progress).fit()
+
+

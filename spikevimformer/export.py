@@ -1,0 +1,105 @@
+"""ONNX export of the inference path: BN-folded backbone, global average pooling, L2 normalisation."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models.fuse import fuse_backbone
+
+OPSET = 17
+
+
+class InferenceModel(nn.Module):
+    """image -> descriptor exactly as `SpikeViMFormer.encode` computes it, with BatchNorm folded away."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = fuse_backbone(backbone)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return F.normalize(self.backbone(images).mean(dim=(2, 3)), dim=-1)
+
+
+def export_onnx(
+    model, path: str | Path, image_size: int, checkpoint_sha256: str, opset: int = OPSET, batch: int = 2
+) -> Path:
+    """Write an ONNX model with a dynamic batch axis and the metadata a gallery index checks against."""
+    if image_size <= 0 or image_size % 16:
+        raise ValueError(f"image size must be a positive multiple of 16, got {image_size}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = InferenceModel(model.backbone).eval()
+    example = torch.randn(batch, 3, image_size, image_size)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation; onnxscript is absent
+            torch.onnx.export(
+                net, (example,), tmp, input_names=["images"], output_names=["descriptors"],
+                dynamic_axes={"images": {0: "batch"}, "descriptors": {0: "batch"}},
+                opset_version=opset, dynamo=False,
+            )  # fmt: skip
+        _add_metadata(tmp, {
+            "format": "spikevimformer-onnx/1", "variant": model.variant, "checkpoint_sha256": checkpoint_sha256,
+            "image_size": int(image_size), "descriptor_dim": int(model.descriptor_dim), "bn_folded": True,
+        })  # fmt: skip
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _add_metadata(path: str, info: dict) -> None:
+    import onnx
+
+    proto = onnx.load(path)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "spikevimformer", json.dumps(info)
+    proto.producer_name = "spikevimformer"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, path)
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    """Dynamic int8 weights (ONNX Runtime); keep it only if `parity` says descriptors still agree."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".onnx", dir=dst.parent)
+    os.close(fd)
+    try:
+        quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8)
+        proto = onnx.load(tmp)
+        meta = json.loads(next(p.value for p in onnx.load(str(src)).metadata_props if p.key == "spikevimformer"))
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "spikevimformer", json.dumps({**meta, "quantization": "dynamic-int8"})
+        onnx.save(proto, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dst
+
+
+def onnx_parity(model, onnx_path: str | Path, images: Tensor) -> float:
+    """Smallest cosine between PyTorch (`model.encode`) and ONNX Runtime descriptors of the same images."""
+    from .geo.encoders import OnnxEncoder
+
+    with torch.inference_mode():
+        ref = model.eval().encode(images).numpy()
+    got = OnnxEncoder(onnx_path).encode(images.numpy())
+    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    return float(cos.min())

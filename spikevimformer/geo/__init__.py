@@ -1,0 +1,12 @@
+"""Geo-referenced galleries: tiles with coordinates, a persistent descriptor index, photo -> position."""
+
+from .coords import LocalFrame, haversine_m
+from .index import GalleryIndex, IndexConfig, ModelIdentity
+from .localize import Localization, Localizer, OnnxEncoder, TorchEncoder
+from .metrics import distance_metrics
+from .tiles import Tile, folder_tiles, orthophoto_tiles, world_tiles
+
+__all__ = [
+    "GalleryIndex", "IndexConfig", "LocalFrame", "Localization", "Localizer", "ModelIdentity", "OnnxEncoder",
+    "Tile", "TorchEncoder", "distance_metrics", "folder_tiles", "haversine_m", "orthophoto_tiles", "world_tiles",
+]

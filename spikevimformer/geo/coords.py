@@ -1,0 +1,116 @@
+"""Geodesic distances and a local east/north metre frame, the units a drone engineer reasons in."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius
+WGS84_A = 6_378_137.0
+WGS84_F = 1 / 298.257223563
+
+
+def check_latlon(lat: np.ndarray | float, lon: np.ndarray | float, what: str = "coordinates") -> None:
+    """Reject swapped or out-of-range coordinates early, where the mistake is still easy to see."""
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    if not (np.all(np.isfinite(lat)) and np.all(np.isfinite(lon))):
+        raise ValueError(f"{what}: latitude/longitude must be finite numbers")
+    if np.any(np.abs(lat) > 90) or np.any(np.abs(lon) > 180):
+        raise ValueError(f"{what}: latitude must lie in [-90, 90] and longitude in [-180, 180] degrees")
+
+
+def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Great-circle distance in metres (spherical Earth: < 0.5 % error, far below tile sizes)."""
+    p1, p2 = np.radians(np.asarray(lat1, dtype=np.float64)), np.radians(np.asarray(lat2, dtype=np.float64))
+    dp = p2 - p1
+    dl = np.radians(np.asarray(lon2, dtype=np.float64) - np.asarray(lon1, dtype=np.float64))
+    h = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+@dataclass(frozen=True)
+class LocalFrame:
+    """Equirectangular east/north metres around an origin; exact enough over a few kilometres."""
+
+    lat0: float
+    lon0: float
+
+    def to_local(self, lat, lon) -> tuple[np.ndarray, np.ndarray]:
+        k = math.radians(1.0) * EARTH_RADIUS_M
+        east = (np.asarray(lon, dtype=np.float64) - self.lon0) * k * math.cos(math.radians(self.lat0))
+        north = (np.asarray(lat, dtype=np.float64) - self.lat0) * k
+        return east, north
+
+    def to_geo(self, east, north) -> tuple[np.ndarray, np.ndarray]:
+        k = math.radians(1.0) * EARTH_RADIUS_M
+        lat = self.lat0 + np.asarray(north, dtype=np.float64) / k
+        lon = self.lon0 + np.asarray(east, dtype=np.float64) / (k * math.cos(math.radians(self.lat0)))
+        return lat, lon
+
+
+def weighted_position(lat, lon, weights) -> tuple[float, float, float]:
+    """Weighted mean of points and their weighted RMS spread in metres, computed in a local frame."""
+    lat, lon, w = (np.asarray(a, dtype=np.float64).ravel() for a in (lat, lon, weights))
+    if not (lat.size == lon.size == w.size) or lat.size == 0:
+        raise ValueError("weighted_position needs the same non-zero number of latitudes, longitudes and weights")
+    if np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("weights must be non-negative with a positive sum")
+    w = w / w.sum()
+    frame = LocalFrame(float(lat[int(np.argmax(w))]), float(lon[int(np.argmax(w))]))
+    e, n = frame.to_local(lat, lon)
+    me, mn = float(w @ e), float(w @ n)
+    spread = math.sqrt(float(w @ ((e - me) ** 2 + (n - mn) ** 2)))
+    mlat, mlon = frame.to_geo(me, mn)
+    return float(mlat), float(mlon), spread
+
+
+# --- projected coordinates of world files -------------------------------------------------------------
+
+
+def web_mercator_to_geo(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """EPSG:3857 metres -> WGS84 degrees."""
+    lon = np.degrees(np.asarray(x, dtype=np.float64) / WGS84_A)
+    lat = np.degrees(2 * np.arctan(np.exp(np.asarray(y, dtype=np.float64) / WGS84_A)) - math.pi / 2)
+    return lat, lon
+
+
+def utm_to_geo(easting, northing, zone: int, north: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """UTM (WGS84) metres -> degrees by the Krüger series to n^3 (sub-millimetre inside a zone)."""
+    if not 1 <= zone <= 60:
+        raise ValueError(f"UTM zone must be 1..60, got {zone}")
+    n = WGS84_F / (2 - WGS84_F)
+    big_a = WGS84_A / (1 + n) * (1 + n**2 / 4 + n**4 / 64)
+    beta = (n / 2 - 2 * n**2 / 3 + 37 * n**3 / 96, n**2 / 48 + n**3 / 15, 17 * n**3 / 480)
+    delta = (2 * n - 2 * n**2 / 3 - 2 * n**3, 7 * n**2 / 3 - 8 * n**3 / 5, 56 * n**3 / 15)
+    k0 = 0.9996
+    xi = (np.asarray(northing, dtype=np.float64) - (0.0 if north else 10_000_000.0)) / (k0 * big_a)
+    eta = (np.asarray(easting, dtype=np.float64) - 500_000.0) / (k0 * big_a)
+    xi_p, eta_p = xi.copy(), eta.copy()
+    for j, b in enumerate(beta, start=1):
+        xi_p = xi_p - b * np.sin(2 * j * xi) * np.cosh(2 * j * eta)
+        eta_p = eta_p - b * np.cos(2 * j * xi) * np.sinh(2 * j * eta)
+    chi = np.arcsin(np.sin(xi_p) / np.cosh(eta_p))
+    lat = chi + sum(d * np.sin(2 * j * chi) for j, d in enumerate(delta, start=1))
+    lon0 = math.radians(6 * zone - 183)
+    lon = lon0 + np.arctan2(np.sinh(eta_p), np.cos(xi_p))
+    return np.degrees(lat), np.degrees(lon)
+
+
+def parse_crs(crs: str):
+    """A function (x, y) -> (lat, lon) for 'EPSG:4326', 'EPSG:3857', 'EPSG:326zz'/'EPSG:327zz' or 'UTM:33N'."""
+    key = crs.strip().upper().replace(" ", "")
+    if key in ("EPSG:4326", "WGS84", "LONLAT"):
+        return lambda x, y: (np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64))
+    if key in ("EPSG:3857", "EPSG:900913", "WEBMERCATOR"):
+        return web_mercator_to_geo
+    if key.startswith("EPSG:326") or key.startswith("EPSG:327"):
+        zone, north = int(key[8:]), key[7] == "6"
+        return lambda x, y: utm_to_geo(x, y, zone, north)
+    if key.startswith("UTM:") and key[-1] in "NS" and key[4:-1].isdigit():
+        zone, north = int(key[4:-1]), key[-1] == "N"
+        return lambda x, y: utm_to_geo(x, y, zone, north)
+    raise ValueError(
+        f"unsupported coordinate system {crs!r}; use EPSG:4326 (degrees), EPSG:3857, EPSG:326zz/327zz or UTM:33N"
+    )

@@ -1,0 +1,170 @@
+"""Image -> descriptor backends behind one interface: the PyTorch model and an exported ONNX model."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .imaging import preprocess
+from .index import ModelIdentity
+from .tiles import Tile, load_tile
+
+RANDOM_INIT_SEED = 0
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def random_init_tag(seed: int = RANDOM_INIT_SEED) -> str:
+    return f"random-init:seed={seed}+bn-calibrated"
+
+
+@torch.no_grad()
+def calibrate_batchnorm(backbone: torch.nn.Module, seed: int, batches: int = 1, size: int = 32) -> None:
+    """Set BN statistics from seeded noise images: at fresh init (mean 0, var 1) spikes die out with depth and
+    every image gets the same descriptor; calibrated, an untrained model is a usable (random) feature."""
+    gen = torch.Generator().manual_seed(seed)
+    for mod in backbone.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.reset_running_stats()
+            mod.momentum = None  # cumulative average over the calibration batches
+    backbone.train()
+    for _ in range(batches):
+        backbone(torch.randn(16, 3, size, size, generator=gen))
+    for mod in backbone.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.momentum = 0.1
+    backbone.eval()
+
+
+def load_model(checkpoint: str | Path | None = None, variant: str = "tiny", seed: int = RANDOM_INIT_SEED):
+    """The model and its identity tag: a checkpoint's SHA-256, or a seeded, BN-calibrated random init."""
+    from .. import build_model
+    from ..checkpoint import model_from_checkpoint
+
+    if checkpoint is not None:
+        return model_from_checkpoint(checkpoint).eval(), file_sha256(checkpoint)
+    model = build_model(variant)
+    model.load_state_dict(_random_init_state(variant, seed))
+    return model.eval(), random_init_tag(seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _random_init_state(variant: str, seed: int) -> dict:
+    """Seeded init + BN calibration, computed once per process (calibration costs a forward pass)."""
+    from .. import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(variant)
+    calibrate_batchnorm(model.backbone, seed)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+class Encoder(Protocol):
+    identity: ModelIdentity
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 3, S, S) preprocessed images -> (B, D) L2-normalised float32 descriptors."""
+
+
+class TorchEncoder:
+    """The PyTorch model's eval path (`model.encode`)."""
+
+    backend = "pytorch"
+
+    def __init__(self, model, image_size: int, checkpoint_sha256: str, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.identity = ModelIdentity(model.variant, checkpoint_sha256, int(image_size), int(model.descriptor_dim))
+
+    @classmethod
+    def load(cls, checkpoint=None, variant: str = "tiny", image_size: int = 384, device="cpu") -> TorchEncoder:
+        model, tag = load_model(checkpoint, variant)
+        return cls(model, image_size, tag, device)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            return self.model.encode(x).float().cpu().numpy()
+
+
+class OnnxEncoder:
+    """An ONNX model written by `spikevimformer export`, run with ONNX Runtime; identity from its metadata."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model {path} does not exist")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(path), opts, providers=list(providers or ["CPUExecutionProvider"])
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ValueError(f"{path} is not a loadable ONNX model ({exc})") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        raw = meta.get("spikevimformer")
+        if raw is None:
+            raise ValueError(f"{path} carries no spikevimformer metadata; export it with `spikevimformer export`")
+        info = json.loads(raw)
+        self.metadata = info
+        self.identity = ModelIdentity(
+            info["variant"], info["checkpoint_sha256"], int(info["image_size"]), int(info["descriptor_dim"])
+        )
+        self.input_name = self.session.get_inputs()[0].name
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+def open_encoder(
+    checkpoint: str | Path | None = None, variant: str = "tiny", image_size: int = 384,
+    onnx: str | Path | None = None, device="cpu",
+) -> Encoder:  # fmt: skip
+    """The one place the CLI turns flags into an encoder."""
+    if onnx is not None:
+        if checkpoint is not None:
+            raise ValueError("give either an ONNX model or a checkpoint, not both")
+        return OnnxEncoder(onnx)
+    return TorchEncoder.load(checkpoint, variant, image_size, device)
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def encode_tiles(encoder: Encoder, tiles: Sequence[Tile], batch_size: int = 32, progress: bool = True) -> np.ndarray:
+    """Descriptors of gallery tiles, in batches, with a progress bar."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    out = np.empty((len(tiles), encoder.identity.dim), dtype=np.float32)
+    bar = tqdm(total=len(tiles), desc="encoding tiles", unit="tile", disable=not progress)
+    done = 0
+    for chunk in _batches(tiles, batch_size):
+        batch = preprocess([load_tile(t) for t in chunk], encoder.identity.image_size)
+        out[done : done + len(chunk)] = encoder.encode(batch)
+        done += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    return out

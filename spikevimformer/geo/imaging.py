@@ -1,0 +1,37 @@
+"""Image decoding and the inference preprocessing shared by indexing, localizing and serving."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
+    """Decode fully now, so a truncated file fails here with its name rather than deep in a batch."""
+    label = name or (str(source) if not isinstance(source, bytes) else "uploaded image")
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise FileNotFoundError(f"image {label} does not exist")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{label} is not a readable image ({exc})") from exc
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{label} is too large to decode safely ({exc})") from exc
+
+
+def preprocess(images: list[Image.Image], image_size: int) -> np.ndarray:
+    """The evaluation transform of the benchmarks (one definition), batched -> (B, 3, S, S) float32."""
+    from ..data.transforms import eval_transform
+
+    if image_size <= 0 or image_size % 16:
+        raise ValueError(f"image size must be a positive multiple of 16, got {image_size}")
+    transform = eval_transform(image_size)
+    out = np.empty((len(images), 3, image_size, image_size), dtype=np.float32)
+    for i, img in enumerate(images):
+        out[i] = transform(np.asarray(img.convert("RGB"))).numpy()
+    return out

@@ -1,0 +1,146 @@
+"""HTTP service: upload a photo, get the top-k tiles and a position estimate (FastAPI app factory)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict
+from importlib.resources import files
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image
+from starlette.requests import Request as StarletteRequest
+
+from .imaging import open_image
+from .localize import Localizer
+from .tiles import load_tile
+
+ACCEPTED_TYPES = ("image/jpeg", "image/png", "image/webp", "image/tiff", "image/bmp")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO")  # MPO: JPEGs written by many drone cameras
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAP_POINTS = 5000
+
+
+class HTTPProblem(Exception):
+    """An error answered with a status code and one sentence."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+async def _read_bounded(request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it exceeds `limit`, whether or not Content-Length is sent."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPProblem(413, f"upload of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPProblem(413, f"upload exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def _image_part(request, body: bytes) -> tuple[bytes, str, str]:
+    """(bytes, content type, file name) from a multipart form field or a raw image body."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await StarletteRequest(request.scope, replay).form(max_files=1, max_fields=8)
+        except Exception as exc:  # malformed multipart from the client
+            raise HTTPProblem(400, f"malformed multipart form ({exc})") from exc
+        upload = form.get("image") or next((v for v in form.values() if hasattr(v, "read")), None)
+        if upload is None or not hasattr(upload, "read"):
+            raise HTTPProblem(400, "the form has no file field; send the photo as field 'image'")
+        data = await upload.read()
+        part_type = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
+        return data, part_type, upload.filename or "upload"
+    return body, ctype, "upload"
+
+
+def _decode(data: bytes, ctype: str, name: str) -> Image.Image:
+    if ctype not in (*ACCEPTED_TYPES, "application/octet-stream"):
+        raise HTTPProblem(415, f"unsupported content type {ctype or 'none'!r}; send one of {', '.join(ACCEPTED_TYPES)}")
+    if not data:
+        raise HTTPProblem(400, "the uploaded file is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            fmt = probe.format
+    except Exception as exc:
+        raise HTTPProblem(400, f"{name} is not a readable image ({type(exc).__name__})") from exc
+    if fmt not in ACCEPTED_FORMATS:
+        raise HTTPProblem(415, f"{name} is a {fmt} image; accepted formats are {', '.join(ACCEPTED_FORMATS[:5])}")
+    try:
+        return open_image(data, name)
+    except ValueError as exc:
+        raise HTTPProblem(400, str(exc)) from exc
+
+
+def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_k: int = 50):
+    """The FastAPI app: POST /localize, GET /health, GET /gallery, GET /tiles/{id}, and the page at /."""
+    app = FastAPI(title="spikevimformer localize", version="1")
+    index = localizer.index
+    by_id = {t.id: t for t in index.tiles}
+    step = max(1, len(index.tiles) // MAP_POINTS)
+    points = [[t.latitude, t.longitude] for t in index.tiles[::step]]
+    page = files("spikevimformer").joinpath("resources/localize.html").read_text(encoding="utf-8")
+
+    @app.exception_handler(HTTPProblem)
+    async def problem(_request, exc: HTTPProblem):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def home() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "backend": localizer.backend, "gallery": len(index),
+                "model": asdict(index.identity), "index": index.index_params.get("kind")}  # fmt: skip
+
+    @app.get("/gallery")
+    def gallery() -> dict:
+        return {"count": len(index), "points": points, "sampled_every": step}
+
+    @app.get("/tiles/{tile_id}")
+    def tile(tile_id: str, size: int = 160):
+        t = by_id.get(tile_id)
+        if t is None:
+            raise HTTPProblem(404, f"no tile {tile_id!r} in the gallery")
+        try:
+            img = load_tile(t)
+        except (OSError, ValueError) as exc:
+            raise HTTPProblem(404, f"tile {tile_id!r} has no readable image ({exc})") from exc
+        img.thumbnail((max(16, min(size, 512)),) * 2)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=85)
+        return Response(buf.getvalue(), media_type="image/jpeg")
+
+    @app.post("/localize")
+    async def localize(request: Request, k: int | None = None):
+        if k is not None and not 1 <= k <= max_k:
+            raise HTTPProblem(400, f"k must be between 1 and {max_k}")
+        body = await _read_bounded(request, max_upload_bytes)
+        data, ctype, name = await _image_part(request, body)
+        image = _decode(data, ctype, name)
+        result = (await run_in_threadpool(localizer.localize, [image], [name], k))[0]
+        out = result.to_dict()
+        out["backend"] = localizer.backend
+        out["weights"] = np.round(
+            _weights([m.score for m in result.matches], localizer.temperature), 6
+        ).tolist()
+        return out
+
+    return app
+
+
+def _weights(scores: list[float], temperature: float) -> np.ndarray:
+    from .localize import softmax_weights
+
+    return softmax_weights(np.array(scores), temperature)

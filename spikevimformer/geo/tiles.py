@@ -1,0 +1,283 @@
+"""Tile sources for a gallery: a folder + CSV, a world-file orthophoto cut into tiles, the synthetic world."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .coords import LocalFrame, check_latlon, parse_crs
+from .imaging import open_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+WORLD_FILE_SUFFIXES = (".jgw", ".pgw", ".tfw", ".wld", ".jpgw", ".pngw", ".tifw", ".bpw", ".bmpw")
+ROTATIONS = (0, 90, 180, 270)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One gallery entry: where its centre is on Earth and how to get its pixels back."""
+
+    id: str
+    latitude: float
+    longitude: float
+    footprint_m: float
+    source: str
+    image: str  # absolute path of the image file holding the pixels
+    box: tuple[int, int, int, int] | None = None  # crop (left, top, right, bottom) inside `image`
+    rotation: int = 0  # degrees counter-clockwise, a multiple of 90
+    scale: float = 1.0
+
+    def as_row(self) -> dict:
+        row = asdict(self)
+        row["box"] = "" if self.box is None else " ".join(str(v) for v in self.box)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict) -> Tile:
+        box = tuple(int(v) for v in row["box"].split()) if row.get("box") else None
+        return cls(
+            id=row["id"], latitude=float(row["latitude"]), longitude=float(row["longitude"]),
+            footprint_m=float(row["footprint_m"]), source=row.get("source", ""), image=row.get("image", ""),
+            box=box, rotation=int(float(row.get("rotation") or 0)), scale=float(row.get("scale") or 1.0),
+        )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=2)
+def _whole_image(path: str) -> Image.Image:
+    """Orthophotos are cut into many tiles in a row: decode each once."""
+    with _unbounded_pixels():
+        return open_image(path)
+
+
+class _unbounded_pixels:
+    """Orthophotos legitimately exceed PIL's decompression-bomb limit; lift it only while reading one."""
+
+    def __enter__(self) -> None:
+        self.saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+
+    def __exit__(self, *exc) -> None:
+        Image.MAX_IMAGE_PIXELS = self.saved
+
+
+def load_tile(tile: Tile) -> Image.Image:
+    """The tile's pixels, cropped and rotated as recorded."""
+    img = _whole_image(tile.image).crop(tile.box) if tile.box is not None else open_image(tile.image)
+    if tile.rotation % 360:
+        img = img.rotate(tile.rotation, expand=True)
+    return img
+
+
+def _column(row: dict, *names: str) -> str | None:
+    return next((row[n] for n in names if row.get(n) not in (None, "")), None)
+
+
+def _find_image(folder: Path, tile_id: str) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (folder / f"{tile_id}{suffix}", folder / tile_id / f"{tile_id}{suffix}"):
+            if candidate.is_file():
+                return candidate
+    sub = folder / tile_id
+    if sub.is_dir():
+        return next((p for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES), None)
+    return None
+
+
+def folder_tiles(folder: str | Path, csv_path: str | Path, default_footprint_m: float | None = None) -> list[Tile]:
+    """Source (a): tiles in a folder, coordinates in a CSV with id, latitude, longitude, footprint_m[, image]."""
+    folder, csv_path = Path(folder), Path(csv_path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"tile folder {folder} does not exist")
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"tile CSV {csv_path} does not exist")
+    tiles: list[Tile] = []
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            tile_id, lat, lon = _column(row, "id"), _column(row, "latitude", "lat"), _column(row, "longitude", "lon")
+            foot = _column(row, "footprint_m", "footprint") or default_footprint_m
+            if tile_id is None or lat is None or lon is None or foot is None:
+                raise ValueError(
+                    f"{csv_path} line {line}: needs id, latitude, longitude and footprint_m "
+                    "(or pass a default footprint)"
+                )
+            try:
+                lat_f, lon_f, foot_f = float(lat), float(lon), float(foot)
+            except ValueError as exc:
+                raise ValueError(f"{csv_path} line {line}: {exc}") from exc
+            check_latlon(lat_f, lon_f, f"{csv_path} line {line}")
+            image = _column(row, "image", "path", "file")
+            path = (folder / image) if image else _find_image(folder, tile_id)
+            if path is None or not path.is_file():
+                raise FileNotFoundError(f"{csv_path} line {line}: no image for tile {tile_id!r} under {folder}")
+            tiles.append(Tile(tile_id, lat_f, lon_f, foot_f, "folder", str(path.resolve())))
+    if not tiles:
+        raise ValueError(f"{csv_path} lists no tiles")
+    return tiles
+
+
+# --- source (b): one orthophoto with a world file --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorldFile:
+    """The six affine terms of an ESRI world file: x = A*col + B*row + C, y = D*col + E*row + F."""
+
+    a: float
+    d: float
+    b: float
+    e: float
+    c: float
+    f: float
+
+    @classmethod
+    def read(cls, path: str | Path) -> WorldFile:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"world file {path} does not exist")
+        values = [v for v in path.read_text(encoding="utf-8", errors="replace").split() if v]
+        if len(values) != 6:
+            raise ValueError(f"world file {path} must hold six numbers (A D B E C F), found {len(values)}")
+        try:
+            a, d, b, e, c, f = (float(v) for v in values)
+        except ValueError as exc:
+            raise ValueError(f"world file {path}: {exc}") from exc
+        if a * e - b * d == 0:
+            raise ValueError(f"world file {path} describes a degenerate transform (zero pixel size)")
+        return cls(a, d, b, e, c, f)
+
+    def apply(self, col, row) -> tuple[np.ndarray, np.ndarray]:
+        """Map coordinates of a pixel centre ((0, 0) is the centre of the upper-left pixel)."""
+        col, row = np.asarray(col, dtype=np.float64), np.asarray(row, dtype=np.float64)
+        return self.a * col + self.b * row + self.c, self.d * col + self.e * row + self.f
+
+
+def find_world_file(image: str | Path) -> Path:
+    image = Path(image)
+    for suffix in WORLD_FILE_SUFFIXES:
+        for candidate in (image.with_suffix(suffix), image.with_suffix(suffix.upper())):
+            if candidate.is_file():
+                return candidate
+    looked = ", ".join(image.with_suffix(s).name for s in WORLD_FILE_SUFFIXES[:4])
+    raise FileNotFoundError(f"no world file next to {image} (looked for {looked}, ...); pass it explicitly")
+
+
+@dataclass(frozen=True)
+class OrthoConfig:
+    """How to cut an orthophoto: tile ground side and stride in metres, scale factors, rotations."""
+
+    tile_m: float
+    stride_m: float
+    scales: Sequence[float] = (1.0,)
+    rotations: Sequence[int] = (0,)
+    crs: str = "EPSG:4326"
+
+    def __post_init__(self) -> None:
+        if self.tile_m <= 0 or self.stride_m <= 0:
+            raise ValueError(f"tile size and stride must be positive metres, got {self.tile_m} and {self.stride_m}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"scales must be positive factors, got {list(self.scales)}")
+        if any(r % 90 for r in self.rotations):
+            raise ValueError(f"rotations must be multiples of 90 degrees, got {list(self.rotations)}")
+
+
+def _starts(total: int, size: int, stride: int) -> list[int]:
+    """Tile origins along one axis, the last one flush with the far edge so nothing is left uncovered."""
+    starts = list(range(0, total - size + 1, stride))
+    if starts[-1] + size < total:
+        starts.append(total - size)
+    return starts
+
+
+def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path | None = None) -> list[Tile]:
+    """Source (b): overlapping square ground tiles of an orthophoto geo-referenced by a world file."""
+    image = Path(image)
+    if not image.is_file():
+        raise FileNotFoundError(f"orthophoto {image} does not exist")
+    world = WorldFile.read(world_file or find_world_file(image))
+    to_geo = parse_crs(cfg.crs)
+    with _unbounded_pixels(), Image.open(image) as img:
+        width, height = img.size
+    # Ground size of one pixel at the image centre, in metres, whatever the CRS.
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    xs, ys = world.apply([cx, cx + 1, cx], [cy, cy, cy + 1])
+    lat, lon = to_geo(xs, ys)
+    check_latlon(lat, lon, f"{image} with its world file in {cfg.crs}")
+    e, n = LocalFrame(float(lat[0]), float(lon[0])).to_local(lat, lon)
+    gsd_col, gsd_row = math.hypot(e[1] - e[0], n[1] - n[0]), math.hypot(e[2] - e[0], n[2] - n[0])
+    tiles: list[Tile] = []
+    for scale in cfg.scales:
+        size_m, stride_m = cfg.tile_m * scale, cfg.stride_m * scale
+        w, h = round(size_m / gsd_col), round(size_m / gsd_row)
+        sw, sh = max(1, round(stride_m / gsd_col)), max(1, round(stride_m / gsd_row))
+        if w < 8 or h < 8:
+            raise ValueError(f"{size_m:g} m tiles are only {w}x{h} px at this orthophoto's {gsd_col:.2f} m/px")
+        if w > width or h > height:
+            raise ValueError(
+                f"{size_m:g} m tiles ({w}x{h} px) do not fit in {image.name} ({width}x{height} px, "
+                f"about {width * gsd_col:.0f} x {height * gsd_row:.0f} m)"
+            )
+        for top in _starts(height, h, sh):
+            for left in _starts(width, w, sw):
+                x, y = world.apply(left + (w - 1) / 2, top + (h - 1) / 2)
+                tlat, tlon = to_geo(x, y)
+                for rot in cfg.rotations:
+                    tiles.append(Tile(
+                        f"{image.stem}_s{scale:g}_y{top}_x{left}_r{rot % 360}", float(tlat), float(tlon), size_m,
+                        "orthophoto", str(image.resolve()), (left, top, left + w, top + h), rot % 360, float(scale),
+                    ))  # fmt: skip
+    return tiles
+
+
+# --- source (c): the synthetic world ---------------------------------------------------------------------
+
+WORLD_GALLERY = {"test": "University-1652/test/gallery_satellite", "train": "University-1652/train/satellite"}
+WORLD_SPLITS = {"test": ("test", "distractor"), "train": ("train",)}
+
+
+def read_locations(world: str | Path) -> dict[str, dict]:
+    """locations.csv of a synthetic world: id -> {split, latitude, longitude, footprint_m}."""
+    path = Path(world) / "locations.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (is {world} a synthetic world folder?)")
+    out: dict[str, dict] = {}
+    with path.open(newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                out[row["id"]] = {
+                    "split": row["split"], "latitude": float(row["latitude"]),
+                    "longitude": float(row["longitude"]), "footprint_m": float(row["footprint_m"]),
+                }  # fmt: skip
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"{path} line {line}: needs id, split, latitude, longitude, footprint_m ({exc})"
+                ) from exc
+    return out
+
+
+def world_tiles(world: str | Path, split: str = "test") -> list[Tile]:
+    """Source (c): the satellite tiles of a synthetic world's gallery (test: test + distractor locations)."""
+    if split not in WORLD_GALLERY:
+        raise ValueError(f"split must be one of {sorted(WORLD_GALLERY)}, got {split!r}")
+    world = Path(world)
+    tiles, missing = [], []
+    for loc_id, loc in sorted(read_locations(world).items()):
+        if loc["split"] not in WORLD_SPLITS[split]:
+            continue
+        path = world / WORLD_GALLERY[split] / loc_id / f"{loc_id}.jpg"
+        if not path.is_file():
+            missing.append(str(path))
+            continue
+        tiles.append(Tile(loc_id, loc["latitude"], loc["longitude"], loc["footprint_m"], "world", str(path.resolve())))
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} gallery tiles of {world} are missing, e.g. {missing[0]}")
+    if not tiles:
+        raise ValueError(f"{world}/locations.csv has no {split} locations")
+    return tiles

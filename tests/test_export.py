@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from spikevimformer.cli import main
+from spikevimformer.export import InferenceModel, export_onnx, onnx_parity
+from spikevimformer.geo.encoders import OnnxEncoder, load_model
+from spikevimformer.models import NILIF, record_spikes
+from spikevimformer.models.fuse import fuse_backbone
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A BN-calibrated random init with non-trivial BN affine terms, so folding has something to fold."""
+    m, _ = load_model(None, "tiny")
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for mod in m.backbone.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.weight.mul_(1 + 0.2 * torch.rand(mod.num_features, generator=gen))
+                mod.bias.add_(0.1 * torch.randn(mod.num_features, generator=gen))
+    return m.eval()
+
+
+def _images(n: int = 4, size: int = 32) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(7))
+
+
+def _spikes(backbone: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+    outs: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: outs.append(o.detach())) for m in backbone.modules()
+             if isinstance(m, NILIF)]  # fmt: skip
+    with torch.no_grad():
+        backbone(images)
+    for h in hooks:
+        h.remove()
+    return outs
+
+
+def test_fuse_removes_every_batchnorm_and_keeps_descriptors(model) -> None:
+    fused = fuse_backbone(model.backbone)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.backbone.modules())  # original intact
+    x = _images()
+    with torch.no_grad():
+        ref, got = model.encode(x), InferenceModel(model.backbone)(x)
+    assert (ref @ ref.T).min() < 0.99  # descriptors differ between images: the comparison means something
+    assert torch.nn.functional.cosine_similarity(ref, got).min() >= 0.999
+    a, b = _spikes(model.backbone, x), _spikes(fused, x)
+    assert len(a) == len(b) > 50
+    same = sum(int((p == q).sum()) for p, q in zip(a, b, strict=True)) / sum(p.numel() for p in a)
+    assert same >= 0.99  # NI-LIF rounding may flip the odd value sitting on a .5 boundary
+    with record_spikes(fused) as rec:
+        with torch.no_grad():
+            fused(x)
+    assert sum(s.elements for s in rec.stats.values()) > 0
+
+
+def test_fuse_refuses_a_lonely_batchnorm() -> None:
+    with pytest.raises(ValueError, match="no preceding conv"):
+        fuse_backbone(nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3)))
+
+
+def test_onnx_export_parity_and_metadata(model, tmp_path) -> None:
+    path = export_onnx(model, tmp_path / "m.onnx", 32, "random-init:seed=0+bn-calibrated")
+    proto = onnx.load(str(path))
+    assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
+    meta = json.loads(next(p.value for p in proto.metadata_props if p.key == "spikevimformer"))
+    assert meta["image_size"] == 32 and meta["descriptor_dim"] == 240 and meta["variant"] == "tiny"
+    x = _images(5)
+    assert onnx_parity(model, path, x) >= 0.9999
+    enc = OnnxEncoder(path)
+    single = enc.encode(x[:1].numpy())  # dynamic batch axis: 1 and 5 both run
+    np.testing.assert_allclose(single[0], enc.encode(x.numpy())[0], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(enc.encode(x.numpy()), axis=1), 1.0, atol=1e-5)
+    assert not list(tmp_path.glob(".*"))  # no temporary left behind
+
+
+def test_export_cli_and_errors(tmp_path, capsys) -> None:
+    assert main(["export", "--variant", "tiny", "--image-size", "32", "--out", str(tmp_path / "t.onnx")]) == 0
+    assert "parity: min cosine" in capsys.readouterr().out
+    assert OnnxEncoder(tmp_path / "t.onnx").identity.checkpoint_sha256.startswith("random-init")
+    assert main(["export", "--variant", "tiny", "--image-size", "30", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a loadable ONNX model"):
+        OnnxEncoder(tmp_path / "junk.onnx")

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spikevimformer import build_model, save_checkpoint
+from spikevimformer.cli import main
+from spikevimformer.geo.coords import haversine_m
+from spikevimformer.geo.encoders import TorchEncoder
+from spikevimformer.geo.index import GalleryIndex
+from spikevimformer.geo.localize import Localizer, Match, estimate_position
+from spikevimformer.geo.metrics import evaluate_localizer, load_queries
+from tests.geo_world import FOOTPRINT_M, make_world, tile_image
+
+SIZE = "32"
+
+
+@pytest.fixture(scope="module")
+def world_index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("geo")
+    world = make_world(root / "world")
+    assert main(["index", "build", "--out", str(root / "idx"), "--world", str(world), "--image-size", SIZE]) == 0
+    return world, root / "idx"
+
+
+def _run_json(capsys, argv: list[str]) -> dict:
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_estimate_position_weights() -> None:
+    a = Match(1, "a", 0.9, 47.0, 8.0, 100.0)
+    b = Match(2, "b", 0.9, 47.001, 8.0, 100.0)
+    lat, _, radius = estimate_position([a, b], temperature=0.02)
+    assert lat == pytest.approx(47.0005, abs=1e-9)
+    assert radius == pytest.approx(float(haversine_m(47.0, 8.0, 47.001, 8.0)) / 2, rel=1e-3)
+    sharp = estimate_position([a, Match(2, "b", 0.5, 47.001, 8.0, 100.0)], temperature=0.02)
+    assert sharp[0] == pytest.approx(47.0, abs=1e-9) and sharp[2] == 50.0  # floor: half a tile
+
+
+def test_index_info_cli(world_index, capsys) -> None:
+    _, idx = world_index
+    info = _run_json(capsys, ["index", "info", str(idx), "--json"])
+    assert info["count"] == 7 and info["index"]["kind"] == "flat"
+    assert info["model"] == {"variant": "tiny", "checkpoint_sha256": "random-init:seed=0+bn-calibrated",
+                             "image_size": 32, "dim": 240}  # fmt: skip
+
+
+def test_localize_cli_json(world_index, capsys) -> None:
+    world, idx = world_index
+    query = world / "University-1652/test/query_drone/0004/image-01.png"
+    out = _run_json(capsys, ["localize", str(query), "--index", str(idx), "-k", "3", "--json"])
+    (res,) = out["results"]
+    assert res["matches"][0]["id"] == "0004" and len(res["matches"]) == 3
+    assert [m["rank"] for m in res["matches"]] == [1, 2, 3]
+    assert res["matches"][0]["score"] >= res["matches"][1]["score"]
+    top = res["matches"][0]
+    est = res["estimate"]
+    err = float(haversine_m(top["latitude"], top["longitude"], est["latitude"], est["longitude"]))
+    assert err < 5 and res["estimate"]["radius_m"] >= FOOTPRINT_M / 2 and res["model_s"] > 0
+    assert main(["localize", str(query), "--index", str(idx)]) == 0
+    assert "0004" in capsys.readouterr().out
+
+
+def test_evaluate_cli(world_index, capsys, tmp_path) -> None:
+    world, idx = world_index
+    rep = _run_json(capsys, ["localize", "--index", str(idx), "--evaluate", str(world), "--json",
+                             "--out", str(tmp_path / "r.json")])  # fmt: skip
+    assert rep["queries"] == 5 and rep["gallery"] == 7 and rep["R@1"] == 1.0
+    assert rep["Dis@1_m"] == pytest.approx(10.0, abs=0.1)  # the cameras sit 10 m north of the tile centres
+    assert rep["within_25m"] == 1.0 and rep["SDM@1"] == pytest.approx(float(torch.exp(torch.tensor(-0.01))), 1e-3)
+    assert json.loads((tmp_path / "r.json").read_text())["R@1"] == 1.0
+    loc = _run_json(capsys, ["localize", "--index", str(idx), "--evaluate", str(world), "--json",
+                             "--truth", "location"])  # fmt: skip
+    assert loc["Dis@1_m"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_onnx_backend_agrees(world_index, tmp_path, capsys) -> None:
+    world, idx = world_index
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--variant", "tiny", "--image-size", SIZE, "--out", str(onnx_path)]) == 0
+    rep = _run_json(capsys, ["localize", "--index", str(idx), "--onnx", str(onnx_path), "--evaluate", str(world),
+                             "--json"])  # fmt: skip
+    assert rep["backend"] == "onnxruntime" and rep["R@1"] == 1.0
+    query = str(world / "University-1652/test/query_drone/0002/image-01.png")
+    a = _run_json(capsys, ["localize", query, "--index", str(idx), "--json"])["results"][0]["matches"]
+    b = _run_json(capsys, ["localize", query, "--index", str(idx), "--onnx", str(onnx_path), "--json"])
+    b = b["results"][0]["matches"]
+    assert [m["id"] for m in a] == [m["id"] for m in b]
+    assert [m["score"] for m in a] == pytest.approx([m["score"] for m in b], abs=1e-3)
+
+
+def test_add_folder_tiles_then_localize(world_index, tmp_path, capsys) -> None:
+    _, idx_src = world_index
+    import shutil
+
+    idx = tmp_path / "idx"
+    shutil.copytree(idx_src, idx)
+    (tmp_path / "new").mkdir()
+    tile_image(50, 48).save(tmp_path / "new" / "n1.png")
+    (tmp_path / "new.csv").write_text("id,latitude,longitude,footprint_m\nn1,47.5,8.6,120\n")
+    assert main(["index", "add", str(idx), "--tiles", str(tmp_path / "new"), "--csv", str(tmp_path / "new.csv")]) == 0
+    assert _run_json(capsys, ["index", "info", str(idx), "--json"])["count"] == 8
+    out = _run_json(capsys, ["localize", str(tmp_path / "new" / "n1.png"), "--index", str(idx), "--json"])
+    assert out["results"][0]["matches"][0]["id"] == "n1"
+    assert main(["index", "add", str(idx), "--tiles", str(tmp_path / "new"), "--csv", str(tmp_path / "new.csv")]) == 2
+    assert "already in the gallery" in capsys.readouterr().err
+
+
+def test_checkpoint_identity_enforced(world_index, tmp_path, capsys) -> None:
+    world, _ = world_index
+    torch.manual_seed(1)
+    ckpt_a = save_checkpoint(tmp_path / "a.pt", build_model("tiny"))
+    torch.manual_seed(2)
+    ckpt_b = save_checkpoint(tmp_path / "b.pt", build_model("tiny"))
+    idx = tmp_path / "idx"
+    assert main(["index", "build", "--out", str(idx), "--world", str(world), "--image-size", SIZE,
+                 "--checkpoint", str(ckpt_a)]) == 0  # fmt: skip
+    query = str(world / "University-1652/test/query_drone/0000/image-01.png")
+    capsys.readouterr()
+    assert main(["localize", query, "--index", str(idx)]) == 2
+    assert "pass it with --checkpoint" in capsys.readouterr().err
+    assert main(["localize", query, "--index", str(idx), "--checkpoint", str(ckpt_b)]) == 2
+    assert "different model" in capsys.readouterr().err
+    assert main(["localize", query, "--index", str(idx), "--checkpoint", str(ckpt_a)]) == 0
+
+
+def test_localizer_python_api(world_index) -> None:
+    world, idx = world_index
+    index = GalleryIndex.load(idx)
+    localizer = Localizer(TorchEncoder.load(None, "tiny", 32), index, k=2)
+    queries = load_queries(world / "cameras.csv")[:2]
+    rep = evaluate_localizer(localizer, queries, ks=(1, 2), progress=False)
+    assert rep["queries"] == 2 and rep["R@1"] == 1.0 and "Dis@2_m" in rep
+    with pytest.raises(ValueError, match="different model"):
+        Localizer(TorchEncoder.load(None, "tiny", 64), index)
+    with pytest.raises(ValueError, match="temperature"):
+        Localizer(TorchEncoder.load(None, "tiny", 32), index, temperature=0)

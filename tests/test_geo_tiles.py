@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spikevimformer.geo.coords import LocalFrame, haversine_m
+from spikevimformer.geo.tiles import OrthoConfig, WorldFile, folder_tiles, load_tile, orthophoto_tiles, world_tiles
+from tests.geo_world import make_world, tile_image
+
+# 0.5 m pixels in degrees at 47 N
+LAT0, LON0 = 47.0, 8.0
+DLAT = 0.5 / 111_195.0
+DLON = DLAT / float(np.cos(np.radians(LAT0)))
+
+
+def _ortho(tmp_path, width=200, height=120, suffix=".jgw"):
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    img.save(tmp_path / "ortho.png")
+    (tmp_path / f"ortho{suffix}").write_text(f"{DLON!r}\n0\n0\n{-DLAT!r}\n{LON0!r}\n{LAT0!r}\n")
+    return tmp_path / "ortho.png"
+
+
+def test_folder_tiles_with_and_without_image_column(tmp_path) -> None:
+    (tmp_path / "t" / "b").mkdir(parents=True)
+    tile_image(0, 32).save(tmp_path / "t" / "a.png")
+    tile_image(1, 32).save(tmp_path / "t" / "b" / "b.jpg")
+    tile_image(2, 32).save(tmp_path / "t" / "other.png")
+    (tmp_path / "tiles.csv").write_text(
+        "ID,Lat,Lon,footprint_m,image\na,47.0,8.0,100,\nb,47.001,8.0,120,\nc,47.002,8.0,80,other.png\n"
+    )
+    tiles = folder_tiles(tmp_path / "t", tmp_path / "tiles.csv")
+    assert [t.id for t in tiles] == ["a", "b", "c"]
+    assert tiles[1].image.endswith("b/b.jpg") and tiles[2].image.endswith("other.png")
+    assert tiles[1].footprint_m == 120 and tiles[0].source == "folder"
+    assert load_tile(tiles[0]).size == (32, 32)
+
+
+def test_folder_tiles_errors(tmp_path) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "bad.csv").write_text("id,latitude,longitude\nx,47,8\n")
+    with pytest.raises(ValueError, match="footprint"):
+        folder_tiles(tmp_path / "t", tmp_path / "bad.csv")
+    with pytest.raises(FileNotFoundError, match="no image for tile 'x'"):
+        folder_tiles(tmp_path / "t", tmp_path / "bad.csv", default_footprint_m=50)
+    (tmp_path / "swapped.csv").write_text("id,latitude,longitude,footprint_m\nx,147,8,50\n")
+    with pytest.raises(ValueError, match="latitude must lie"):
+        folder_tiles(tmp_path / "t", tmp_path / "swapped.csv")
+    with pytest.raises(FileNotFoundError):
+        folder_tiles(tmp_path / "missing", tmp_path / "bad.csv")
+
+
+def test_world_file_parsing(tmp_path) -> None:
+    (tmp_path / "w.wld").write_text("0.5\n0\n0\n-0.5\n100.25\n200.75\n")
+    wf = WorldFile.read(tmp_path / "w.wld")
+    x, y = wf.apply(2, 4)
+    assert (float(x), float(y)) == (101.25, 198.75)
+    (tmp_path / "short.wld").write_text("1\n2\n")
+    with pytest.raises(ValueError, match="six numbers"):
+        WorldFile.read(tmp_path / "short.wld")
+
+
+def test_orthophoto_tiles_geometry(tmp_path) -> None:
+    image = _ortho(tmp_path)  # 200 x 120 px = 100 m x 60 m
+    tiles = orthophoto_tiles(image, OrthoConfig(tile_m=20, stride_m=10))
+    # 40 px tiles, 20 px stride: x starts 0..160 (9), y starts 0..80 (5)
+    assert len(tiles) == 45
+    first = tiles[0]
+    assert first.box == (0, 0, 40, 40) and first.footprint_m == 20 and first.source == "orthophoto"
+    # centre of the first tile: pixel (19.5, 19.5) from the centre of the upper-left pixel
+    assert first.latitude == pytest.approx(LAT0 - 19.5 * DLAT, abs=1e-12)
+    assert first.longitude == pytest.approx(LON0 + 19.5 * DLON, abs=1e-12)
+    # neighbours along a row are one stride (10 m) apart on the ground
+    assert float(haversine_m(first.latitude, first.longitude, tiles[1].latitude, tiles[1].longitude)) == pytest.approx(
+        10.0, rel=1e-3
+    )
+    crop = load_tile(first)
+    np.testing.assert_array_equal(np.asarray(crop), np.asarray(Image.open(image).convert("RGB"))[:40, :40])
+
+
+def test_orthophoto_scales_rotations_and_edge_cover(tmp_path) -> None:
+    image = _ortho(tmp_path, width=210, suffix=".pgw")  # 105 m: the last column of tiles is flush with the edge
+    tiles = orthophoto_tiles(image, OrthoConfig(tile_m=20, stride_m=20, scales=(1, 2), rotations=(0, 90)))
+    small = [t for t in tiles if t.scale == 1]
+    big = [t for t in tiles if t.scale == 2]
+    assert {t.rotation for t in tiles} == {0, 90} and len({t.id for t in tiles}) == len(tiles)
+    assert max(t.box[2] for t in small) == 210  # right edge covered
+    assert len(small) == 2 * 6 * 3 and len(big) == 2 * 3 * 2
+    assert all(t.footprint_m == 40 for t in big)
+    rotated = next(t for t in big if t.rotation == 90)
+    upright = next(t for t in big if t.rotation == 0 and t.box == rotated.box)
+    np.testing.assert_array_equal(np.asarray(load_tile(rotated)), np.rot90(np.asarray(load_tile(upright))))
+
+
+def test_orthophoto_projected_crs(tmp_path) -> None:
+    Image.new("RGB", (100, 100)).save(tmp_path / "utm.jpg")
+    (tmp_path / "utm.jgw").write_text("1.0\n0\n0\n-1.0\n499950.5\n5206000.0\n")
+    tiles = orthophoto_tiles(tmp_path / "utm.jpg", OrthoConfig(tile_m=50, stride_m=50, crs="UTM:32N"))
+    assert len(tiles) == 4 and tiles[0].box == (0, 0, 50, 50)
+    frame = LocalFrame(tiles[0].latitude, tiles[0].longitude)
+    e, n = frame.to_local(tiles[3].latitude, tiles[3].longitude)
+    assert float(e) == pytest.approx(50 / 0.9996, rel=5e-3) and float(n) == pytest.approx(-50 / 0.9996, rel=5e-3)
+
+
+def test_orthophoto_errors(tmp_path) -> None:
+    Image.new("RGB", (64, 64)).save(tmp_path / "plain.png")
+    with pytest.raises(FileNotFoundError, match="no world file"):
+        orthophoto_tiles(tmp_path / "plain.png", OrthoConfig(10, 5))
+    image = _ortho(tmp_path)
+    with pytest.raises(ValueError, match="do not fit"):
+        orthophoto_tiles(image, OrthoConfig(tile_m=500, stride_m=100))
+    with pytest.raises(ValueError, match="multiples of 90"):
+        OrthoConfig(10, 5, rotations=(45,))
+
+
+def test_world_tiles(tmp_path) -> None:
+    world = make_world(tmp_path / "w", n_test=3, n_distractor=2, n_train=1)
+    tiles = world_tiles(world)
+    assert len(tiles) == 5 and {t.source for t in tiles} == {"world"}
+    train = world_tiles(world, "train")
+    assert [t.id for t in train] == ["0005"]
+    (world / "University-1652/test/gallery_satellite/0001/0001.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="1 gallery tiles"):
+        world_tiles(world)

@@ -1,0 +1,218 @@
+"""The embedded synthetic world: layout and CSV contract, determinism, extrusion, user orthophotos, CLI."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import spikevimformer
+from spikevimformer.cli import main
+from spikevimformer.data.synth import Camera, SynthConfig, build_world, drone_view, generate_world, view_reach_m
+from spikevimformer.data.synth.pipeline import assign
+
+TINY = dict(locations=8, views=3, image_size=64, gsd_m=1.0, footprint_m=60.0)
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _ids(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.is_dir()}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "world"
+    return generate_world(SynthConfig(seed=3, **TINY), out)
+
+
+def test_university_layout_and_csv_contract(world):
+    out, ds = world.out_dir, world.dataset_dir
+    assert ds == out / "University-1652"
+    locs = _rows(out / "locations.csv")
+    assert list(locs[0]) == ["id", "split", "latitude", "longitude", "footprint_m"]
+    split = {r["id"]: r["split"] for r in locs}
+    ids = {s: {i for i, v in split.items() if v == s} for s in ("train", "test", "distractor")}
+    assert all(len(i) == 4 and i.isdigit() for i in split)
+    assert len(ids["train"]) == 5 and len(ids["test"]) == 2 and len(ids["distractor"]) == 1
+    assert not ids["train"] & (ids["test"] | ids["distractor"])
+    assert {float(r["footprint_m"]) for r in locs} == {60.0}
+    assert _ids(ds / "train/satellite") == _ids(ds / "train/drone") == ids["train"]
+    assert _ids(ds / "test/query_drone") == _ids(ds / "test/query_satellite") == ids["test"]
+    assert _ids(ds / "test/gallery_satellite") == _ids(ds / "test/gallery_drone") == ids["test"] | ids["distractor"]
+    for i in ids["train"]:
+        assert (ds / f"train/satellite/{i}/{i}.jpg").is_file()
+        assert sorted(p.name for p in (ds / f"train/drone/{i}").iterdir()) == [
+            "image-01.jpeg", "image-02.jpeg", "image-03.jpeg"]
+    img = cv2.imread(str(ds / f"test/gallery_satellite/{min(ids['distractor'])}/{min(ids['distractor'])}.jpg"))
+    assert img.shape == (64, 64, 3)
+    cams = _rows(out / "cameras.csv")
+    assert list(cams[0]) == ["image", "id", "latitude", "longitude", "altitude_m", "heading_deg"]
+    drone_files = {str(p.relative_to(out)) for p in ds.rglob("*.jpeg")}
+    assert {r["image"] for r in cams} == drone_files and len(cams) == len(drone_files)
+    assert all(Path(r["image"]).parent.name == r["id"] for r in cams)
+    assert all(70.0 <= float(r["altitude_m"]) <= 120.0 for r in cams)
+    # camera positions are within a few hundred metres of their location (same local frame)
+    loc = {r["id"]: (float(r["latitude"]), float(r["longitude"])) for r in locs}
+    for r in cams:
+        lat, lon = loc[r["id"]]
+        assert abs(float(r["latitude"]) - lat) * 111_000 < 200
+    assert not [p for p in out.iterdir() if p.name.startswith(".synth")]
+
+
+def test_world_json_records_geo_and_baseline(world):
+    rec = json.loads((world.out_dir / "world.json").read_text())
+    assert rec["seed"] == 3 and rec["layout"] == "university1652" and rec["ground_resolution_m"] == 1.0
+    assert rec["counts"]["locations"] == 8 and rec["config"]["footprint_m"] == 60.0
+    assert -90 <= rec["origin_latitude"] <= 90 and -180 <= rec["origin_longitude"] <= 180
+    (row,) = rec["baseline"]
+    assert row["queries"] == 2 * 3 and row["gallery"] == 3 and row["chance_r1"] == pytest.approx(1 / 3)
+    for name in ("colour_histogram", "downsampled_pixels"):
+        assert 0.0 <= row[name]["r1"] <= row[name]["r5"] <= 1.0
+
+
+def test_same_seed_same_bytes_different_seed_differs(world, tmp_path):
+    again = generate_world(SynthConfig(seed=3, **TINY), tmp_path / "again", workers=2)
+    assert _hashes(again.out_dir) == _hashes(world.out_dir)
+    other = generate_world(SynthConfig(seed=4, **TINY), tmp_path / "other")
+    a, b = _hashes(world.dataset_dir), _hashes(other.dataset_dir)
+    assert set(a.values()).isdisjoint(b.values())
+    assert (tmp_path / "other/locations.csv").read_text() != (world.out_dir / "locations.csv").read_text()
+
+
+def test_existing_world_needs_overwrite(world, tmp_path):
+    out = tmp_path / "w"
+    generate_world(SynthConfig(seed=1, **TINY), out)
+    with pytest.raises(ValueError, match="overwrite"):
+        generate_world(SynthConfig(seed=1, **TINY), out)
+    generate_world(SynthConfig(seed=2, **TINY), out, overwrite=True)
+    assert json.loads((out / "world.json").read_text())["seed"] == 2
+    assert not [p for p in out.iterdir() if p.name.startswith(".synth")]
+
+
+def test_buildings_rise_out_of_the_ground():
+    cfg = SynthConfig(seed=5, **TINY).resolved()
+    w, locs = build_world(cfg, view_reach_m(cfg))
+    assert len(w.buildings) > 20 and w.buildings.heights_m.max() > 6
+    loc = locs[0]
+    cam = Camera.look_at(loc.xy, 30.0, 50.0, 90.0, cfg.fov_deg, 96)
+    flat, solid = drone_view(w, cam, extrude=False), drone_view(w, cam, extrude=True)
+    plain = cv2.warpPerspective(w.ground, cam.plane_homography(0.0, w.gsd_m), (96, 96), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT_101)
+    assert np.abs(flat.astype(int) - plain.astype(int)).mean() < 1.0  # no extrusion = a plain homography
+    diff = np.abs(solid.astype(int) - plain.astype(int)).max(axis=2) > 30
+    assert diff.mean() > 0.05  # walls and lifted roofs change a good part of the view
+    # the target (a building centre) is at the image centre, and its roof is drawn there
+    assert diff[40:56, 40:56].mean() > 0.3
+
+
+def test_sues200_layout(tmp_path):
+    cfg = SynthConfig(seed=2, layout="sues200", locations=6, views=2, image_size=48, gsd_m=1.0, footprint_m=60.0,
+                      altitudes_m=(60.0, 80.0, 100.0, 120.0))
+    s = generate_world(cfg, tmp_path)
+    ds = tmp_path / "SUES-200"
+    locs = _rows(tmp_path / "locations.csv")
+    train = {r["id"] for r in locs if r["split"] == "train"}
+    test = {r["id"] for r in locs if r["split"] == "test"}
+    assert len(train) + len(test) == 6 and train and test and not train & test
+    for alt in ("60", "80", "100", "120"):
+        assert _ids(ds / f"Training/{alt}/drone") == _ids(ds / f"Training/{alt}/satellite") == train
+        assert _ids(ds / f"Testing/{alt}/query_drone") == _ids(ds / f"Testing/{alt}/query_satellite") == test
+        gallery = _ids(ds / f"Testing/{alt}/gallery_satellite")
+        assert gallery == _ids(ds / f"Testing/{alt}/gallery_drone") == train | test
+        assert all((ds / f"Training/{alt}/satellite/{i}/0.png").is_file() for i in train)
+        assert len(list((ds / f"Training/{alt}/drone").glob("*/*.jpg"))) == 2 * len(train)
+    assert [row["altitude"] for row in s.baseline] == ["100", "120", "60", "80"]
+    assert {float(r["altitude_m"]) for r in _rows(tmp_path / "cameras.csv")} == {60.0, 80.0, 100.0, 120.0}
+
+
+def test_split_is_west_east_and_sues200_reuses_the_published_train_ids():
+    xy = np.random.default_rng(0).uniform(0, 3000, (200, 2))
+    locs = assign(SynthConfig(layout="sues200").resolved(), xy, np.random.default_rng(1))
+    train = [loc for loc in locs if loc.split == "train"]
+    test = [loc for loc in locs if loc.split == "test"]
+    published = (Path(spikevimformer.__file__).parent / "resources/sues200-train-ids.txt").read_text().split()
+    assert sorted(loc.id for loc in train) == sorted(published) and len(test) == 80
+    assert len({loc.id for loc in locs}) == 200
+    assert max(loc.xy[0] for loc in train) <= min(loc.xy[0] for loc in test)
+
+
+def _orthophoto(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A small orthophoto with a height image, cut from a procedural world, and a degree world file."""
+    cfg = SynthConfig(seed=7, **TINY).resolved()
+    w, _ = build_world(cfg, view_reach_m(cfg))
+    n = 400
+    ortho = w.ortho[:n, :n]
+    heights = np.zeros((n, n), np.uint16)
+    b = w.buildings
+    for i in range(len(b)):
+        ring = b.verts[b.start[i]: b.start[i] + b.count[i]]
+        pts = np.round(np.stack([ring[:, 0] / w.gsd_m - 0.5, -ring[:, 1] / w.gsd_m - 0.5], 1)).astype(np.int32)
+        cv2.fillPoly(heights, [pts], int(b.heights_m[i] * 10))
+    img, hp, wf = tmp_path / "ortho.png", tmp_path / "heights.png", tmp_path / "ortho.pgw"
+    cv2.imwrite(str(img), cv2.cvtColor(ortho, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(hp), heights)
+    deg = 1.0 / 111_195.0  # about 1 m at the equator
+    wf.write_text(f"{deg}\n0\n0\n{-deg}\n{10 + deg / 2}\n{-(deg / 2)}\n")
+    return img, hp, wf
+
+
+def test_user_orthophoto_with_heights_and_world_file(tmp_path):
+    img, hp, wf = _orthophoto(tmp_path)
+    cfg = SynthConfig(seed=1, locations=6, views=2, image_size=48, footprint_m=60.0, ground=str(img),
+                      world_file=str(wf), heights=str(hp), height_scale=0.1)
+    s = generate_world(cfg, tmp_path / "mine")
+    rec = json.loads((tmp_path / "mine/world.json").read_text())
+    assert rec["source"] == "orthophoto" and rec["ground_resolution_m"] == pytest.approx(1.0, rel=1e-3)
+    assert rec["counts"]["buildings"] > 10 and s.counts["locations"] == 6
+    assert rec["origin_latitude"] == pytest.approx(0.0, abs=1e-9)
+    assert rec["origin_longitude"] == pytest.approx(10.0, abs=1e-9)
+    for r in _rows(tmp_path / "mine/locations.csv"):
+        assert -400 / 111_195 < float(r["latitude"]) < 0
+        assert 10 < float(r["longitude"]) < 10 + 400 / 111_195
+
+
+def test_user_orthophoto_without_heights_is_flat(tmp_path):
+    img, _, _ = _orthophoto(tmp_path)
+    s = generate_world(SynthConfig(seed=1, locations=5, views=2, image_size=48, footprint_m=60.0, ground=str(img),
+                                   gsd_m=1.0), tmp_path / "flat")
+    assert s.counts["buildings"] == 0 and any("not extruded" in n for n in s.notes)
+    with pytest.raises(FileNotFoundError):
+        generate_world(SynthConfig(ground=str(tmp_path / "missing.png"), gsd_m=1.0), tmp_path / "x")
+    with pytest.raises(ValueError, match="ground resolution"):
+        generate_world(SynthConfig(ground=str(img)), tmp_path / "y")
+
+
+def test_bad_settings_are_one_sentence_errors():
+    with pytest.raises(ValueError, match="layout"):
+        SynthConfig(layout="cvusa").resolved()
+    with pytest.raises(ValueError, match="altitude"):
+        SynthConfig(altitudes_m=(30.0, 40.0)).resolved()
+    with pytest.raises(ValueError, match="horizon"):
+        SynthConfig(pitch_deg=(15.0, 20.0), fov_deg=60.0).resolved()
+
+
+def test_cli_synth(tmp_path, capsys):
+    args = ["synth", "--out", str(tmp_path / "cli"), "--locations", "8", "--views", "2", "--image-size", "48",
+            "--gsd", "1", "--footprint", "60", "--seed", "9", "--quiet", "--workers", "1"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "colour histogram R@1" in text and "chance R@1" in text and "5 train, 2 test, 1 distractor" in text
+    assert (tmp_path / "cli/University-1652/test/gallery_satellite").is_dir()
+    assert main(args) == 2  # refuses to overwrite silently
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["locations"] == 8

@@ -1,0 +1,159 @@
+import csv
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from spikevimformer.checkpoint import CheckpointError, load_checkpoint
+from spikevimformer.cli import main
+from spikevimformer.engine import NonFiniteLoss, Trainer, load_config
+from spikevimformer.engine.config import TrainConfig
+from spikevimformer.engine.schedule import warmup_steps
+from tests.fake_datasets import make_university
+
+TINY = {"image_size": 32, "batch_size": 4, "workers": 0, "augment": False, "hral_k": 3, "hral_k2": 2,
+        "hral_history": 8, "save_every_steps": 0, "eval_every_epochs": 0}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return make_university(tmp_path_factory.mktemp("world"), train=8, test=3, distractors=1, drone=3)
+
+
+def losses(run: Path) -> list[float]:
+    with (run / "log.csv").open() as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.001\nvariant: small\n")
+    cfg = load_config(path, ["epochs=3", "w_hral=0", "augment=false"])
+    assert (cfg.lr, cfg.variant, cfg.epochs, cfg.w_hral, cfg.augment) == (0.001, "small", 3, 0.0, False)
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_config(None, ["nonsense=1"])
+    with pytest.raises(ValueError, match="true/false"):
+        load_config(None, ["augment=maybe"])
+
+
+def test_warmup_has_a_floor_in_steps():
+    assert warmup_steps(1000, 0.1, 20) == 100
+    assert warmup_steps(50, 0.1, 20) == 20
+    assert warmup_steps(10, 0.1, 20) == 10
+
+
+def test_cli_end_to_end_writes_run_folder(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "--data-root", str(world), "--out", str(run), "--max-steps", "3", "--no-progress",
+               "--set", *(f"{k}={v}" for k, v in TINY.items())])
+    assert rc == 0
+    assert {"config.yaml", "log.csv", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
+    log = list(csv.DictReader((run / "log.csv").open()))
+    assert [int(r["step"]) for r in log] == [1, 2, 3]
+    assert {"loss", "infonce", "ssa", "shs", "hral", "lr", "pairs_per_s"} <= set(log[0])
+    final = load_checkpoint(run / "last.pt")
+    directions = {r["direction"] for r in final["metrics"]["final"]}
+    assert directions == {"drone2satellite", "satellite2drone"}
+    assert "drone2satellite" in capsys.readouterr().out
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(world, tmp_path, monkeypatch):
+    settings = {**TINY, "data_root": str(world), "epochs": 2, "max_steps": 8}
+    Trainer(load_config(None, {**settings, "out_dir": str(tmp_path / "a")}), progress=False).fit()
+
+    original = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupt_at_6(self, *batch):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(self, *batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_6)
+    cfg_b = load_config(None, {**settings, "out_dir": str(tmp_path / "b")})
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg_b, progress=False).fit()
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]["progress"]["step"] == 5
+    monkeypatch.setattr(Trainer, "train_step", original)
+    Trainer(cfg_b, resume=tmp_path / "b", progress=False).fit()
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert len(a) == len(b) == 8
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
+def test_resume_refuses_a_corrupt_checkpoint(world, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"\x80\x02not really a checkpoint")
+    cfg = load_config(None, {**TINY, "data_root": str(world), "out_dir": str(run)})
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        Trainer(cfg, resume=run, progress=False)
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_last_good(world, tmp_path, monkeypatch):
+    cfg = load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "save_every_steps": 1,
+                             "max_steps": 5})
+    trainer = Trainer(cfg, progress=False)
+    original = trainer.objective.forward
+
+    def poisoned(*args, **kwargs):
+        total, terms = original(*args, **kwargs)
+        return (total * float("nan") if trainer.step == 2 else total), terms
+
+    monkeypatch.setattr(trainer.objective, "forward", poisoned)
+    with pytest.raises(NonFiniteLoss, match="at step 3"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "last.pt")["train_state"]["progress"]["step"] == 2
+
+
+def test_batch_larger_than_locations_is_refused(world, tmp_path):
+    with pytest.raises(ValueError, match="exceeds the 8 training locations"):
+        Trainer(load_config(None, {**TINY, "data_root": str(world), "batch_size": 16, "out_dir": str(tmp_path)}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _first_step(rank: int, world_size: int, cfg: TrainConfig, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    trainer = Trainer(cfg, progress=False)
+    batch = next(iter(trainer._loader()))
+    values = trainer.train_step(*batch)
+    if rank == 0:
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        torch.save({"values": values, "grads": grads}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_equals_one_process_with_the_global_batch(world, tmp_path):
+    # BatchNorm on running statistics and no dropout: what remains is exactly the global-batch losses.
+    cfg = load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path / "r"), "bn": "frozen",
+                             "shs_dropout": 0.0, "grad_clip": 1e9, "hral_history": 0})
+    single = Trainer(cfg, progress=False)
+    ref_values = single.train_step(*next(iter(single._loader())))
+    ref = {n: p.grad.clone() for n, p in single.model.named_parameters() if p.grad is not None}
+    out = str(tmp_path / "ddp.pt")
+    mp.spawn(_first_step, args=(2, cfg, _free_port(), out), nprocs=2, join=True)
+    ddp = torch.load(out, weights_only=True)
+    for term in ("loss", "infonce", "ssa", "shs", "hral"):
+        assert ddp["values"][term] == pytest.approx(ref_values[term], rel=1e-5), term
+    assert set(ddp["grads"]) == set(ref)
+    for name, grad in ref.items():
+        torch.testing.assert_close(ddp["grads"][name], grad, rtol=2e-4, atol=1e-6, msg=name)
+
+
+def test_shipped_configs_load():
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert len(configs) >= 6
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.variant in ("tiny", "small") and cfg.image_size % 16 == 0, path
