@@ -17,10 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 test: setup
+	sh scripts/ensure-chromium.sh
 	$(PY) -m pytest -q
 
 demo: setup
-	$(VENV)/bin/spikevimformer info --forward
+	$(VENV)/bin/spikevimformer demo --out runs/demo
 
 lint: setup
 	$(VENV)/bin/ruff check spikevimformer tests benchmarks

@@ -61,7 +61,7 @@ def procedural_images(n: int, size: int, seed: int) -> np.ndarray:
 def seed_descriptors(n: int, size: int, seed: int) -> np.ndarray:
     import torch
 
-    from spikevimformer.geo.encoders import load_model
+    from spikevimformer.checkpoint import load_model
 
     model, _ = load_model(None, "small")
     x = torch.from_numpy(procedural_images(n, size, seed))

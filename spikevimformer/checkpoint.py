@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Mapping
@@ -13,11 +14,14 @@ import torch
 from torch import Tensor
 
 from .models.backbone import BackboneCfg, ESpikeFormer
-from .models.spikevimformer import VARIANTS, SpikeViMFormer
+from .models.calibrate import calibrate_batchnorm
+from .models.spikevimformer import VARIANTS, SpikeViMFormer, build_model
 
 FORMAT = "spikevimformer/1"
 _WRAPPERS = ("model", "state_dict", "model_state", "module", "net")
 _OFFICIAL = {"tiny": "V3_10.0M_1x4.pth", "small": "V3_19.0M_1x4.pth"}
+RANDOM_INIT_SEED = 0
+IMAGENET_TAG = "imagenet-init:sha256="
 
 
 class CheckpointError(ValueError):
@@ -86,14 +90,12 @@ def _describe_mismatch(state: Mapping[str, Tensor], variant: str) -> str:
     return "; ".join(parts)
 
 
-def load_backbone_checkpoint(model: SpikeViMFormer | ESpikeFormer, path: str | Path) -> str:
-    """Load an official E-SpikeFormer ImageNet checkpoint into `model.backbone`; returns its variant.
+def _official_state(path: str | Path) -> dict[str, Tensor]:
+    """The backbone tensors of an official checkpoint, without `head.*` (the 1000-class ImageNet head)."""
+    return {k: v for k, v in _unwrap(_read(path), path).items() if not k.startswith("head.")}
 
-    The variant is read from the tensor shapes, never the file name; `head.*` (the 1000-class
-    ImageNet head) is dropped; everything else must match strictly.
-    """
-    backbone = model.backbone if isinstance(model, SpikeViMFormer) else model
-    state = {k: v for k, v in _unwrap(_read(path), path).items() if not k.startswith("head.")}
+
+def _load_official_state(backbone: ESpikeFormer, state: dict[str, Tensor], path: str | Path) -> str:
     found = detect_variant(state)
     target = next((n for n, cfg in VARIANTS.items() if cfg.dims == backbone.cfg.dims), None)
     if found is None:
@@ -111,6 +113,16 @@ def load_backbone_checkpoint(model: SpikeViMFormer | ESpikeFormer, path: str | P
     return found
 
 
+def load_backbone_checkpoint(model: SpikeViMFormer | ESpikeFormer, path: str | Path) -> str:
+    """Load an official E-SpikeFormer ImageNet checkpoint into `model.backbone`; returns its variant.
+
+    The variant is read from the tensor shapes, never the file name; `head.*` (the 1000-class
+    ImageNet head) is dropped; everything else must match strictly.
+    """
+    backbone = model.backbone if isinstance(model, SpikeViMFormer) else model
+    return _load_official_state(backbone, _official_state(path), path)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)
@@ -121,6 +133,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; keep the usual permissions of a written file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -178,4 +191,127 @@ def model_from_checkpoint(path: str | Path) -> SpikeViMFormer:
         model.load_state_dict(payload["model"], strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not match the {payload['variant']} model it names: {exc}") from exc
+    return model
+
+
+def random_init_tag(seed: int = RANDOM_INIT_SEED) -> str:
+    return f"random-init:seed={seed}+bn-calibrated"
+
+
+def load_model(
+    checkpoint: str | Path | None = None, variant: str | None = None, init: str | Path | None = None,
+    seed: int = RANDOM_INIT_SEED,
+) -> tuple[SpikeViMFormer, str]:  # fmt: skip
+    """The one way to get a model, in eval mode, with an identity tag that says which weights it holds.
+
+    - `checkpoint`: one of our checkpoints (.pt, or a `save_release` .safetensors; its own variant);
+      tag = the file's SHA-256.
+    - `init`: official E-SpikeFormer ImageNet weights for the backbone of `variant` (default: the
+      variant the file holds); tag = "imagenet-init:sha256=" + the file's SHA-256.
+    - neither: a seeded, BN-calibrated random init of `variant` (default tiny);
+      tag = "random-init:seed=N+bn-calibrated". The tag ties gallery indexes and ONNX files to weights.
+    """
+    if checkpoint is not None and init is not None:
+        raise ValueError(
+            "give either a spikevimformer checkpoint (--checkpoint) or official E-SpikeFormer ImageNet weights "
+            "(--init), not both: a checkpoint already holds the whole model"
+        )
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    if checkpoint is not None:
+        release = Path(checkpoint).suffix == ".safetensors"
+        model = load_release(checkpoint) if release else model_from_checkpoint(checkpoint)
+        if variant is not None and variant != model.variant:
+            raise ValueError(f"{checkpoint} holds the {model.variant} variant, not {variant}; leave --variant out")
+        return model.eval(), file_sha256(checkpoint)
+    if init is not None:
+        state = _official_state(init)
+        model = build_model(variant or detect_variant(state) or "tiny")
+        _load_official_state(model.backbone, state, init)
+        return model.eval(), IMAGENET_TAG + file_sha256(init)
+    model = build_model(variant or "tiny")
+    model.load_state_dict(_random_init_state(variant or "tiny", seed))
+    return model.eval(), random_init_tag(seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _random_init_state(variant: str, seed: int) -> dict[str, Tensor]:
+    """Seeded init + BN calibration, computed once per process (calibration costs a forward pass)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(variant)
+    calibrate_batchnorm(model.backbone, seed=seed)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_release(model: SpikeViMFormer, path: str | Path, metadata: Mapping[str, str] | None = None) -> str:
+    """Write the whole model (backbone and heads) as fp16 safetensors, atomically; returns its SHA-256.
+
+    Shipped checkpoints use this: half the size of fp32, no pickle, and the model's shape in the header.
+    """
+    import json
+
+    from safetensors.torch import save_file
+
+    bare = model.module if hasattr(model, "module") else model
+    tensors = {
+        k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in bare.state_dict().items()
+    }
+    header = {"format": FORMAT, "variant": bare.variant, "num_classes": str(bare.num_classes),
+              "backbone_cfg": json.dumps(asdict(bare.backbone.cfg)), **dict(metadata or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a release is meant to be read by anyone
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return file_sha256(path)
+
+
+def load_release(path: str | Path, sha256: str | None = None) -> SpikeViMFormer:
+    """Load a `save_release` file in fp32; with `sha256`, a file whose hash differs is refused."""
+    import json
+
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if sha256 is not None:
+        found = file_sha256(path)
+        if found != sha256:
+            raise CheckpointError(f"{path} has SHA-256 {found[:16]}..., expected {sha256[:16]}...: "
+                                  "the file is damaged or not the released one")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a spikevimformer release (no format tag {FORMAT!r})")
+    raw = json.loads(header["backbone_cfg"])
+    cfg = BackboneCfg(**{**raw, "dims": tuple(raw["dims"])})
+    model = SpikeViMFormer(cfg, num_classes=int(header["num_classes"]), variant=header["variant"])
+    state = _read(path)
+    own = model.state_dict()
+    try:
+        model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not match the model its header describes: {exc}") from exc
     return model

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from spikevimformer.checkpoint import load_model
 from spikevimformer.cli import main
 from spikevimformer.export import InferenceModel, export_onnx, onnx_parity
-from spikevimformer.geo.encoders import OnnxEncoder, load_model
+from spikevimformer.geo.encoders import OnnxEncoder
 from spikevimformer.models import NILIF, record_spikes
 from spikevimformer.models.fuse import fuse_backbone
 

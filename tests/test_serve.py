@@ -2,9 +2,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,14 +14,13 @@ from spikevimformer.geo.localize import Localizer
 from spikevimformer.geo.serve import create_app
 from spikevimformer.geo.tiles import world_tiles
 from tests.geo_world import make_world
+from tests.live_server import live_server
 
 LIMIT = 64 * 1024
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     root = tmp_path_factory.mktemp("serve")
     world = make_world(root / "world", n_test=6, n_distractor=0, n_train=0)
     encoder = TorchEncoder.load(None, "tiny", 32)
@@ -32,20 +28,8 @@ def server(tmp_path_factory):
     index = GalleryIndex.create(root / "idx", encoder.identity)
     index.add(tiles, encode_tiles(encoder, tiles, progress=False))
     app = create_app(Localizer(encoder, index, k=3), max_upload_bytes=LIMIT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", world
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with live_server(app) as url:
+        yield url, world
 
 
 def _query(world, loc: str) -> bytes:

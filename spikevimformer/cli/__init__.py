@@ -10,7 +10,7 @@ from .. import __version__
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 COMMANDS = (
-    "info", "synth", "data", "train", "evaluate", "robustness", "energy", "visualize",
+    "demo", "info", "synth", "data", "train", "evaluate", "robustness", "energy", "visualize",
     "index", "localize", "serve", "export",
 )
 

@@ -7,11 +7,11 @@ import argparse
 from ..device import resolve_device
 from ..models import VARIANTS
 
-__all__ = ["add_device", "add_image_size", "add_variant", "resolve_device"]
+__all__ = ["add_device", "add_image_size", "add_model", "add_variant", "describe_model", "load_model", "resolve_device"]
 
 
-def add_variant(parser: argparse.ArgumentParser, default: str = "tiny") -> None:
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default=default, help="backbone size")
+def add_variant(parser: argparse._ActionsContainer, default: str | None = "tiny", help: str = "backbone size") -> None:
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default=default, help=help)
 
 
 def add_image_size(parser: argparse.ArgumentParser, default: int = 384) -> None:
@@ -22,22 +22,31 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present, else CPU), 'cpu', 'cuda:0'...")
 
 
-def add_model(parser: argparse.ArgumentParser) -> None:
-    """--checkpoint (ours) or --variant with optional --init (official E-SpikeFormer ImageNet weights)."""
-    parser.add_argument("--checkpoint", help="a spikevimformer checkpoint (runs/<name>/last.pt or best.pt)")
-    add_variant(parser)
-    parser.add_argument("--init", help="with --variant: an E-SpikeFormer ImageNet checkpoint for the backbone")
+def add_model(parser: argparse.ArgumentParser, onnx: bool = False) -> None:
+    """The model flags of every command that runs a model: --checkpoint | --init | seeded random init [| --onnx]."""
+    given = "--checkpoint, --init or --onnx" if onnx else "--checkpoint or --init"
+    group = parser.add_argument_group("model", f"without {given}: a seeded, BN-calibrated random init "
+                                      "(the same weights every run)")  # fmt: skip
+    group.add_argument("--checkpoint", help="a trained spikevimformer checkpoint (runs/<name>/best.pt or last.pt)")
+    add_variant(group, default=None,
+                help="tiny | small (default: what --checkpoint, --init or the gallery index holds, else tiny)")
+    group.add_argument("--init", help="official E-SpikeFormer ImageNet weights (V3_*M_1x4.pth) for the backbone")
+    if onnx:
+        group.add_argument("--onnx", help="an exported model (spikevimformer export), run with ONNX Runtime")
+
+
+def describe_model(args: argparse.Namespace, variant: str, tag: str) -> str:
+    """One line saying which weights a command ran, for its printout and report."""
+    if args.checkpoint:
+        return f"checkpoint {args.checkpoint} ({variant}, sha256 {tag[:12]})"
+    if args.init:
+        return f"{variant} backbone from {args.init} (ImageNet init)"
+    return f"{variant}, random initialisation ({tag})"
 
 
 def load_model(args: argparse.Namespace):
     """The model the flags name, in eval mode, and a one-line description of where it came from."""
-    from ..checkpoint import load_backbone_checkpoint, model_from_checkpoint
-    from ..models import build_model
+    from ..checkpoint import load_model as load
 
-    if args.checkpoint:
-        return model_from_checkpoint(args.checkpoint).eval(), f"checkpoint {args.checkpoint}"
-    model = build_model(args.variant)
-    if args.init:
-        load_backbone_checkpoint(model, args.init)
-        return model.eval(), f"{args.variant} backbone from {args.init}"
-    return model.eval(), f"{args.variant}, random initialisation (no checkpoint)"
+    model, tag = load(args.checkpoint, args.variant, args.init)
+    return model, describe_model(args, model.variant, tag)

@@ -13,10 +13,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..analysis.complexity import ATTENTION_ORDERS
 from ..analysis.energy import measure_energy, plot_energy
-from ..checkpoint import load_backbone_checkpoint, model_from_checkpoint
 from ..metrics import save_report
-from ..models import build_model
-from .common import add_device, add_image_size, add_variant, resolve_device
+from .common import add_device, add_image_size, add_model, load_model, resolve_device
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)  # ImageNet statistics, as the backbone was trained
@@ -60,10 +58,7 @@ def random_batches(count: int, size: int, batch_size: int, seed: int) -> Iterato
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("energy", help="per-layer spike rates, SOPs and SNN vs ANN energy of the backbone")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", type=Path, help="a spikevimformer checkpoint (its variant is used)")
-    src.add_argument("--backbone-weights", type=Path, help="official E-SpikeFormer ImageNet weights for --variant")
-    add_variant(p)
+    add_model(p)
     p.add_argument("--images", type=Path, help="folder of images (searched recursively); default: random images")
     p.add_argument("--num-images", type=int, default=16, help="images to measure on (spread over the folder)")
     p.add_argument("--batch-size", type=int, default=4)
@@ -82,15 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_images < 1 or args.batch_size < 1:
         raise ValueError("--num-images and --batch-size must be at least 1")
     device = resolve_device(args.device)
-    if args.checkpoint:
-        model = model_from_checkpoint(args.checkpoint)
-        source = str(args.checkpoint)
-    else:
-        model = build_model(args.variant)
-        source = f"{args.variant} (random initialisation)"
-        if args.backbone_weights:
-            load_backbone_checkpoint(model, args.backbone_weights)
-            source = f"{args.variant} ({args.backbone_weights})"
+    model, source = load_model(args)
     model.to(device)
     if args.images:
         paths = find_images(args.images, args.num_images)
@@ -101,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         data = f"{args.num_images} random images (seed {args.seed})"
     start = time.perf_counter()
     report = measure_energy(model, batches, attention_order=args.attention_order, progress=True)
-    report.config.update(model=source, data=data, variant=getattr(model, "variant", args.variant),
+    report.config.update(model=source, data=data, variant=model.variant,
                          device=str(device), seconds=round(time.perf_counter() - start, 2))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -6,17 +6,16 @@ import argparse
 
 import torch
 
+from ..checkpoint import load_model
 from ..export import export_onnx, onnx_parity, quantize_int8
-from ..geo.encoders import load_model
-from .common import add_image_size, add_variant
+from .common import add_image_size, add_model, describe_model
 
 PARITY_MIN = 0.9999
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export the inference model to ONNX and check parity with PyTorch")
-    p.add_argument("--checkpoint", help="trained spikevimformer checkpoint; without it a seeded random init")
-    add_variant(p)
+    add_model(p)
     add_image_size(p)
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--check-images", type=int, default=4, help="random images for the parity check (0: skip)")
@@ -25,9 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, tag = load_model(args.checkpoint, args.variant)
+    model, tag = load_model(args.checkpoint, args.variant, args.init)
     path = export_onnx(model, args.out, args.image_size, tag)
-    print(f"wrote {path} ({model.variant}, {model.descriptor_dim}-d, {args.image_size} px, weights {tag})")
+    print(f"wrote {path} ({describe_model(args, model.variant, tag)}, {model.descriptor_dim}-d, "
+          f"{args.image_size} px, weights tag {tag})")
     if args.check_images <= 0:
         return 0
     gen = torch.Generator().manual_seed(0)

@@ -8,8 +8,7 @@ import json
 from ..geo.encoders import encode_tiles, open_encoder
 from ..geo.index import GalleryIndex, IndexConfig
 from ..geo.tiles import OrthoConfig, folder_tiles, orthophoto_tiles, world_tiles
-from ._model import add_model_source
-from .common import add_device, add_image_size, resolve_device
+from .common import add_device, add_image_size, add_model, resolve_device
 
 
 def _floats(text: str) -> list[float]:
@@ -57,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     b = cmds.add_parser("build", help="encode a tile source into a new index folder")
     b.add_argument("--out", required=True, help="index folder to create")
-    add_model_source(b)
+    add_model(b, onnx=True)
     add_image_size(b)
     add_device(b)
     add_sources(b)
@@ -70,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = cmds.add_parser("add", help="encode more tiles into an existing index (same model)")
     a.add_argument("index", help="index folder")
-    add_model_source(a, variant=False)
+    add_model(a, onnx=True)
     add_device(a)
     add_sources(a)
     a.add_argument("--batch-size", type=int, default=32)
@@ -84,8 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     tiles = tiles_from_args(args)
-    encoder = open_encoder(args.checkpoint, args.variant or "tiny", args.image_size, args.onnx,
-                           resolve_device(args.device))  # fmt: skip
+    encoder = open_encoder(args.checkpoint, args.variant, args.image_size, args.onnx, resolve_device(args.device),
+                           args.init)  # fmt: skip
     config = IndexConfig(kind=args.index_type, exact_max=args.exact_max)
     index = GalleryIndex.create(args.out, encoder.identity, config, args.overwrite)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
@@ -98,7 +97,12 @@ def run_build(args: argparse.Namespace) -> int:
 def run_add(args: argparse.Namespace) -> int:
     tiles = tiles_from_args(args)
     ident = GalleryIndex.load(args.index).identity
-    encoder = open_encoder(args.checkpoint, ident.variant, ident.image_size, args.onnx, resolve_device(args.device))
+    if args.variant is not None and args.variant != ident.variant:
+        raise ValueError(f"the gallery index {args.index} was built with the {ident.variant} variant, "
+                         f"not {args.variant}")  # fmt: skip
+    variant = None if args.checkpoint else ident.variant  # a checkpoint brings its own (checked against the index)
+    encoder = open_encoder(args.checkpoint, variant, ident.image_size, args.onnx, resolve_device(args.device),
+                           args.init)  # fmt: skip
     index = GalleryIndex.load(args.index, expect=encoder.identity)
     before = len(index)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))

@@ -8,15 +8,14 @@ from pathlib import Path
 
 from ..geo.localize import format_table, open_localizer
 from ..geo.metrics import evaluate_localizer, format_report, load_queries
-from ._model import add_model_source
-from .common import add_device, resolve_device
+from .common import add_device, add_model, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("localize", help="estimate where drone photos were taken, from a gallery index")
     p.add_argument("images", nargs="*", help="query images")
     p.add_argument("--index", required=True, help="gallery index folder (spikevimformer index build)")
-    add_model_source(p)
+    add_model(p, onnx=True)
     add_device(p)
     p.add_argument("-k", "--top-k", type=int, default=5, help="tiles to return and to fuse into the estimate")
     p.add_argument("--temperature", type=float, default=0.02, help="softmax temperature on cosine scores")
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.images) == bool(args.evaluate):
         raise ValueError("give query images, or --evaluate WORLD_OR_CSV, but not both")
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, args.temperature)  # fmt: skip
+                               args.top_k, args.temperature, args.init)  # fmt: skip
     if args.evaluate:
         queries = load_queries(args.evaluate, args.truth)[: args.limit]
         ks = tuple(k for k in (1, 5, 10) if k <= len(localizer.index))

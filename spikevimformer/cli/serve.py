@@ -6,14 +6,13 @@ import argparse
 
 from ..geo.localize import open_localizer
 from ..geo.serve import MAX_UPLOAD_BYTES, create_app
-from ._model import add_model_source
-from .common import add_device, resolve_device
+from .common import add_device, add_model, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP service: POST /localize, GET /health, upload page at /")
     p.add_argument("--index", required=True, help="gallery index folder")
-    add_model_source(p)
+    add_model(p, onnx=True)
     add_device(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000)
@@ -27,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, args.temperature)  # fmt: skip
+                               args.top_k, args.temperature, args.init)  # fmt: skip
     app = create_app(localizer, max_upload_bytes=int(args.max_upload_mb * 2**20))
     print(f"serving {len(localizer.index)} tiles ({localizer.backend}) on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -62,6 +62,7 @@ class TrainConfig:
     out_dir: str = "runs/train"
     save_every_steps: int = 200
     eval_every_epochs: int = 1
+    final_eval: bool = True  # evaluate the test split when the run ends
     eval_batch_size: int = 32
     log_every_steps: int = 1
     extra: dict[str, Any] = field(default_factory=dict)

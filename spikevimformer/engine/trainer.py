@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..checkpoint import CheckpointError, load_backbone_checkpoint, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_backbone_checkpoint, load_checkpoint, load_release, save_checkpoint
 from ..data import (
     Benchmark,
     ImageSet,
@@ -196,13 +196,15 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _initialise(self, path: str) -> None:
-        """Backbone from an E-SpikeFormer ImageNet checkpoint, or the whole model from one of ours."""
-        try:
-            payload = load_checkpoint(path)
-        except CheckpointError:
-            load_backbone_checkpoint(self.model, path)
-            return
-        state = payload["model"]
+        """Backbone from an E-SpikeFormer ImageNet checkpoint, or the whole model from one of ours (.pt or release)."""
+        if Path(path).suffix == ".safetensors":
+            state = load_release(path).state_dict()
+        else:
+            try:
+                state = load_checkpoint(path)["model"]
+            except CheckpointError:
+                load_backbone_checkpoint(self.model, path)
+                return
         own = self.model.state_dict()
         # Our checkpoint may come from a world with another number of classes: keep all but the classifier's head.
         state = {k: v for k, v in state.items() if not (k.startswith("classifier.fc.") and v.shape != own[k].shape)}
@@ -331,7 +333,6 @@ class Trainer:
             log = RunLog(self.out_dir / "log.csv", resume_step=self.step if self.step else None)
         start = time.monotonic()
         stop_reason = "finished"
-        final_rows: list[dict[str, Any]] = []
         try:
             while self.epoch < cfg.epochs and self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)  # the same epoch again keeps a resumed position
@@ -373,7 +374,7 @@ class Trainer:
         finally:
             if log is not None:
                 log.close()
-        final_rows = self._epoch_eval() if self.dist.is_main or self.dist.enabled else []
+        final_rows = self._epoch_eval() if cfg.final_eval else []
         self.save(metrics={"final": final_rows})
         cleanup(self.dist)
         return {"steps": self.step, "epochs": self.epoch, "stop_reason": stop_reason, "metrics": final_rows,

@@ -1,8 +1,9 @@
 """Geo-referenced galleries: tiles with coordinates, a persistent descriptor index, photo -> position."""
 
 from .coords import LocalFrame, haversine_m
+from .encoders import OnnxEncoder, TorchEncoder
 from .index import GalleryIndex, IndexConfig, ModelIdentity
-from .localize import Localization, Localizer, OnnxEncoder, TorchEncoder
+from .localize import Localization, Localizer
 from .metrics import distance_metrics
 from .tiles import Tile, folder_tiles, orthophoto_tiles, world_tiles
 

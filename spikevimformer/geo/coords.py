@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -114,3 +115,51 @@ def parse_crs(crs: str):
     raise ValueError(
         f"unsupported coordinate system {crs!r}; use EPSG:4326 (degrees), EPSG:3857, EPSG:326zz/327zz or UTM:33N"
     )
+
+
+# --- world files (the six-line affine geotransform beside an orthophoto) ----------------------------------
+
+WORLD_FILE_SUFFIXES = (".jgw", ".pgw", ".tfw", ".wld", ".jpgw", ".pngw", ".tifw", ".bpw", ".bmpw")
+
+
+@dataclass(frozen=True)
+class WorldFile:
+    """The six affine terms of an ESRI world file: x = A*col + B*row + C, y = D*col + E*row + F."""
+
+    a: float
+    d: float
+    b: float
+    e: float
+    c: float
+    f: float
+
+    @classmethod
+    def read(cls, path: str | Path) -> WorldFile:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"world file {path} does not exist")
+        values = [v for v in path.read_text(encoding="utf-8", errors="replace").split() if v]
+        if len(values) != 6:
+            raise ValueError(f"world file {path} must hold six numbers (A D B E C F), found {len(values)}")
+        try:
+            a, d, b, e, c, f = (float(v) for v in values)
+        except ValueError as exc:
+            raise ValueError(f"world file {path}: {exc}") from exc
+        if a * e - b * d == 0:
+            raise ValueError(f"world file {path} describes a degenerate transform (zero pixel size)")
+        return cls(a, d, b, e, c, f)
+
+    def apply(self, col, row) -> tuple[np.ndarray, np.ndarray]:
+        """Map coordinates of a pixel centre ((0, 0) is the centre of the upper-left pixel)."""
+        col, row = np.asarray(col, dtype=np.float64), np.asarray(row, dtype=np.float64)
+        return self.a * col + self.b * row + self.c, self.d * col + self.e * row + self.f
+
+
+def find_world_file(image: str | Path) -> Path:
+    image = Path(image)
+    for suffix in WORLD_FILE_SUFFIXES:
+        for candidate in (image.with_suffix(suffix), image.with_suffix(suffix.upper())):
+            if candidate.is_file():
+                return candidate
+    looked = ", ".join(image.with_suffix(s).name for s in WORLD_FILE_SUFFIXES[:4])
+    raise FileNotFoundError(f"no world file next to {image} (looked for {looked}, ...); pass it explicitly")

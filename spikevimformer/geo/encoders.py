@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,65 +11,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..checkpoint import load_model
 from .imaging import preprocess
 from .index import ModelIdentity
 from .tiles import Tile, load_tile
-
-RANDOM_INIT_SEED = 0
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def random_init_tag(seed: int = RANDOM_INIT_SEED) -> str:
-    return f"random-init:seed={seed}+bn-calibrated"
-
-
-@torch.no_grad()
-def calibrate_batchnorm(backbone: torch.nn.Module, seed: int, batches: int = 1, size: int = 32) -> None:
-    """Set BN statistics from seeded noise images: at fresh init (mean 0, var 1) spikes die out with depth and
-    every image gets the same descriptor; calibrated, an untrained model is a usable (random) feature."""
-    gen = torch.Generator().manual_seed(seed)
-    for mod in backbone.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.reset_running_stats()
-            mod.momentum = None  # cumulative average over the calibration batches
-    backbone.train()
-    for _ in range(batches):
-        backbone(torch.randn(16, 3, size, size, generator=gen))
-    for mod in backbone.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.momentum = 0.1
-    backbone.eval()
-
-
-def load_model(checkpoint: str | Path | None = None, variant: str = "tiny", seed: int = RANDOM_INIT_SEED):
-    """The model and its identity tag: a checkpoint's SHA-256, or a seeded, BN-calibrated random init."""
-    from .. import build_model
-    from ..checkpoint import model_from_checkpoint
-
-    if checkpoint is not None:
-        return model_from_checkpoint(checkpoint).eval(), file_sha256(checkpoint)
-    model = build_model(variant)
-    model.load_state_dict(_random_init_state(variant, seed))
-    return model.eval(), random_init_tag(seed)
-
-
-@functools.lru_cache(maxsize=4)
-def _random_init_state(variant: str, seed: int) -> dict:
-    """Seeded init + BN calibration, computed once per process (calibration costs a forward pass)."""
-    from .. import build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(variant)
-    calibrate_batchnorm(model.backbone, seed)
-    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 class Encoder(Protocol):
@@ -92,8 +35,11 @@ class TorchEncoder:
         self.identity = ModelIdentity(model.variant, checkpoint_sha256, int(image_size), int(model.descriptor_dim))
 
     @classmethod
-    def load(cls, checkpoint=None, variant: str = "tiny", image_size: int = 384, device="cpu") -> TorchEncoder:
-        model, tag = load_model(checkpoint, variant)
+    def load(
+        cls, checkpoint=None, variant: str | None = None, image_size: int = 384, device="cpu", init=None,
+    ) -> TorchEncoder:  # fmt: skip
+        """Weights chosen as everywhere else (`spikevimformer.checkpoint.load_model`), tagged for the index."""
+        model, tag = load_model(checkpoint, variant, init)
         return cls(model, image_size, tag, device)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
@@ -137,16 +83,24 @@ class OnnxEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
+def open_onnx(onnx: str | Path, checkpoint=None, variant: str | None = None, init=None) -> OnnxEncoder:
+    """An exported model: it carries its own weights and variant, so the PyTorch model flags must not disagree."""
+    if checkpoint is not None or init is not None:
+        raise ValueError("give either an exported model (--onnx) or PyTorch weights (--checkpoint / --init), not both")
+    encoder = OnnxEncoder(onnx)
+    if variant is not None and variant != encoder.identity.variant:
+        raise ValueError(f"{onnx} was exported from the {encoder.identity.variant} variant, not {variant}")
+    return encoder
+
+
 def open_encoder(
-    checkpoint: str | Path | None = None, variant: str = "tiny", image_size: int = 384,
-    onnx: str | Path | None = None, device="cpu",
+    checkpoint: str | Path | None = None, variant: str | None = None, image_size: int = 384,
+    onnx: str | Path | None = None, device="cpu", init: str | Path | None = None,
 ) -> Encoder:  # fmt: skip
-    """The one place the CLI turns flags into an encoder."""
+    """The one place the CLI turns model flags into an encoder."""
     if onnx is not None:
-        if checkpoint is not None:
-            raise ValueError("give either an ONNX model or a checkpoint, not both")
-        return OnnxEncoder(onnx)
-    return TorchEncoder.load(checkpoint, variant, image_size, device)
+        return open_onnx(onnx, checkpoint, variant, init)
+    return TorchEncoder.load(checkpoint, variant, image_size, device, init)
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -26,7 +26,7 @@ class ModelIdentity:
     """What makes descriptors comparable: same weights, same input size, same width."""
 
     variant: str
-    checkpoint_sha256: str  # hex digest of the checkpoint file, or "random-init:seed=N"
+    checkpoint_sha256: str  # weights tag of checkpoint.load_model: a SHA-256, "imagenet-init:..." or "random-init:..."
     image_size: int
     dim: int
 

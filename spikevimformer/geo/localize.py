@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from ..checkpoint import IMAGENET_TAG
 from .coords import weighted_position
-from .encoders import Encoder, OnnxEncoder, TorchEncoder
+from .encoders import Encoder, TorchEncoder, open_onnx
 from .imaging import open_image, preprocess
 from .index import GalleryIndex
 
@@ -118,25 +119,26 @@ class Localizer:
 
 def open_localizer(
     index_dir: str, checkpoint: str | None = None, variant: str | None = None, onnx: str | None = None,
-    device: str = "cpu", k: int = 5, temperature: float = 0.02,
+    device: str = "cpu", k: int = 5, temperature: float = 0.02, init: str | None = None,
 ) -> Localizer:  # fmt: skip
     """Build the encoder the index asks for (variant, image size from its manifest) and check the weights match."""
     index = GalleryIndex.load(index_dir)
+    ident = index.identity
     if onnx is not None:
-        if checkpoint is not None:
-            raise ValueError("give either --onnx or --checkpoint, not both")
-        encoder: Encoder = OnnxEncoder(onnx)
+        encoder: Encoder = open_onnx(onnx, checkpoint, variant, init)
     else:
-        ident = index.identity
-        if checkpoint is None and not ident.checkpoint_sha256.startswith("random-init"):
+        tag = ident.checkpoint_sha256
+        if checkpoint is None and init is None and not tag.startswith("random-init"):
+            what, flag = ("a checkpoint", "it with --checkpoint")
+            if tag.startswith(IMAGENET_TAG):
+                what, flag = ("ImageNet backbone weights", "them with --init")
             raise ValueError(
-                f"the gallery index {index_dir} was built from a checkpoint "
-                f"(SHA-256 {ident.checkpoint_sha256[:12]}...); "
-                "pass it with --checkpoint or give an exported model with --onnx"
+                f"the gallery index {index_dir} was built from {what} "
+                f"(SHA-256 {tag.removeprefix(IMAGENET_TAG)[:12]}...); pass {flag} or give an exported model with --onnx"
             )
-        if variant is not None and variant != ident.variant and checkpoint is None:
+        if variant is not None and variant != ident.variant:
             raise ValueError(f"the gallery index was built with the {ident.variant} variant, not {variant}")
-        encoder = TorchEncoder.load(checkpoint, ident.variant, ident.image_size, device)
+        encoder = TorchEncoder.load(checkpoint, None if checkpoint else ident.variant, ident.image_size, device, init)
     return Localizer(encoder, index, k, temperature)
 
 

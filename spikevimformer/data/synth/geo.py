@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from ...geo.coords import WorldFile, parse_crs
 
 EARTH_RADIUS_M = 6_371_008.8
 _K = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude
@@ -58,38 +59,12 @@ def seeded_origin(rng: np.random.Generator) -> tuple[float, float]:
     return float(rng.uniform(-45.0, 58.0)), float(rng.uniform(-170.0, 170.0))
 
 
-@dataclass(frozen=True)
-class WorldFileTransform:
-    """The six terms of an ESRI world file: x = A*col + B*row + C, y = D*col + E*row + F (pixel centres)."""
-
-    a: float
-    d: float
-    b: float
-    e: float
-    c: float
-    f: float
-
-    @classmethod
-    def read(cls, path: str | Path) -> WorldFileTransform:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"world file {path} does not exist")
-        values = path.read_text(encoding="utf-8", errors="replace").split()
-        if len(values) != 6:
-            raise ValueError(f"world file {path} must hold six numbers (A D B E C F), found {len(values)}")
-        try:
-            a, d, b, e, c, f = (float(v) for v in values)
-        except ValueError as exc:
-            raise ValueError(f"world file {path} holds a value that is not a number ({exc})") from exc
-        if a <= 0 or e >= 0:
-            raise ValueError(f"world file {path} is not north-up (needs A > 0 and E < 0, got A={a:g}, E={e:g})")
-        if abs(b) > 1e-9 * abs(a) or abs(d) > 1e-9 * abs(e):
-            raise ValueError(f"world file {path} has rotation terms; only north-up orthophotos are supported")
-        return cls(a, d, b, e, c, f)
-
-
-def georef_from_world_file(wf: WorldFileTransform, crs: str, width: int, height: int) -> tuple[GeoRef, float, float]:
+def georef_from_world_file(wf: WorldFile, crs: str, width: int, height: int) -> tuple[GeoRef, float, float]:
     """GeoRef of a north-up raster plus its (east, north) pixel sizes in metres."""
+    if wf.a <= 0 or wf.e >= 0:
+        raise ValueError(f"the world file is not north-up (needs A > 0 and E < 0, got A={wf.a:g}, E={wf.e:g})")
+    if abs(wf.b) > 1e-9 * abs(wf.a) or abs(wf.d) > 1e-9 * abs(wf.e):
+        raise ValueError("the world file has rotation terms; only north-up orthophotos are supported")
     key = crs.strip().upper().replace(" ", "")
     corner_x, corner_y = wf.c - wf.a / 2, wf.f - wf.e / 2
     if key in ("EPSG:4326", "WGS84", "LONLAT"):
@@ -97,10 +72,6 @@ def georef_from_world_file(wf: WorldFileTransform, crs: str, width: int, height:
         mid_lat = lat0 + wf.e * height / 2
         gsd_e, gsd_n = wf.a * _K * math.cos(math.radians(mid_lat)), -wf.e * _K
     else:
-        try:  # projected metres: the repository's CRS helpers turn the corner into degrees
-            from ...geo.coords import parse_crs
-        except ImportError as exc:  # pragma: no cover - only when that package is broken
-            raise ValueError(f"coordinate system {crs} needs spikevimformer.geo, which failed to load ({exc})") from exc
         lat, lon = parse_crs(crs)(corner_x, corner_y)
         lat0, lon0 = float(lat), float(lon)
         gsd_e, gsd_n = wf.a, -wf.e

@@ -12,8 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ...geo.coords import WorldFile
 from .config import SynthConfig
-from .geo import GeoRef, WorldFileTransform, georef_from_world_file
+from .geo import GeoRef, georef_from_world_file
 from .world import Buildings, World
 
 MIN_BUILDING_M = 2.5
@@ -70,7 +71,7 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
                              f"is {w0}x{h0} px; they must match pixel for pixel")
         hmap = raw.astype(np.float32) * float(cfg.height_scale)
     if cfg.world_file:
-        geo, gsd_e, gsd_n = georef_from_world_file(WorldFileTransform.read(cfg.world_file), cfg.crs, w0, h0)
+        geo, gsd_e, gsd_n = georef_from_world_file(WorldFile.read(cfg.world_file), cfg.crs, w0, h0)
         if cfg.gsd_m is not None and abs(cfg.gsd_m - gsd_n) > 0.05 * gsd_n:
             raise ValueError(f"--gsd {cfg.gsd_m:g} disagrees with the world file's {gsd_n:.3g} m per pixel")
         gsd = gsd_n

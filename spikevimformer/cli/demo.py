@@ -1,0 +1,32 @@
+"""`spikevimformer demo`: the main job on the embedded synthetic world, ending in OUT/report.html."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="generate a world, train, evaluate, measure energy, localize, write a report")
+    p.add_argument("--out", default="runs/demo", help="output folder (report.html inside)")
+    p.add_argument("--minutes", type=float, default=None, help="training budget of each run (default 4)")
+    p.add_argument("--epochs", type=int, default=None, help="upper bound on epochs of each run")
+    p.add_argument("--image-size", type=int, default=None, help="training and evaluation size (default 64)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--from-scratch", action="store_true", help="do not start from the shipped pretrained checkpoint")
+    p.add_argument("--no-scratch-comparison", action="store_true", help="skip the from-scratch comparison run")
+    p.add_argument("--toy", action="store_true", help="seconds-long sizes through the same code path (tests)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..demo import DemoConfig, run_demo
+
+    cfg = DemoConfig.toy(args.out) if args.toy else DemoConfig(out_dir=args.out)
+    for key, value in (("minutes", args.minutes), ("epochs", args.epochs), ("image_size", args.image_size)):
+        if value is not None:
+            setattr(cfg, key, value)
+    cfg.device = args.device
+    cfg.from_scratch = args.from_scratch
+    cfg.compare_scratch = not args.no_scratch_comparison
+    run_demo(cfg)
+    return 0

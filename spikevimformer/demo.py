@@ -1,0 +1,268 @@
+"""The main job end to end on the embedded synthetic world: generate, train, evaluate, measure, localize, report."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+PRETRAINED = "synth-pretrain-tiny.safetensors"
+DEMO_SEED = 2026  # pretraining worlds use seeds >= 10000, so the demo world is never seen in pretraining
+
+
+@dataclass
+class DemoConfig:
+    """Sizes and budgets of the demo; the defaults fit 15 minutes on a 2-core CPU."""
+
+    out_dir: str = "runs/demo"
+    seed: int = DEMO_SEED
+    locations: int = 250
+    views: int = 8
+    world_image_size: int = 128
+    image_size: int = 64
+    minutes: float = 4.0  # training budget of each run (fine-tune, and from scratch for comparison)
+    epochs: int = 100  # upper bound; the time budget normally ends the run first
+    batch_size: int = 32
+    lr: float = 1e-4
+    scratch_lr: float = 1e-3
+    from_scratch: bool = False  # do not start from the shipped pretrained checkpoint
+    compare_scratch: bool = True
+    device: str = "auto"
+    workers: int = 2
+    energy_images: int = 16
+    strips: int = 6
+    localize_queries: int = 200
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def toy(cls, out_dir: str) -> DemoConfig:
+        """Seconds-long settings that run every stage through the same code path (tests, CI)."""
+        return cls(out_dir=out_dir, locations=24, views=2, world_image_size=64, image_size=32, minutes=0.05,
+                   epochs=1, batch_size=8, workers=0, energy_images=2, strips=2, localize_queries=8,
+                   extra={"max_steps": 2, "hral_k": 3, "hral_k2": 2})
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float = 0.0
+
+
+class Stages:
+    """Wall time of each stage, printed as it ends and kept for the report."""
+
+    def __init__(self) -> None:
+        self.done: list[Stage] = []
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        print(f"== {name}", flush=True)
+        start = time.monotonic()
+        yield
+        stage = Stage(name, time.monotonic() - start)
+        self.done.append(stage)
+        print(f"   {name}: {stage.seconds:.1f} s", flush=True)
+
+
+def pretrained_path() -> Path:
+    return Path(str(resources.files("spikevimformer") / "resources" / PRETRAINED))
+
+
+def pretrained_info() -> dict[str, Any]:
+    """The shipped checkpoint's record: SHA-256, command, training log summary, held-out evaluation."""
+    return json.loads((resources.files("spikevimformer") / "resources" / "synth-pretrain-tiny.json").read_text())
+
+
+def load_pretrained():
+    """The shipped pretrained SpikeViMFormer-T, refused unless its SHA-256 matches the record."""
+    from .checkpoint import load_release
+
+    return load_release(pretrained_path(), sha256=pretrained_info()["sha256"])
+
+
+def _train(cfg: DemoConfig, world: Path, name: str, init: str, lr: float) -> tuple[Path, dict[str, Any]]:
+    from .engine import load_config, train
+
+    run = Path(cfg.out_dir) / name
+    settings = {
+        "data_root": str(world), "out_dir": str(run), "image_size": cfg.image_size, "batch_size": cfg.batch_size,
+        "epochs": cfg.epochs, "time_limit_min": cfg.minutes, "init": init, "lr": lr, "workers": cfg.workers,
+        "device": cfg.device, "eval_every_epochs": 0, "final_eval": False, "save_every_steps": 0,
+        "warmup_min_steps": 20,
+        **cfg.extra,
+    }
+    result = train(load_config(None, settings), progress=sys.stderr.isatty())
+    return run, result
+
+
+def _evaluate(model, bench, cfg: DemoConfig, device: torch.device, label: str) -> list[dict[str, Any]]:
+    from .engine.evaluate import evaluate_sets
+
+    rows = evaluate_sets(model.to(device), bench.test, cfg.image_size, device, protocols=("paper", "official"),
+                         workers=cfg.workers, progress=False)
+    return [{"model": label, **r} for r in rows]
+
+
+def _baseline_rows(bench, cfg: DemoConfig) -> list[dict[str, Any]]:
+    """Colour-histogram descriptors scored with the same metrics as the models."""
+    from .data.images import load_rgb
+    from .data.synth.baseline import colour_histogram
+    from .metrics import retrieval_metrics
+
+    cache: dict[Path, np.ndarray] = {}
+
+    def describe(paths) -> np.ndarray:
+        for p in paths:
+            if p not in cache:
+                h = colour_histogram(load_rgb(p)).astype(np.float32)
+                cache[p] = h / max(float(np.linalg.norm(h)), 1e-12)
+        return np.stack([cache[p] for p in paths])
+
+    rows = []
+    for direction, (query, gallery) in bench.test.items():
+        for protocol in ("paper", "official"):
+            m = retrieval_metrics(describe(query.paths), query.labels, describe(gallery.paths), gallery.labels,
+                                  protocol=protocol)
+            rows.append({"model": "colour histogram (no learning)", "direction": direction, **m})
+    return rows
+
+
+def _energy(model, bench, cfg: DemoConfig, device: torch.device, out: Path) -> dict[str, Any]:
+    from .analysis.energy import measure_energy, plot_energy
+    from .data import ImageDataset, eval_transform
+
+    query = bench.test["drone2satellite"][0]
+    pick = np.linspace(0, len(query) - 1, num=min(cfg.energy_images, len(query))).astype(int)
+    data = ImageDataset([query.paths[i] for i in pick], eval_transform(cfg.image_size))
+    batches = (torch.stack([data[i][0] for i in chunk]).to(device) for chunk in np.array_split(
+        np.arange(len(data)), max(1, len(data) // 8)))
+    report = measure_energy(model.to(device).eval(), batches)
+    (out / "energy.json").write_text(report.to_json())
+    (out / "energy.txt").write_text(report.table() + "\n")
+    plot_energy(report, out / "energy.png")
+    return report.to_dict()
+
+
+def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, tag: str) -> dict[str, Any]:
+    from .geo.encoders import TorchEncoder, encode_tiles
+    from .geo.index import GalleryIndex, IndexConfig
+    from .geo.localize import Localizer
+    from .geo.metrics import evaluate_localizer, load_queries
+    from .geo.tiles import world_tiles
+
+    encoder = TorchEncoder(model, cfg.image_size, tag)
+    tiles = world_tiles(world_root, split="test")
+    index = GalleryIndex.create(out / "index", encoder.identity, IndexConfig(), overwrite=True)
+    index.add(tiles, encode_tiles(encoder, tiles))
+    index.save()
+    queries = load_queries(world_root, truth="camera")
+    pick = np.linspace(0, len(queries) - 1, num=min(cfg.localize_queries, len(queries))).astype(int)
+    chosen = [queries[i] for i in pick]
+    localizer = Localizer(encoder, index)
+    report = evaluate_localizer(localizer, chosen, progress=False)
+    points = []
+    for q, r in zip(chosen, localizer.localize_files([q.image for q in chosen]), strict=True):
+        points.append({"true": [q.latitude, q.longitude], "estimate": [r.latitude, r.longitude],
+                       "radius_m": r.radius_m})
+    report["points"] = points
+    report["tiles"] = [[t.latitude, t.longitude] for t in tiles]
+    return report
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Every stage of the demo; returns the report payload and writes OUT/report.html."""
+    from .checkpoint import model_from_checkpoint
+    from .data import load_benchmark
+    from .data.synth import SynthConfig, generate_world
+    from .device import resolve_device
+    from .report import write_report
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages()
+    device = resolve_device(cfg.device)
+    payload: dict[str, Any] = {"config": asdict(cfg), "argv": sys.argv, "versions": _versions(), "device": str(device)}
+
+    with stages("generate the synthetic world"):
+        world = out / "world"
+        summary = generate_world(
+            SynthConfig(seed=cfg.seed, locations=cfg.locations, views=cfg.views, image_size=cfg.world_image_size),
+            world, workers=1 if cfg.workers == 0 else 2, overwrite=True,
+        )
+        payload["world"] = {"counts": summary.counts, "baseline": summary.baseline, **summary.world}
+        bench = load_benchmark(world)
+
+    rows: list[dict[str, Any]] = []
+    with stages("non-learned baseline"):
+        rows += _baseline_rows(bench, cfg)
+
+    init = "scratch"
+    if not cfg.from_scratch:
+        with stages("pretrained checkpoint, before fine-tuning"):
+            pretrained = load_pretrained()  # SHA-256 checked here; training then reads the same file
+            init = str(pretrained_path())
+            payload["pretrained"] = pretrained_info()
+            rows += _evaluate(pretrained, bench, cfg, device, "pretrained (no fine-tuning)")
+
+    runs: dict[str, Path] = {}
+    with stages("fine-tune" if init != "scratch" else "train from scratch"):
+        label = "fine-tuned from pretrained" if init != "scratch" else "trained from scratch"
+        run, result = _train(cfg, world, "finetune" if init != "scratch" else "scratch", init,
+                             cfg.lr if init != "scratch" else cfg.scratch_lr)
+        runs[label] = run
+        trained = model_from_checkpoint(run / "last.pt").eval()
+        rows += _evaluate(trained, bench, cfg, device, label)
+        payload["training"] = {label: {k: v for k, v in result.items() if k != "metrics"}}
+
+    if init != "scratch" and cfg.compare_scratch:
+        with stages("train from scratch for the same time"):
+            run, result = _train(cfg, world, "scratch", "scratch", cfg.scratch_lr)
+            runs["trained from scratch"] = run
+            rows += _evaluate(model_from_checkpoint(run / "last.pt"), bench, cfg, device, "trained from scratch")
+            payload["training"]["trained from scratch"] = {k: v for k, v in result.items() if k != "metrics"}
+    payload["metrics"] = rows
+
+    with stages("energy and firing rates"):
+        payload["energy"] = _energy(trained, bench, cfg, device, out)
+
+    with stages("geo-referenced index and localization"):
+        payload["localization"] = _localize(trained, world, cfg, out, f"demo:{label}")
+
+    with stages("pictures"):
+        payload["pictures"] = _pictures(trained, bench, cfg, device, out, runs)
+
+    payload["stages"] = [asdict(s) for s in stages.done]
+    path = write_report(out / "report.html", payload)
+    (out / "report.json").write_text(json.dumps(payload, indent=2, default=str))
+    print(f"report: {path}")
+    return payload
+
+
+def _pictures(model, bench, cfg: DemoConfig, device: torch.device, out: Path, runs: dict[str, Path]) -> dict:
+    from .analysis.visualize import retrieval_strip, training_curves
+    from .engine.evaluate import strip_inputs
+
+    queries, ranked, correct = strip_inputs(model, bench.test["drone2satellite"], cfg.image_size, device,
+                                            cfg.strips, 5, seed=cfg.seed)
+    pictures = {"strips": str(retrieval_strip(queries, ranked, correct, out / "strips.png", k=5))}
+    for label, run in runs.items():
+        pictures[f"curves: {label}"] = str(training_curves(run / "log.csv", out / f"curves-{run.name}.png"))
+    return pictures
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+
+    versions = {"spikevimformer": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                "numpy": np.__version__, "platform": platform.platform(), "threads": str(torch.get_num_threads())}
+    return versions

@@ -1,0 +1,56 @@
+import json
+import shutil
+
+import pytest
+
+from spikevimformer.checkpoint import CheckpointError, load_release, save_release
+from spikevimformer.cli import main
+from spikevimformer.demo import load_pretrained, pretrained_info, pretrained_path
+from spikevimformer.models import build_model
+from spikevimformer.report import SECTIONS
+
+
+def test_toy_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--toy", "--out", str(out)]) == 0
+    report = (out / "report.html").read_text()
+    for section in SECTIONS:
+        assert f"<h2>{section}</h2>" in report, section
+    payload = json.loads((out / "report.json").read_text())
+    models = {r["model"] for r in payload["metrics"]}
+    assert models == {"colour histogram (no learning)", "pretrained (no fine-tuning)", "fine-tuned from pretrained",
+                      "trained from scratch"}
+    assert {(r["direction"], r["protocol"]) for r in payload["metrics"]} == {
+        (d, p) for d in ("drone2satellite", "satellite2drone") for p in ("paper", "official")}
+    assert [s["name"] for s in payload["stages"]][0] == "generate the synthetic world"
+    assert payload["localization"]["queries"] > 0 and "Dis@1_m" in payload["localization"]
+    assert report.count("data:image/png;base64,") >= 4  # curves, strips, energy, map
+    assert "report:" in capsys.readouterr().out
+
+
+def test_shipped_checkpoint_matches_its_hash_and_a_tampered_copy_is_refused(tmp_path):
+    model = load_pretrained()
+    assert model.variant == "tiny" and model.descriptor_dim == 240
+    info = pretrained_info()
+    assert {"sha256", "command", "evaluation"} <= set(info)
+    tampered = tmp_path / "tampered.safetensors"
+    shutil.copy(pretrained_path(), tampered)
+    data = bytearray(tampered.read_bytes())
+    data[-100] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_release(tampered, sha256=info["sha256"])
+
+
+def test_release_round_trip_in_fp16(tmp_path):
+    model = build_model("tiny", num_classes=3)
+    digest = save_release(model, tmp_path / "m.safetensors", {"note": "test"})
+    loaded = load_release(tmp_path / "m.safetensors", sha256=digest)
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert a.dtype == b.dtype, k
+        assert (a.float() - b.float()).abs().max() <= 1e-3 * max(1.0, float(a.float().abs().max())), k
+    with pytest.raises(CheckpointError, match="not a spikevimformer release"):
+        from safetensors.torch import save_file
+
+        save_file({"x": model.logit_scale.detach().clone()}, str(tmp_path / "other.safetensors"))
+        load_release(tmp_path / "other.safetensors")
