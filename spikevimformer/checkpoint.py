@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .fileio import atomic_write
 from .models.backbone import BackboneCfg, ESpikeFormer
 from .models.calibrate import calibrate_batchnorm
 from .models.spikevimformer import VARIANTS, SpikeViMFormer, build_model
@@ -43,9 +42,10 @@ def _read(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for bad input; all mean the same here
         size = path.stat().st_size
+        reason = (str(exc).splitlines() or [""])[0][:200]
         raise CheckpointError(
             f"{path} ({size} bytes) is not a readable PyTorch checkpoint: it may be truncated, corrupt, "
-            f"or hold objects other than tensors ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            f"or hold objects other than tensors ({type(exc).__name__}: {reason})"
         ) from exc
 
 
@@ -62,6 +62,7 @@ def _unwrap(obj: Any, path: str | Path) -> dict[str, Tensor]:
     return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items() if isinstance(v, Tensor)}
 
 
+@functools.cache
 def _expected_shapes(variant: str) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         backbone = ESpikeFormer(VARIANTS[variant])
@@ -125,19 +126,7 @@ def load_backbone_checkpoint(model: SpikeViMFormer | ESpikeFormer, path: str | P
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; keep the usual permissions of a written file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
     return path
 
 
@@ -270,18 +259,7 @@ def save_release(model: SpikeViMFormer, path: str | Path, metadata: Mapping[str,
     }
     header = {"format": FORMAT, "variant": bare.variant, "num_classes": str(bare.num_classes),
               "backbone_cfg": json.dumps(asdict(bare.backbone.cfg)), **dict(metadata or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a release is meant to be read by anyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return file_sha256(path)
+    return file_sha256(atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header)))
 
 
 def load_release(path: str | Path, sha256: str | None = None) -> SpikeViMFormer:

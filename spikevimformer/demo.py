@@ -153,14 +153,14 @@ def _energy(model, bench, cfg: DemoConfig, device: torch.device, out: Path) -> d
     return report.to_dict()
 
 
-def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, tag: str) -> dict[str, Any]:
+def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, tag: str, device: torch.device) -> dict[str, Any]:
     from .geo.encoders import TorchEncoder, encode_tiles
     from .geo.index import GalleryIndex, IndexConfig
     from .geo.localize import Localizer
     from .geo.metrics import evaluate_localizer, load_queries
     from .geo.tiles import world_tiles
 
-    encoder = TorchEncoder(model, cfg.image_size, tag)
+    encoder = TorchEncoder(model, cfg.image_size, tag, device)
     tiles = world_tiles(world_root, split="test")
     index = GalleryIndex.create(out / "index", encoder.identity, IndexConfig(), overwrite=True)
     index.add(tiles, encode_tiles(encoder, tiles))
@@ -168,13 +168,7 @@ def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, tag: str) -> 
     queries = load_queries(world_root, truth="camera")
     pick = np.linspace(0, len(queries) - 1, num=min(cfg.localize_queries, len(queries))).astype(int)
     chosen = [queries[i] for i in pick]
-    localizer = Localizer(encoder, index)
-    report = evaluate_localizer(localizer, chosen, progress=False)
-    points = []
-    for q, r in zip(chosen, localizer.localize_files([q.image for q in chosen]), strict=True):
-        points.append({"true": [q.latitude, q.longitude], "estimate": [r.latitude, r.longitude],
-                       "radius_m": r.radius_m})
-    report["points"] = points
+    report = evaluate_localizer(Localizer(encoder, index), chosen, progress=False)
     report["tiles"] = [[t.latitude, t.longitude] for t in tiles]
     return report
 
@@ -236,7 +230,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         payload["energy"] = _energy(trained, bench, cfg, device, out)
 
     with stages("geo-referenced index and localization"):
-        payload["localization"] = _localize(trained, world, cfg, out, f"demo:{label}")
+        payload["localization"] = _localize(trained, world, cfg, out, f"demo:{label}", device)
 
     with stages("pictures"):
         payload["pictures"] = _pictures(trained, bench, cfg, device, out, runs)
@@ -252,7 +246,7 @@ def _pictures(model, bench, cfg: DemoConfig, device: torch.device, out: Path, ru
     from .analysis.visualize import retrieval_strip, training_curves
     from .engine.evaluate import strip_inputs
 
-    queries, ranked, correct = strip_inputs(model, bench.test["drone2satellite"], cfg.image_size, device,
+    queries, ranked, correct = strip_inputs(model.to(device), bench.test["drone2satellite"], cfg.image_size, device,
                                             cfg.strips, 5, seed=cfg.seed)
     pictures = {"strips": str(retrieval_strip(queries, ranked, correct, out / "strips.png", k=5))}
     for label, run in runs.items():

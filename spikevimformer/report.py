@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .fileio import atomic_write_text
 
 SECTIONS = ("Summary", "Retrieval", "Training curves", "Retrieval strips", "Energy", "Localization",
             "Commands and versions", "Stage times")
@@ -130,8 +130,4 @@ def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
              "text-align:right}th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:8px}")
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>SpikeViMFormer demo</title>"
            f"<style>{style}</style></head><body><h1>SpikeViMFormer demo report</h1>{''.join(parts)}</body></html>")
-    fd, tmp = tempfile.mkstemp(prefix=".report.", dir=out)
-    with os.fdopen(fd, "w") as f:
-        f.write(doc)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, doc)

@@ -35,8 +35,14 @@ def test_config_yaml_and_overrides(tmp_path):
     assert (cfg.lr, cfg.variant, cfg.epochs, cfg.w_hral, cfg.augment) == (0.001, "small", 3, 0.0, False)
     with pytest.raises(ValueError, match="unknown setting"):
         load_config(None, ["nonsense=1"])
-    with pytest.raises(ValueError, match="true/false"):
+    with pytest.raises(ValueError, match="augment expects bool"):
         load_config(None, ["augment=maybe"])
+    assert load_config(None, ["lr=1e-4", "init=1234"]).lr == 1e-4  # YAML 1.1 reads 1e-4 as a string
+    assert load_config(None, ["init=1234"]).init == "1234"
+    with pytest.raises(ValueError, match="batch_size expects int"):
+        load_config(None, ["batch_size=2.5"])
+    with pytest.raises(ValueError, match="lr expects float"):
+        load_config(None, {"lr": "fast"})
 
 
 def test_warmup_has_a_floor_in_steps():

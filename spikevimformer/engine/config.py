@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..fileio import atomic_write_text
 
 
 @dataclass
@@ -71,16 +71,31 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _coerce(value: str, current: Any, name: str) -> Any:
-    """Parse a command-line value into the type of the field it overrides."""
-    parsed = yaml.safe_load(value)
-    if isinstance(current, bool) and not isinstance(parsed, bool):
-        raise ValueError(f"{name} expects true/false, got {value!r}")
-    if isinstance(current, float) and isinstance(parsed, int) and not isinstance(parsed, bool):
-        return float(parsed)
-    if isinstance(current, str) and not isinstance(parsed, str):
-        return value
-    return parsed
+def _typed(name: str, value: Any, annotation: str) -> Any:
+    """Check (and where unambiguous convert) one setting against its field's type, naming it on error."""
+    kinds = {part.strip() for part in annotation.split("|")}
+    if value is None and "None" in kinds:
+        return None
+    try:
+        if "bool" in kinds:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if "int" in kinds:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if "float" in kinds:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)  # also "1e-4", which YAML 1.1 reads as a string
+        if "str" in kinds:
+            return str(value)
+        if isinstance(value, dict):
+            return value
+        raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {name} expects {annotation}, got {value!r}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
@@ -106,18 +121,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
             key = key.strip().replace("-", "_")
             if key not in names:
                 raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(names))}")
-            values[key] = _coerce(raw, getattr(cfg, key), key)
+            values[key] = yaml.safe_load(raw) if raw.strip() else raw
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown settings {unknown}; known: {', '.join(sorted(names))}")
-    return dataclasses.replace(cfg, **values)
+    types = {f.name: str(f.type) for f in fields(TrainConfig)}
+    return dataclasses.replace(cfg, **{k: _typed(k, v, types[k]) for k, v in values.items()})
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -34,16 +33,6 @@ def init_distributed(device_type: str) -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return info
-
-
-def gather_with_grad(x: Tensor, info: DistInfo) -> Tensor:
-    """Concatenate every rank's rows in rank order; only this rank's rows carry gradient."""
-    if not info.enabled:
-        return x
-    parts = [torch.empty_like(x) for _ in range(info.world_size)]
-    dist.all_gather(parts, x.detach().contiguous())
-    parts[info.rank] = x
-    return torch.cat(parts)
 
 
 def all_reduce_mean(x: Tensor, info: DistInfo) -> Tensor:

@@ -17,9 +17,9 @@ from ..metrics import retrieval_metrics
 from ..models import SpikeViMFormer
 
 
-def _cache_key(image_set: ImageSet, image_size: int, flip: bool, model_tag: str, variant: str) -> str:
+def _cache_key(image_set: ImageSet, image_size: int, flip: bool, model_tag: str, dataset_tag: str) -> str:
     """Descriptors depend on the images, the size, flip, any corruption and the weights: all go into the key."""
-    h = hashlib.sha256(f"{model_tag}|{image_size}|{flip}|{image_set.name}|{variant}".encode())
+    h = hashlib.sha256(f"{model_tag}|{image_size}|{flip}|{image_set.name}|{dataset_tag}".encode())
     for p in image_set.paths:
         h.update(str(p).encode())
     return h.hexdigest()[:20]

@@ -158,8 +158,11 @@ class Trainer:
         if self.dist.enabled:
             if self.device.type == "cuda" and cfg.sync_bn and cfg.bn == "batch":
                 self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+            # A zero-weight term leaves its branch's parameters without gradient; DDP must be told.
+            unused = min(cfg.w_infonce, cfg.w_ssa, cfg.w_shs) == 0
             self.net = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused,
             )
 
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
@@ -374,13 +377,13 @@ class Trainer:
         finally:
             if log is not None:
                 log.close()
-        final_rows = self._epoch_eval() if cfg.final_eval else []
+        final_rows = self._epoch_eval(save_last=False) if cfg.final_eval else []
         self.save(metrics={"final": final_rows})
         cleanup(self.dist)
         return {"steps": self.step, "epochs": self.epoch, "stop_reason": stop_reason, "metrics": final_rows,
                 "seconds": time.monotonic() - start}
 
-    def _epoch_eval(self) -> list[dict[str, Any]]:
+    def _epoch_eval(self, save_last: bool = True) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         if self.dist.is_main:
             rows = self.evaluate()
@@ -389,7 +392,8 @@ class Trainer:
             if not math.isnan(score) and (self.best is None or score > self.best):
                 self.best = score
                 self.save("best.pt", metrics={"selection": selected_on, "R@1": score, "rows": rows})
-            self.save(metrics={"rows": rows})
+            if save_last:
+                self.save(metrics={"rows": rows})
         if self.dist.enabled:
             dist.barrier()
         return rows

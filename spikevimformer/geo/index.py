@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write
 from .tiles import Tile
 
 FORMAT = "spikevimformer-gallery/1"
@@ -151,20 +150,6 @@ def _apply_search_params(index, params: dict) -> None:
 
 
 # --- atomic folder writes -------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write) -> None:
-    """`write(tmp_path)` then rename over `path`; a crash leaves the old file or none, never half of one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_npy(path: str, array: np.ndarray) -> None:
@@ -324,9 +309,9 @@ class GalleryIndex:
         gen = self.generation + 1
         files = {"descriptors": f"descriptors.{gen}.npy", "tiles": f"tiles.{gen}.csv", "faiss": f"index.{gen}.faiss"}
         desc = np.ascontiguousarray(self.descriptors, dtype=np.float32)
-        _atomic_write(self.folder / files["descriptors"], lambda p: _write_npy(p, desc))
-        _atomic_write(self.folder / files["tiles"], lambda p: _write_tiles(p, self.tiles))
-        _atomic_write(self.folder / files["faiss"], lambda p: faiss.write_index(self._faiss.index, p))
+        atomic_write(self.folder / files["descriptors"], lambda p: _write_npy(p, desc))
+        atomic_write(self.folder / files["tiles"], lambda p: _write_tiles(p, self.tiles))
+        atomic_write(self.folder / files["faiss"], lambda p: faiss.write_index(self._faiss.index, p))
         manifest = {
             "format": FORMAT,
             "generation": gen,
@@ -339,7 +324,7 @@ class GalleryIndex:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         text = json.dumps(manifest, indent=2)
-        _atomic_write(self.folder / MANIFEST, lambda p: Path(p).write_text(text))
+        atomic_write(self.folder / MANIFEST, lambda p: Path(p).write_text(text))
         old = set(self._files.values())
         self.generation, self._files = gen, files
         for name in old - set(files.values()):

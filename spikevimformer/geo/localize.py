@@ -105,15 +105,18 @@ class Localizer:
                 for r, (s, i) in enumerate(zip(row_s, row_i, strict=True)) if i >= 0
                 for t in (self.index.tiles[int(i)],)
             ]
+            if not matches:
+                raise ValueError(f"the index returned no tile for {name}: an approximate index probed only empty "
+                                 "lists; rebuild it with --index-type flat or a larger nprobe")
             lat, lon, radius = estimate_position(matches, self.temperature)
             results.append(Localization(name, matches, lat, lon, radius, model_s, search_s))
         return results
 
-    def localize_files(self, paths: Sequence[str], batch_size: int = 16) -> list[Localization]:
+    def localize_files(self, paths: Sequence[str], batch_size: int = 16, k: int | None = None) -> list[Localization]:
         out: list[Localization] = []
         for start in range(0, len(paths), batch_size):
             chunk = [str(p) for p in paths[start : start + batch_size]]
-            out.extend(self.localize([open_image(p) for p in chunk], chunk))
+            out.extend(self.localize([open_image(p) for p in chunk], chunk, k=k))
         return out
 
 

@@ -11,7 +11,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .coords import check_latlon, haversine_m
-from .imaging import open_image
 from .tiles import read_locations
 
 SDM_SCALE_M = 1e-3  # DenseUAV's s for distances in metres (5e3 for degrees)
@@ -107,7 +106,7 @@ def evaluate_localizer(localizer, queries: Sequence[Query], ks: Sequence[int] = 
     bar = tqdm(total=len(queries), desc="localizing", unit="image", disable=not progress)
     for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]
-        results = localizer.localize([open_image(q.image) for q in chunk], [q.image for q in chunk], k=k)
+        results = localizer.localize_files([q.image for q in chunk], batch_size=batch_size, k=k)
         for q, r in zip(chunk, results, strict=True):
             pad = k - len(r.matches)  # galleries smaller than k: repeat the last tile
             ms = r.matches + [r.matches[-1]] * pad
@@ -128,6 +127,10 @@ def evaluate_localizer(localizer, queries: Sequence[Query], ks: Sequence[int] = 
         report["R@1"] = float(np.mean(hits))
     report["model_ms_per_image"] = float(np.mean(model_s) * 1e3)
     report["backend"] = localizer.backend
+    report["points"] = [
+        {"image": str(q.image), "true": [q.latitude, q.longitude], "estimate": [la, lo]}
+        for q, la, lo in zip(queries, est_lat, est_lon, strict=True)
+    ]
     return report
 
 
