@@ -9,16 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from ..analysis.complexity import ATTENTION_ORDERS
 from ..analysis.energy import measure_energy, plot_energy
+from ..data.images import IMAGE_SUFFIXES, load_rgb
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from ..metrics import save_report
 from .common import add_device, add_image_size, add_model, load_model, resolve_device
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)  # ImageNet statistics, as the backbone was trained
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 def find_images(folder: Path, count: int) -> list[Path]:
@@ -32,20 +29,11 @@ def find_images(folder: Path, count: int) -> list[Path]:
     return [files[i] for i in sorted(set(picks.tolist()))]
 
 
-def load_image(path: Path, size: int) -> torch.Tensor:
-    """Resize to size x size (bicubic) and normalise like inference."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.BICUBIC)
-            x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc})") from exc
-    return (x - MEAN) / STD
-
-
 def image_batches(paths: list[Path], size: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """Images prepared exactly as inference prepares them (`eval_transform`)."""
+    transform = eval_transform(size)
     for start in range(0, len(paths), batch_size):
-        yield torch.stack([load_image(p, size) for p in paths[start : start + batch_size]])
+        yield torch.stack([transform(load_rgb(p)) for p in paths[start : start + batch_size]])
 
 
 def random_batches(count: int, size: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
@@ -53,7 +41,8 @@ def random_batches(count: int, size: int, batch_size: int, seed: int) -> Iterato
     gen = torch.Generator().manual_seed(seed)
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        yield (torch.rand(n, 3, size, size, generator=gen) - MEAN) / STD
+        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        yield (torch.rand(n, 3, size, size, generator=gen) - mean) / std
 
 
 def register(sub: argparse._SubParsersAction) -> None:
