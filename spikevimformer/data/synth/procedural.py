@@ -69,39 +69,29 @@ def _area(poly: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)))
 
 
-def _split_districts(rect, rng, out, max_side=700.0, min_side=280.0) -> None:
+def _bsp(
+    rect, rng, min_side: float, max_side: float, out: list,
+    cut: tuple[float, float] = (0.38, 0.62), stop_p: float | None = None,
+) -> None:
+    """Split a rectangle along its longer side until the parts are small enough.
+
+    A part at most `max_side` long stops splitting (with `stop_p`: only with that probability, which
+    leaves some large districts); one shorter than `2 * min_side` always stops.
+    """
     x0, x1, y0, y1 = rect
     w, h = x1 - x0, y1 - y0
-    if max(w, h) < 2 * min_side or (max(w, h) <= max_side and rng.random() < 0.35):
+    if max(w, h) < 2 * min_side or (max(w, h) <= max_side and (stop_p is None or rng.random() < stop_p)):
         out.append(rect)
         return
-    f = rng.uniform(0.35, 0.65)
-    if w >= h:
-        cut = x0 + w * f
-        _split_districts((x0, cut, y0, y1), rng, out, max_side, min_side)
-        _split_districts((cut, x1, y0, y1), rng, out, max_side, min_side)
-    else:
-        cut = y0 + h * f
-        _split_districts((x0, x1, y0, cut), rng, out, max_side, min_side)
-        _split_districts((x0, x1, cut, y1), rng, out, max_side, min_side)
-
-
-def _bsp(rect, rng, min_side: float, max_side: float, out: list) -> None:
-    """Split a block into lots along its longer side until lots are small enough."""
-    x0, x1, y0, y1 = rect
-    w, h = x1 - x0, y1 - y0
-    if max(w, h) <= max_side or max(w, h) < 2 * min_side:
-        out.append(rect)
-        return
-    f = rng.uniform(0.38, 0.62)
+    f = rng.uniform(*cut)
     if w >= h:
         c = x0 + w * f
-        _bsp((x0, c, y0, y1), rng, min_side, max_side, out)
-        _bsp((c, x1, y0, y1), rng, min_side, max_side, out)
+        _bsp((x0, c, y0, y1), rng, min_side, max_side, out, cut, stop_p)
+        _bsp((c, x1, y0, y1), rng, min_side, max_side, out, cut, stop_p)
     else:
         c = y0 + h * f
-        _bsp((x0, x1, y0, c), rng, min_side, max_side, out)
-        _bsp((x0, x1, c, y1), rng, min_side, max_side, out)
+        _bsp((x0, x1, y0, c), rng, min_side, max_side, out, cut, stop_p)
+        _bsp((x0, x1, c, y1), rng, min_side, max_side, out, cut, stop_p)
 
 
 class WorldPainter:
@@ -145,7 +135,7 @@ class WorldPainter:
     # --- layout ---------------------------------------------------------------------------------------
     def lay_out(self) -> None:
         districts: list = []
-        _split_districts((0.0, self.side, 0.0, self.side), self.rng, districts)
+        _bsp((0.0, self.side, 0.0, self.side), self.rng, 280.0, 700.0, districts, (0.35, 0.65), stop_p=0.35)
         for rect in districts:
             self._district(rect)
         if self.river is not None:
