@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -45,12 +44,15 @@ def main(argv: list[str] | None = None) -> int:
                        workers=2, overwrite=True)
     bench = load_benchmark(args.heldout_dir)
     rows = evaluate_sets(model, bench.test, image_size, torch.device("cpu"), protocols=("paper", "official"))
-    with (args.run / "log.csv").open() as f:
-        log = list(csv.DictReader(f))
-    target = RESOURCES / "synth-pretrain-tiny.safetensors"
     steps = payload["train_state"]["progress"]["step"]
+    with (args.run / "log.csv").open() as f:  # a killed run may have logged past its last checkpoint
+        log = [row for row in csv.DictReader(f) if int(row["step"]) <= steps]
+    target = RESOURCES / "synth-pretrain-tiny.safetensors"
     digest = save_release(model, target, {"source": ckpt.name, "steps": str(steps)})
-    shutil.copy(args.run / "log.csv", RESOURCES / "synth-pretrain-tiny-log.csv")
+    with (RESOURCES / "synth-pretrain-tiny-log.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(log[0]))
+        writer.writeheader()
+        writer.writerows(log)
     record = {
         "file": target.name, "sha256": digest, "bytes": target.stat().st_size, "command": args.command,
         "config": payload["config"], "steps": steps,

@@ -66,26 +66,39 @@ def test_cli_end_to_end_writes_run_folder(world, tmp_path, capsys):
     assert "drone2satellite" in capsys.readouterr().out
 
 
-def test_interrupted_and_resumed_run_matches_uninterrupted(world, tmp_path, monkeypatch):
+RESUME_SCRIPT = """
+import json, sys
+from spikevimformer.engine import Trainer, load_config
+settings, out = json.loads(sys.argv[1]), sys.argv[2]
+Trainer(load_config(None, {**settings, "out_dir": out + "/a"}), progress=False).fit()
+original, calls = Trainer.train_step, {"n": 0}
+def interrupt_at_6(self, *batch):
+    calls["n"] += 1
+    if calls["n"] == 6:
+        raise KeyboardInterrupt
+    return original(self, *batch)
+Trainer.train_step = interrupt_at_6
+cfg_b = load_config(None, {**settings, "out_dir": out + "/b"})
+try:
+    Trainer(cfg_b, progress=False).fit()
+    raise SystemExit("the interruption did not happen")
+except KeyboardInterrupt:
+    pass
+Trainer.train_step = original
+Trainer(cfg_b, resume=out + "/b", progress=False).fit()
+"""
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(world, tmp_path):
+    # A fresh interpreter, so no state left by other tests (threads, RNG users) can touch either run.
+    import json
+    import subprocess
+    import sys
+
     settings = {**TINY, "data_root": str(world), "epochs": 2, "max_steps": 8}
-    Trainer(load_config(None, {**settings, "out_dir": str(tmp_path / "a")}), progress=False).fit()
-
-    original = Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupt_at_6(self, *batch):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt
-        return original(self, *batch)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_6)
-    cfg_b = load_config(None, {**settings, "out_dir": str(tmp_path / "b")})
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg_b, progress=False).fit()
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]["progress"]["step"] == 5
-    monkeypatch.setattr(Trainer, "train_step", original)
-    Trainer(cfg_b, resume=tmp_path / "b", progress=False).fit()
+    subprocess.run([sys.executable, "-c", RESUME_SCRIPT, json.dumps(settings), str(tmp_path)], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]["progress"]["step"] == 8
     a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
     assert len(a) == len(b) == 8
     assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
@@ -163,3 +176,24 @@ def test_shipped_configs_load():
     for path in configs:
         cfg = load_config(path)
         assert cfg.variant in ("tiny", "small") and cfg.image_size % 16 == 0, path
+
+
+def test_sigterm_saves_like_ctrl_c(world, tmp_path, monkeypatch):
+    import signal
+
+    original = Trainer.train_step
+    calls = {"n": 0}
+
+    def terminate_at_3(self, *batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *batch)
+
+    monkeypatch.setattr(Trainer, "train_step", terminate_at_3)
+    cfg = load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "max_steps": 6})
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, progress=False).fit()
+    assert load_checkpoint(tmp_path / "last.pt")["train_state"]["progress"]["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) == before

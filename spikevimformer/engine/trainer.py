@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -336,6 +338,7 @@ class Trainer:
             log = RunLog(self.out_dir / "log.csv", resume_step=self.step if self.step else None)
         start = time.monotonic()
         stop_reason = "finished"
+        previous_sigterm = _sigterm_as_interrupt()
         try:
             while self.epoch < cfg.epochs and self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)  # the same epoch again keeps a resumed position
@@ -375,6 +378,8 @@ class Trainer:
                   f"continue with --resume {self.out_dir}", file=sys.stderr)
             raise
         finally:
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
             if log is not None:
                 log.close()
         final_rows = self._epoch_eval(save_last=False) if cfg.final_eval else []
@@ -397,6 +402,17 @@ class Trainer:
         if self.dist.enabled:
             dist.barrier()
         return rows
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Treat SIGTERM (a scheduler's kill, `kill PID`) like Ctrl-C so the run saves before it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 class _PlainPair:
