@@ -47,6 +47,7 @@ def extract(
     progress: bool = True,
     dataset: Dataset | None = None,
     dataset_tag: str = "",
+    model_tag: str | None = None,
 ) -> np.ndarray:
     """L2-normalised descriptors (N x d, float32) of every image of the set, in fp32 eval mode.
 
@@ -55,7 +56,7 @@ def extract(
     """
     cache = None
     if cache_dir is not None:
-        key = _cache_key(image_set, image_size, flip, weights_tag(model), dataset_tag)
+        key = _cache_key(image_set, image_size, flip, model_tag or weights_tag(model), dataset_tag)
         cache = Path(cache_dir) / f"{image_set.name}-{key}.npy"
         if cache.exists():
             return np.load(cache)
@@ -90,10 +91,12 @@ def evaluate_sets(
 ) -> list[dict[str, Any]]:
     """One metrics row per (direction, protocol); each image set is encoded once."""
     encoded: dict[int, np.ndarray] = {}
+    tag = weights_tag(model) if cache_dir is not None else None  # hash the weights once, not per image set
 
     def descriptors(s: ImageSet) -> np.ndarray:
         if id(s) not in encoded:
-            encoded[id(s)] = extract(model, s, image_size, device, batch_size, workers, flip, cache_dir, progress)
+            encoded[id(s)] = extract(model, s, image_size, device, batch_size, workers, flip, cache_dir, progress,
+                                     model_tag=tag)
         return encoded[id(s)]
 
     rows = []
