@@ -91,9 +91,14 @@ def _describe_mismatch(state: Mapping[str, Tensor], variant: str) -> str:
     return "; ".join(parts)
 
 
-def _official_state(path: str | Path) -> dict[str, Tensor]:
+def read_checkpoint_file(path: str | Path) -> Any:
+    """Read any checkpoint file once, safely (weights_only / safetensors); `is_ours` tells the kinds apart."""
+    return _read(path)
+
+
+def _official_state(payload: Any, path: str | Path) -> dict[str, Tensor]:
     """The backbone tensors of an official checkpoint, without `head.*` (the 1000-class ImageNet head)."""
-    return {k: v for k, v in _unwrap(_read(path), path).items() if not k.startswith("head.")}
+    return {k: v for k, v in _unwrap(payload, path).items() if not k.startswith("head.")}
 
 
 def _load_official_state(backbone: ESpikeFormer, state: dict[str, Tensor], path: str | Path) -> str:
@@ -120,14 +125,18 @@ def load_backbone_checkpoint(model: SpikeViMFormer | ESpikeFormer, path: str | P
     The variant is read from the tensor shapes, never the file name; `head.*` (the 1000-class
     ImageNet head) is dropped; everything else must match strictly.
     """
+    return load_official_backbone(model, _read(path), path)
+
+
+def load_official_backbone(model: SpikeViMFormer | ESpikeFormer, payload: Any, path: str | Path) -> str:
+    """`load_backbone_checkpoint` for a file already read with `read_checkpoint_file`."""
     backbone = model.backbone if isinstance(model, SpikeViMFormer) else model
-    return _load_official_state(backbone, _official_state(path), path)
+    return _load_official_state(backbone, _official_state(payload, path), path)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    return path
 
 
 def save_checkpoint(
@@ -160,10 +169,15 @@ def save_checkpoint(
     return atomic_torch_save(payload, path)
 
 
+def is_ours(payload: Any) -> bool:
+    """Whether a loaded file is one of our checkpoints (as opposed to official ImageNet weights)."""
+    return isinstance(payload, Mapping) and payload.get("format") == FORMAT
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read one of our checkpoints safely and check that it is one."""
     payload = _read(path)
-    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
+    if not is_ours(payload):
         raise CheckpointError(
             f"{path} is not a spikevimformer checkpoint (no format tag {FORMAT!r}); "
             "for official E-SpikeFormer ImageNet weights use load_backbone_checkpoint"
@@ -174,12 +188,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(path: str | Path) -> SpikeViMFormer:
     """Rebuild the model a checkpoint was saved from and load its weights strictly."""
     payload = load_checkpoint(path)
-    cfg = BackboneCfg(**{**payload["backbone_cfg"], "dims": tuple(payload["backbone_cfg"]["dims"])})
-    model = SpikeViMFormer(cfg, num_classes=payload["num_classes"], variant=payload["variant"])
+    return _assemble(payload["backbone_cfg"], payload["num_classes"], payload["variant"], payload["model"], path)
+
+
+def _assemble(
+    backbone_cfg: Mapping[str, Any], num_classes: int, variant: str, state: Mapping[str, Tensor], path: str | Path
+) -> SpikeViMFormer:
+    """Build the model on the meta device and adopt the saved tensors: no random init, no global RNG spent."""
+    cfg = BackboneCfg(**{**backbone_cfg, "dims": tuple(backbone_cfg["dims"])})
+    with torch.device("meta"):
+        model = SpikeViMFormer(cfg, num_classes=num_classes, variant=variant)
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}  # fp16 releases -> fp32
     try:
-        model.load_state_dict(payload["model"], strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not match the {payload['variant']} model it names: {exc}") from exc
+        raise CheckpointError(f"{path} does not match the {variant} model it describes: {exc}") from exc
     return model
 
 
@@ -214,7 +238,7 @@ def load_model(
             raise ValueError(f"{checkpoint} holds the {model.variant} variant, not {variant}; leave --variant out")
         return model.eval(), file_sha256(checkpoint)
     if init is not None:
-        state = _official_state(init)
+        state = _official_state(_read(init), init)
         model = build_model(variant or detect_variant(state) or "tiny")
         _load_official_state(model.backbone, state, init)
         return model.eval(), IMAGENET_TAG + file_sha256(init)
@@ -283,13 +307,5 @@ def load_release(path: str | Path, sha256: str | None = None) -> SpikeViMFormer:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a spikevimformer release (no format tag {FORMAT!r})")
-    raw = json.loads(header["backbone_cfg"])
-    cfg = BackboneCfg(**{**raw, "dims": tuple(raw["dims"])})
-    model = SpikeViMFormer(cfg, num_classes=int(header["num_classes"]), variant=header["variant"])
-    state = _read(path)
-    own = model.state_dict()
-    try:
-        model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not match the model its header describes: {exc}") from exc
-    return model
+    cfg, num_classes = json.loads(header["backbone_cfg"]), int(header["num_classes"])
+    return _assemble(cfg, num_classes, header["variant"], _read(path), path)

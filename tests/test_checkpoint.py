@@ -107,7 +107,11 @@ def test_own_checkpoint_round_trip_is_atomic_and_strict(tmp_path):
     payload = load_checkpoint(path)
     assert payload["config"] == {"lr": 1e-4} and payload["metrics"]["R@1"] == 12.5
     assert "state" in payload["optimizer"]
+    rng = torch.get_rng_state()
     restored = model_from_checkpoint(path).eval()
+    assert torch.equal(torch.get_rng_state(), rng)  # rebuilt on the meta device: no random init spent
+    assert all(t.device.type == "cpu" and t.dtype == model.state_dict()[k].dtype
+               for k, t in restored.state_dict().items())
     model.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -22,3 +22,19 @@ def test_info_json_and_forward(capsys):
 def test_bad_image_size_is_a_clean_error(capsys):
     assert main(["info", "--image-size", "70", "--forward", "--device", "cpu"]) == 2
     assert "multiples of 16" in capsys.readouterr().err
+
+
+def test_threads_flag_sets_torch_threads_and_refuses_zero(capsys):
+    import pytest
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["--threads", "1", "info", "--image-size", "64"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["--threads", "0", "info"])
+    assert "must be at least 1" in capsys.readouterr().err

@@ -43,6 +43,10 @@ def test_config_yaml_and_overrides(tmp_path):
         load_config(None, ["batch_size=2.5"])
     with pytest.raises(ValueError, match="lr expects float"):
         load_config(None, {"lr": "fast"})
+    from spikevimformer.losses import ObjectiveConfig
+
+    assert load_config(None, ["w_hral=0", "hral_k=5", "label_smoothing=0"]).objective() == ObjectiveConfig(
+        hral=0.0, hral_k=5, label_smoothing=0.0)
 
 
 def test_warmup_has_a_floor_in_steps():
@@ -197,3 +201,27 @@ def test_sigterm_saves_like_ctrl_c(world, tmp_path, monkeypatch):
         Trainer(cfg, progress=False).fit()
     assert load_checkpoint(tmp_path / "last.pt")["train_state"]["progress"]["step"] == 2
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_init_from_official_weights_or_our_checkpoint_reads_the_file_once(world, tmp_path, monkeypatch):
+    import spikevimformer.checkpoint as ckpt
+    from tests.test_checkpoint import official_state
+
+    official = tmp_path / "V3_10.0M_1x4.pth"
+    torch.save({"model": official_state("tiny")}, official)
+    reads = []
+    real_read = ckpt._read
+    monkeypatch.setattr(ckpt, "_read", lambda path: reads.append(path) or real_read(path))
+    trainer = Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path / "a"),
+                                         "init": str(official)}), progress=False)
+    assert reads == [str(official)]
+    conv = "downsample1_1.encode_conv.weight"
+    assert torch.equal(trainer.model.backbone.state_dict()[conv], official_state("tiny")[conv])
+
+    trainer.save("last.pt")
+    reads.clear()
+    again = Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path / "b"),
+                                       "init": str(tmp_path / "a" / "last.pt")}), progress=False)
+    assert len(reads) == 1
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[key], value), key

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..fileio import atomic_write_text
+from ..losses.objective import ObjectiveConfig
 
 
 @dataclass
@@ -31,18 +32,18 @@ class TrainConfig:
     time_steps: int = 1
     levels: int = 4
     shs_dropout: float = 0.5
-    # objective (spec training.md)
-    w_infonce: float = 1.0
-    w_ssa: float = 0.6
-    w_shs: float = 0.54
-    w_hral: float = 1.0
-    label_smoothing: float = 0.1
-    hral_k: int = 15
-    hral_k2: int = 6
-    hral_alpha: float = 0.7
-    hral_tau: float = 0.1
-    hral_history: int = 512
-    hral_memory: int = 4096
+    # objective (spec training.md); term weights carry a w_ prefix, the other names are ObjectiveConfig's
+    w_infonce: float = ObjectiveConfig.infonce
+    w_ssa: float = ObjectiveConfig.ssa
+    w_shs: float = ObjectiveConfig.shs
+    w_hral: float = ObjectiveConfig.hral
+    label_smoothing: float = ObjectiveConfig.label_smoothing
+    hral_k: int = ObjectiveConfig.hral_k
+    hral_k2: int = ObjectiveConfig.hral_k2
+    hral_alpha: float = ObjectiveConfig.hral_alpha
+    hral_tau: float = ObjectiveConfig.hral_tau
+    hral_history: int = ObjectiveConfig.hral_history
+    hral_memory: int = ObjectiveConfig.hral_memory
     # optimisation
     epochs: int = 5
     batch_size: int = 64  # global pairs per step, over all ranks
@@ -69,6 +70,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def objective(self) -> ObjectiveConfig:
+        """The loss settings, read by name so a new ObjectiveConfig field cannot be forgotten here."""
+        own = {f.name for f in fields(self)}
+        return ObjectiveConfig(**{
+            f.name: getattr(self, f.name if f.name in own else f"w_{f.name}") for f in fields(ObjectiveConfig)
+        })
 
 
 def _typed(name: str, value: Any, annotation: str) -> Any:

@@ -19,7 +19,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..checkpoint import CheckpointError, load_backbone_checkpoint, load_checkpoint, load_release, save_checkpoint
+from ..checkpoint import (
+    CheckpointError,
+    is_ours,
+    load_checkpoint,
+    load_official_backbone,
+    load_release,
+    read_checkpoint_file,
+    save_checkpoint,
+)
 from ..data import (
     Benchmark,
     ImageSet,
@@ -31,7 +39,7 @@ from ..data import (
     train_pair_transform,
 )
 from ..device import resolve_device
-from ..losses import Objective, ObjectiveConfig
+from ..losses import Objective
 from ..models import SpikeViMFormer, build_model
 from .config import TrainConfig, save_config
 from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
@@ -183,11 +191,7 @@ class Trainer:
         self.scheduler = warmup_cosine(self.optimizer, self.total_steps, self.warmup)
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.objective = Objective(ObjectiveConfig(
-            infonce=cfg.w_infonce, ssa=cfg.w_ssa, shs=cfg.w_shs, hral=cfg.w_hral, label_smoothing=cfg.label_smoothing,
-            hral_k=cfg.hral_k, hral_k2=cfg.hral_k2, hral_alpha=cfg.hral_alpha, hral_tau=cfg.hral_tau,
-            hral_history=cfg.hral_history, hral_memory=cfg.hral_memory,
-        ))
+        self.objective = Objective(cfg.objective())
         self.memory = self.objective.make_memory().to(self.device)
         transform = train_pair_transform(cfg.image_size, seed=cfg.seed) if cfg.augment else _PlainPair(cfg.image_size)
         self.dataset = PairDataset(self.train_pairs, transform, on_bad_image=cfg.on_bad_image)
@@ -205,11 +209,11 @@ class Trainer:
         if Path(path).suffix == ".safetensors":
             state = load_release(path).state_dict()
         else:
-            try:
-                state = load_checkpoint(path)["model"]
-            except CheckpointError:
-                load_backbone_checkpoint(self.model, path)
+            payload = read_checkpoint_file(path)
+            if not is_ours(payload):
+                load_official_backbone(self.model, payload, path)
                 return
+            state = payload["model"]
         own = self.model.state_dict()
         # Our checkpoint may come from a world with another number of classes: keep all but the classifier's head.
         state = {k: v for k, v in state.items() if not (k.startswith("classifier.fc.") and v.shape != own[k].shape)}
@@ -294,7 +298,8 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         values = {"loss": total.detach(), **terms}
-        return {k: float(all_reduce_mean(v, self.dist)) for k, v in values.items()} | {"grad_norm": float(grad_norm)}
+        means = all_reduce_mean(torch.stack([v.detach().float() for v in values.values()]), self.dist).tolist()
+        return dict(zip(values, means, strict=True)) | {"grad_norm": float(grad_norm)}
 
     # -- evaluation -----------------------------------------------------------------------------------
     def evaluate(self) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
+from .layers import conv_bn
 from .neuron import NILIF
 
 SpikeFactory = Callable[[], nn.Module]
@@ -30,13 +31,6 @@ class BackboneCfg:
     @property
     def out_dim(self) -> int:
         return self.dims[3]
-
-
-def conv_bn(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
-    """Conv (no bias) + BN as a Sequential, so the keys read `<name>.0.weight`, `<name>.1.*`."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
-    )
 
 
 class Downsample(nn.Module):

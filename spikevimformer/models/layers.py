@@ -1,24 +1,23 @@
-"""Small building blocks shared by the training-only SSA and SHS branches."""
+"""Small building blocks shared by the backbone and the training-only SSA and SHS branches."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
 
-def seq_conv_bn(cin: int, cout: int, kernel: int = 1, groups: int = 1, zero_init: bool = False) -> nn.Sequential:
-    """Conv1d (no bias) + BN1d over a token sequence (B, C, L)."""
-    bn = nn.BatchNorm1d(cout)
+def conv_bn(
+    cin: int, cout: int, kernel: int = 1, groups: int = 1, zero_init: bool = False, dims: int = 2
+) -> nn.Sequential:
+    """Conv (no bias) + BN as a Sequential, so keys read `<name>.0.weight`, `<name>.1.*` as in E-SpikeFormer.
+
+    `dims=2` works on feature maps (B, C, H, W), `dims=1` on token sequences (B, C, L); `zero_init`
+    starts the BN scale at 0 so a residual branch begins as the identity.
+    """
+    conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv1d, nn.BatchNorm1d)
+    bn = norm(cout)
     if zero_init:
         nn.init.zeros_(bn.weight)
-    return nn.Sequential(nn.Conv1d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False), bn)
-
-
-def map_conv_bn(cin: int, cout: int, kernel: int = 1, groups: int = 1, zero_init: bool = False) -> nn.Sequential:
-    """Conv2d (no bias) + BN2d over a feature map (B, C, H, W)."""
-    bn = nn.BatchNorm2d(cout)
-    if zero_init:
-        nn.init.zeros_(bn.weight)
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False), bn)
+    return nn.Sequential(conv(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False), bn)
 
 
 class ChannelNorm(nn.LayerNorm):

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .backbone import SpikeFactory
-from .layers import ChannelNorm, map_conv_bn
+from .layers import ChannelNorm, conv_bn
 
 
 class HiddenStateMixer(nn.Module):
@@ -41,13 +41,13 @@ class SHS(nn.Module):
     def __init__(self, dim: int, spike: SpikeFactory, state_dim: int = 64, mlp_ratio: int = 4) -> None:
         super().__init__()
         self.in_lif = spike()
-        self.local_before = map_conv_bn(dim, dim, 3, groups=dim, zero_init=True)
+        self.local_before = conv_bn(dim, dim, 3, groups=dim, zero_init=True)
         self.norm = ChannelNorm(dim)
         self.mixer = HiddenStateMixer(dim, spike, state_dim)
         self.mid_lif = spike()
-        self.local_after = map_conv_bn(dim, dim, 3, groups=dim, zero_init=True)
+        self.local_after = conv_bn(dim, dim, 3, groups=dim, zero_init=True)
         self.ffn = nn.Sequential(
-            spike(), map_conv_bn(dim, dim * mlp_ratio), spike(), map_conv_bn(dim * mlp_ratio, dim, zero_init=True)
+            spike(), conv_bn(dim, dim * mlp_ratio), spike(), conv_bn(dim * mlp_ratio, dim, zero_init=True)
         )
 
     def forward(self, fmap: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .backbone import SpikeFactory
-from .layers import ChannelLinear, ChannelNorm, seq_conv_bn
+from .layers import ChannelLinear, ChannelNorm, conv_bn
 
 
 class SSA(nn.Module):
@@ -20,10 +20,10 @@ class SSA(nn.Module):
         super().__init__()
         self.cpe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)  # conditional positional encoding
         self.norm1 = ChannelNorm(dim)
-        self.refine = nn.Sequential(seq_conv_bn(dim, dim), seq_conv_bn(dim, dim, 3, groups=dim), spike())
+        self.refine = nn.Sequential(conv_bn(dim, dim, dims=1), conv_bn(dim, dim, 3, groups=dim, dims=1), spike())
         self.attn_gate = nn.Sequential(ChannelLinear(dim), spike())
-        self.query = seq_conv_bn(dim, dim)
-        self.query_local = nn.Sequential(seq_conv_bn(dim, dim), seq_conv_bn(dim, dim, 3, groups=dim), spike())
+        self.query = conv_bn(dim, dim, dims=1)
+        self.query_local = nn.Sequential(conv_bn(dim, dim, dims=1), conv_bn(dim, dim, 3, groups=dim, dims=1), spike())
         self.select_gate = nn.Sequential(ChannelLinear(dim), spike())
         self.gate_norm = ChannelNorm(dim)
         self.out_lif = spike()
@@ -31,7 +31,8 @@ class SSA(nn.Module):
         self.local = nn.Conv1d(dim, dim, 3, padding=1, groups=dim)
         self.norm2 = ChannelNorm(dim)
         self.mlp = nn.Sequential(
-            spike(), seq_conv_bn(dim, dim * mlp_ratio), spike(), seq_conv_bn(dim * mlp_ratio, dim, zero_init=True)
+            spike(), conv_bn(dim, dim * mlp_ratio, dims=1),
+            spike(), conv_bn(dim * mlp_ratio, dim, zero_init=True, dims=1),
         )
 
     def forward(self, fmap: Tensor) -> Tensor:
