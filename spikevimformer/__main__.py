@@ -1,3 +1,5 @@
+"""`python -m spikevimformer` = the `spikevimformer` command."""
+
 import sys
 
 from .cli import main

@@ -319,8 +319,12 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
+        # Its own generator: creating the iterator then draws the workers' base seed from (seed, epoch),
+        # not from the global RNG, so a resumed run's random stream (dropout, ...) continues unchanged.
+        generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + self.epoch)
         return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=self.cfg.workers,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+                          pin_memory=self.device.type == "cuda", persistent_workers=False, generator=generator,
+                          worker_init_fn=_ignore_stop_signals if self.cfg.workers else None)
 
     def _announce(self) -> None:
         c, d = self.cfg, self.dist
@@ -343,7 +347,7 @@ class Trainer:
             log = RunLog(self.out_dir / "log.csv", resume_step=self.step if self.step else None)
         start = time.monotonic()
         stop_reason = "finished"
-        previous_sigterm = _sigterm_as_interrupt()
+        stop = _StopSignals()
         try:
             while self.epoch < cfg.epochs and self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)  # the same epoch again keeps a resumed position
@@ -365,6 +369,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{row['lr']:.2e}")
                     if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                         self.save()
+                    if self._agreed(stop.requested):
+                        raise KeyboardInterrupt  # at a step boundary: the saved state is exactly this step's
                     out_of_time = cfg.time_limit_min and now - start > 60 * cfg.time_limit_min
                     if self.step >= self.total_steps or out_of_time:
                         stop_reason = "time limit" if out_of_time and self.step < self.total_steps else "finished"
@@ -383,8 +389,7 @@ class Trainer:
                   f"continue with --resume {self.out_dir}", file=sys.stderr)
             raise
         finally:
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
+            stop.restore()
             if log is not None:
                 log.close()
         final_rows = self._epoch_eval(save_last=False) if cfg.final_eval else []
@@ -392,6 +397,14 @@ class Trainer:
         cleanup(self.dist)
         return {"steps": self.step, "epochs": self.epoch, "stop_reason": stop_reason, "metrics": final_rows,
                 "seconds": time.monotonic() - start}
+
+    def _agreed(self, flag: bool) -> bool:
+        """A stop flag every rank agrees on, so all ranks leave at the same step."""
+        if not self.dist.enabled:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def _epoch_eval(self, save_last: bool = True) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -409,15 +422,36 @@ class Trainer:
         return rows
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class _StopSignals:
+    """Ctrl-C or SIGTERM (a scheduler's kill, `kill PID`) asks the loop to save and stop after the current step.
+
+    A second Ctrl-C stops at once. Only the main thread can install handlers; elsewhere the defaults stay.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (Ctrl-C again to stop at once)",
+              file=sys.stderr)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
-def _sigterm_as_interrupt() -> Any:
-    """Treat SIGTERM (a scheduler's kill, `kill PID`) like Ctrl-C so the run saves before it ends."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_interrupt)
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data workers leave stopping to the main process: a signal sent to the whole process group
+    (Ctrl-C, `kill -- -PGID`, a job scheduler) must not kill them mid-step, or the run could not save."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _PlainPair:
