@@ -187,25 +187,29 @@ def test_shipped_configs_load():
         assert cfg.variant in ("tiny", "small") and cfg.image_size % 16 == 0, path
 
 
-def test_sigterm_saves_like_ctrl_c(world, tmp_path, monkeypatch):
+@pytest.mark.parametrize("at_call", [3, 6])  # mid-epoch, and the last of the epoch's 6 steps
+def test_sigterm_saves_at_the_next_step_boundary(world, tmp_path, monkeypatch, at_call):
     import signal
 
     original = Trainer.train_step
     calls = {"n": 0}
 
-    def terminate_at_3(self, *batch):
+    def terminate_during_a_step(self, *batch):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == at_call:
             os.kill(os.getpid(), signal.SIGTERM)
         return original(self, *batch)
 
-    monkeypatch.setattr(Trainer, "train_step", terminate_at_3)
-    cfg = load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "max_steps": 6})
+    monkeypatch.setattr(Trainer, "train_step", terminate_during_a_step)
+    cfg = load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "epochs": 2})
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg, progress=False).fit()
-    # the signal arrived during step 3: that step finishes, then the run saves and stops
-    assert load_checkpoint(tmp_path / "last.pt")["train_state"]["progress"]["step"] == 3 == len(losses(tmp_path))
+    # the signal arrived during a step: that step finishes, then the run saves and stops
+    progress = load_checkpoint(tmp_path / "last.pt")["train_state"]["progress"]
+    assert progress["step"] == at_call == len(losses(tmp_path))
+    # stopped on an epoch's last step, the checkpoint already points at the next epoch (resume must not redo it)
+    assert (progress["epoch"], progress["batches_done"]) == ((1, 0) if at_call == 6 else (0, at_call))
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
@@ -257,6 +261,6 @@ def test_a_signal_to_the_whole_process_group_saves_at_a_step_boundary(world, tmp
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert "SIGTERM: stopping after this step" in err and "DataLoader worker" not in err
+    assert "SIGTERM: saving and stopping after this step" in err and "DataLoader worker" not in err
     step = load_checkpoint(run / "last.pt")["train_state"]["progress"]["step"]
     assert step == len(losses(run)) >= 3

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ..data import Benchmark, ImageDataset, ImageSet, eval_transform
 from ..metrics import retrieval_metrics
 from ..models import SpikeViMFormer
+from .signals import ignore_stop_signals
 
 
 def _cache_key(image_set: ImageSet, image_size: int, flip: bool, model_tag: str, dataset_tag: str) -> str:
@@ -63,7 +64,8 @@ def extract(
     was_training = model.training
     model.eval()
     dataset = dataset if dataset is not None else ImageDataset(image_set.paths, eval_transform(image_size))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        worker_init_fn=ignore_stop_signals if workers else None)
     out = np.zeros((len(image_set), model.descriptor_dim), dtype=np.float32)
     for images, index in tqdm(loader, desc=f"descriptors {image_set.name}", leave=False, disable=not progress):
         out[index.numpy()] = model.encode(images.to(device), flip=flip).float().cpu().numpy()

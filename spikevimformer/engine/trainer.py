@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
 from .evaluate import evaluate_sets
 from .runlog import RunLog
 from .schedule import warmup_cosine, warmup_steps
+from .signals import StopSignals, ignore_stop_signals
 
 
 class NonFiniteLoss(RuntimeError):
@@ -252,6 +251,9 @@ class Trainer:
                                metrics=metrics or {}, extra={"train_state": self._state()})
 
     def _resume(self, run_dir: Path) -> None:
+        """Restores weights, optimiser, schedule, sampler position, HRAL memory and the global RNGs: without
+        augmentation the continued run is bit-identical; augmentation streams restart from (seed, epoch, rank),
+        so with it a resumed epoch sees other (equally distributed) random crops and colours."""
         path = run_dir / "last.pt" if run_dir.is_dir() else run_dir
         payload = load_checkpoint(path)
         try:
@@ -321,10 +323,11 @@ class Trainer:
     def _loader(self) -> DataLoader:
         # Its own generator: creating the iterator then draws the workers' base seed from (seed, epoch),
         # not from the global RNG, so a resumed run's random stream (dropout, ...) continues unchanged.
-        generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + self.epoch)
+        mix = np.random.SeedSequence([self.cfg.seed, self.epoch, self.dist.rank]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(mix))
         return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=self.cfg.workers,
                           pin_memory=self.device.type == "cuda", persistent_workers=False, generator=generator,
-                          worker_init_fn=_ignore_stop_signals if self.cfg.workers else None)
+                          worker_init_fn=ignore_stop_signals if self.cfg.workers else None)
 
     def _announce(self) -> None:
         c, d = self.cfg, self.dist
@@ -347,7 +350,7 @@ class Trainer:
             log = RunLog(self.out_dir / "log.csv", resume_step=self.step if self.step else None)
         start = time.monotonic()
         stop_reason = "finished"
-        stop = _StopSignals()
+        stop = StopSignals(escalate=not self.dist.enabled)
         try:
             while self.epoch < cfg.epochs and self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)  # the same epoch again keeps a resumed position
@@ -369,18 +372,24 @@ class Trainer:
                     bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{row['lr']:.2e}")
                     if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                         self.save()
-                    if self._agreed(stop.requested):
-                        raise KeyboardInterrupt  # at a step boundary: the saved state is exactly this step's
-                    out_of_time = cfg.time_limit_min and now - start > 60 * cfg.time_limit_min
+                    # every rank must leave at the same step, whatever its own clock or signals say
+                    halt, out_of_time = self._agreed(
+                        stop.requested, bool(cfg.time_limit_min) and now - start > 60 * cfg.time_limit_min)
+                    if halt:
+                        stop_reason = "interrupted"
+                        break
                     if self.step >= self.total_steps or out_of_time:
                         stop_reason = "time limit" if out_of_time and self.step < self.total_steps else "finished"
                         break
                 bar.close()
-                if self.batches_done >= per_epoch:
+                if self.batches_done >= per_epoch:  # also when stopped on an epoch's last step
                     self.epoch += 1
                     self.batches_done = 0
-                    if cfg.eval_every_epochs and self.epoch % cfg.eval_every_epochs == 0 and self.epoch < cfg.epochs:
+                    if (stop_reason != "interrupted" and cfg.eval_every_epochs
+                            and self.epoch % cfg.eval_every_epochs == 0 and self.epoch < cfg.epochs):
                         self._epoch_eval()
+                if stop_reason == "interrupted":
+                    raise KeyboardInterrupt  # saved below at this step boundary
                 if stop_reason != "finished":
                     break
         except KeyboardInterrupt:
@@ -392,19 +401,22 @@ class Trainer:
             stop.restore()
             if log is not None:
                 log.close()
-        final_rows = self._epoch_eval(save_last=False) if cfg.final_eval else []
+        final_rows: list[dict[str, Any]] = []
+        if cfg.final_eval:
+            self.save()  # the steps are safe before a long evaluation starts
+            final_rows = self._epoch_eval(save_last=False)
         self.save(metrics={"final": final_rows})
         cleanup(self.dist)
         return {"steps": self.step, "epochs": self.epoch, "stop_reason": stop_reason, "metrics": final_rows,
                 "seconds": time.monotonic() - start}
 
-    def _agreed(self, flag: bool) -> bool:
-        """A stop flag every rank agrees on, so all ranks leave at the same step."""
+    def _agreed(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag set on any rank is set on all: ranks that disagree would wait on each other forever."""
         if not self.dist.enabled:
-            return flag
-        t = torch.tensor([float(flag)], device=self.device)
+            return flags
+        t = torch.tensor([float(f) for f in flags], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return tuple(bool(v) for v in t.tolist())
 
     def _epoch_eval(self, save_last: bool = True) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -420,38 +432,6 @@ class Trainer:
         if self.dist.enabled:
             dist.barrier()
         return rows
-
-
-class _StopSignals:
-    """Ctrl-C or SIGTERM (a scheduler's kill, `kill PID`) asks the loop to save and stop after the current step.
-
-    A second Ctrl-C stops at once. Only the main thread can install handlers; elsewhere the defaults stay.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: stopping after this step (Ctrl-C again to stop at once)",
-              file=sys.stderr)
-
-    def restore(self) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Data workers leave stopping to the main process: a signal sent to the whole process group
-    (Ctrl-C, `kill -- -PGID`, a job scheduler) must not kill them mid-step, or the run could not save."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _PlainPair:
