@@ -20,9 +20,11 @@ def add_sources(p: argparse.ArgumentParser) -> None:
     src.add_argument("--tiles", help="(a) folder of tile images, with --csv")
     src.add_argument("--csv", help="(a) CSV: id, latitude, longitude, footprint_m [, image]")
     src.add_argument("--footprint-m", type=float, help="(a) tile side in metres when the CSV has no footprint_m")
-    src.add_argument("--ortho", help="(b) orthophoto image with a world file (.jgw/.pgw/.tfw/.wld) beside it")
+    src.add_argument("--ortho", help="(b) orthophoto: a GeoTIFF, or an image with a world file "
+                     "(.jgw/.pgw/.tfw/.wld) beside it (a world file wins over GeoTIFF tags)")  # fmt: skip
     src.add_argument("--world-file", help="(b) world file, when not next to the image")
-    src.add_argument("--crs", default="EPSG:4326", help="(b) world-file coordinates: EPSG:4326, EPSG:3857, UTM:33N")
+    src.add_argument("--crs", help="(b) coordinate system: EPSG:4326, EPSG:3857, EPSG:326zz/327zz, UTM:33N "
+                     "(default: the GeoTIFF's own, else EPSG:4326; must agree with a GeoTIFF's)")  # fmt: skip
     src.add_argument("--tile-m", type=float, help="(b) tile ground side in metres")
     src.add_argument("--stride-m", type=float, help="(b) stride between tiles in metres (default: half a tile)")
     src.add_argument("--scales", default="1", help="(b) comma-separated tile-size factors, e.g. 1,1.5,2")

@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from .coords import LocalFrame, WorldFile, check_latlon, find_world_file, parse_crs
+from .geotiff import canonical_crs, geotiff_crs, is_tiff, read_geotiff
 from .imaging import open_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
@@ -121,18 +122,21 @@ def folder_tiles(folder: str | Path, csv_path: str | Path, default_footprint_m: 
     return tiles
 
 
-# --- source (b): one orthophoto with a world file --------------------------------------------------------
+# --- source (b): one orthophoto with a world file or GeoTIFF tags --------------------------------------
 
 
 @dataclass(frozen=True)
 class OrthoConfig:
-    """How to cut an orthophoto: tile ground side and stride in metres, scale factors, rotations."""
+    """How to cut an orthophoto: tile ground side and stride in metres, scale factors, rotations, CRS.
+
+    crs None means: the GeoTIFF's own coordinate system, else EPSG:4326 (degrees).
+    """
 
     tile_m: float
     stride_m: float
     scales: Sequence[float] = (1.0,)
     rotations: Sequence[int] = (0,)
-    crs: str = "EPSG:4326"
+    crs: str | None = None
 
     def __post_init__(self) -> None:
         if self.tile_m <= 0 or self.stride_m <= 0:
@@ -151,20 +155,52 @@ def _starts(total: int, size: int, stride: int) -> list[int]:
     return starts
 
 
+def _agree(image: Path, explicit: str | None, found: str) -> str:
+    """The user's --crs may restate the GeoTIFF's coordinate system, never contradict it."""
+    if explicit is not None and canonical_crs(explicit) != canonical_crs(found):
+        raise ValueError(f"--crs {explicit} contradicts the coordinate system {found} stored in the GeoTIFF {image}; "
+                         "leave --crs out, or fix the file")  # fmt: skip
+    return explicit or found
+
+
+def georeference(
+    image: str | Path, crs: str | None = None, world_file: str | Path | None = None
+) -> tuple[WorldFile, str]:
+    """An orthophoto's pixel-centre affine and CRS: a given or adjacent world file first, else its GeoTIFF tags."""
+    image = Path(image)
+    if world_file is None:
+        try:
+            world_file = find_world_file(image)
+        except FileNotFoundError:
+            if not is_tiff(image):
+                raise
+            world, found = read_geotiff(image)
+            return world, _agree(image, crs, found)
+    world = WorldFile.read(world_file)
+    if is_tiff(image):
+        try:
+            found = geotiff_crs(image)
+        except ValueError:  # no usable GeoKeys: the world file alone, as before GeoTIFF support
+            pass
+        else:
+            return world, _agree(image, crs, found)
+    return world, crs or "EPSG:4326"
+
+
 def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path | None = None) -> list[Tile]:
-    """Source (b): overlapping square ground tiles of an orthophoto geo-referenced by a world file."""
+    """Source (b): overlapping square ground tiles of an orthophoto geo-referenced by a world file or GeoTIFF tags."""
     image = Path(image)
     if not image.is_file():
         raise FileNotFoundError(f"orthophoto {image} does not exist")
-    world = WorldFile.read(world_file or find_world_file(image))
-    to_geo = parse_crs(cfg.crs)
+    world, crs = georeference(image, cfg.crs, world_file)
+    to_geo = parse_crs(crs)
     with _unbounded_pixels(), Image.open(image) as img:
         width, height = img.size
     # Ground size of one pixel at the image centre, in metres, whatever the CRS.
     cx, cy = (width - 1) / 2, (height - 1) / 2
     xs, ys = world.apply([cx, cx + 1, cx], [cy, cy, cy + 1])
     lat, lon = to_geo(xs, ys)
-    check_latlon(lat, lon, f"{image} with its world file in {cfg.crs}")
+    check_latlon(lat, lon, f"{image} geo-referenced in {crs}")
     e, n = LocalFrame(float(lat[0]), float(lon[0])).to_local(lat, lon)
     gsd_col, gsd_row = math.hypot(e[1] - e[0], n[1] - n[0]), math.hypot(e[2] - e[0], n[2] - n[0])
     tiles: list[Tile] = []

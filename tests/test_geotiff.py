@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, TiffImagePlugin, TiffTags
+
+from spikevimformer.cli import main
+from spikevimformer.geo.coords import WorldFile
+from spikevimformer.geo.geotiff import canonical_crs, geotiff_crs, read_geotiff
+from spikevimformer.geo.index import GalleryIndex
+from spikevimformer.geo.tiles import OrthoConfig, load_tile, orthophoto_tiles
+
+WIDTH, HEIGHT = 64, 48
+LAT0, LON0 = 47.0, 8.0
+DLAT = 0.5 / 111_195.0  # about 0.5 m pixels
+DLON = DLAT / float(np.cos(np.radians(LAT0)))
+AREA, POINT = 1, 2
+
+
+def _pixels() -> Image.Image:
+    rng = np.random.default_rng(3)
+    return Image.fromarray(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8))
+
+
+def _write_geotiff(path, keys: dict[int, int] | None, scale=None, ties=None, matrix=None):
+    """A GeoTIFF written by Pillow, with the GeoTIFF tags given (None leaves a tag out)."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    for tag, value in ((33550, scale), (33922, ties), (34264, matrix)):
+        if value is not None:
+            ifd.tagtype[tag] = TiffTags.DOUBLE
+            ifd[tag] = tuple(float(v) for v in value)
+    if keys is not None:
+        ifd.tagtype[34735] = TiffTags.SHORT
+        ifd[34735] = (1, 1, 0, len(keys), *(v for k, val in sorted(keys.items()) for v in (k, 0, 1, val)))
+    _pixels().save(path, tiffinfo=ifd)
+    return path
+
+
+def _geographic(raster_type: int) -> dict[int, int]:
+    return {1024: 2, 1025: raster_type, 2048: 4326}
+
+
+def _projected(epsg: int, raster_type: int) -> dict[int, int]:
+    return {1024: 1, 1025: raster_type, 3072: epsg}
+
+
+# name -> (GeoTIFF tags, its CRS, the hand-computed pixel-centre affine)
+CASES = {
+    "wgs84-area": (
+        dict(keys=_geographic(AREA), scale=(DLON, DLAT, 0), ties=(0, 0, 0, LON0, LAT0, 0)), "EPSG:4326",
+        WorldFile(a=DLON, d=0.0, b=0.0, e=-DLAT, c=LON0 + DLON / 2, f=LAT0 - DLAT / 2),
+    ),
+    "wgs84-point": (
+        dict(keys=_geographic(POINT), scale=(DLON, DLAT, 0), ties=(0, 0, 0, LON0, LAT0, 0)), "EPSG:4326",
+        WorldFile(a=DLON, d=0.0, b=0.0, e=-DLAT, c=LON0, f=LAT0),
+    ),
+    # the tiepoint sits at raster (2, 3), not the origin
+    "utm32n-area": (
+        dict(keys=_projected(32632, AREA), scale=(0.5, 0.5, 0), ties=(2, 3, 0, 499_950.0, 5_206_000.0, 0)),
+        "EPSG:32632", WorldFile(a=0.5, d=0.0, b=0.0, e=-0.5, c=499_949.25, f=5_206_001.25),
+    ),
+    "utm32n-point": (
+        dict(keys=_projected(32632, POINT), scale=(0.5, 0.5, 0), ties=(2, 3, 0, 499_950.0, 5_206_000.0, 0)),
+        "EPSG:32632", WorldFile(a=0.5, d=0.0, b=0.0, e=-0.5, c=499_949.0, f=5_206_001.5),
+    ),
+    # a rotated image as a full ModelTransformation: x = 0.4 i + 0.3 j + 500000, y = 0.3 i - 0.4 j + 7000000
+    "utm33s-matrix-area": (
+        dict(keys=_projected(32733, AREA),
+             matrix=(0.4, 0.3, 0, 500_000.0, 0.3, -0.4, 0, 7_000_000.0, 0, 0, 0, 0, 0, 0, 0, 1)),
+        "EPSG:32733", WorldFile(a=0.4, d=0.3, b=0.3, e=-0.4, c=500_000.35, f=6_999_999.95),
+    ),
+    "webmercator-point": (
+        dict(keys=_projected(3857, POINT), scale=(0.5, 0.5, 0), ties=(0, 0, 0, 890_555.9, 5_942_074.0, 0)),
+        "EPSG:3857", WorldFile(a=0.5, d=0.0, b=0.0, e=-0.5, c=890_555.9, f=5_942_074.0),
+    ),
+}  # fmt: skip
+
+
+def _write_world(path, wf: WorldFile) -> None:
+    path.write_text("\n".join(repr(v) for v in (wf.a, wf.d, wf.b, wf.e, wf.c, wf.f)) + "\n")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_read_geotiff_matches_hand_computed_affine(tmp_path, name) -> None:
+    tags, crs, expected = CASES[name]
+    world, found = read_geotiff(_write_geotiff(tmp_path / "o.tif", **tags))
+    assert found == crs
+    for field in "adbecf":
+        assert getattr(world, field) == pytest.approx(getattr(expected, field), rel=1e-12, abs=1e-12), field
+
+
+@pytest.mark.parametrize("name", ["wgs84-area", "wgs84-point", "utm32n-area", "utm33s-matrix-area"])
+def test_geotiff_tiles_equal_png_with_world_file(tmp_path, name) -> None:
+    tags, crs, expected = CASES[name]
+    tif = _write_geotiff(tmp_path / "o.tif", **tags)
+    (tmp_path / "png").mkdir()
+    png = tmp_path / "png" / "o.png"
+    _pixels().save(png)
+    _write_world(tmp_path / "png" / "o.pgw", expected)
+    geo = orthophoto_tiles(tif, OrthoConfig(tile_m=10, stride_m=5))  # CRS from the GeoTIFF
+    ref = orthophoto_tiles(png, OrthoConfig(tile_m=10, stride_m=5, crs=crs))
+    assert len(geo) == len(ref) > 4
+    for g, r in zip(geo, ref, strict=True):
+        assert g.box == r.box and g.footprint_m == r.footprint_m
+        assert g.latitude == pytest.approx(r.latitude, abs=1e-9)
+        assert g.longitude == pytest.approx(r.longitude, abs=1e-9)
+    np.testing.assert_array_equal(np.asarray(load_tile(geo[-1])), np.asarray(load_tile(ref[-1])))
+
+
+def test_pixel_is_area_and_point_differ_by_half_a_pixel(tmp_path) -> None:
+    area = orthophoto_tiles(_write_geotiff(tmp_path / "a.tif", **CASES["wgs84-area"][0]), OrthoConfig(10, 10))
+    point = orthophoto_tiles(_write_geotiff(tmp_path / "p.tif", **CASES["wgs84-point"][0]), OrthoConfig(10, 10))
+    assert area[0].longitude - point[0].longitude == pytest.approx(DLON / 2, rel=1e-6)
+    assert area[0].latitude - point[0].latitude == pytest.approx(-DLAT / 2, rel=1e-6)
+
+
+def test_world_file_beside_a_geotiff_wins_and_keys_give_the_crs(tmp_path) -> None:
+    tags, _, expected = CASES["utm32n-area"]
+    tif = _write_geotiff(tmp_path / "o.tif", **tags)
+    shifted = WorldFile(expected.a, expected.d, expected.b, expected.e, expected.c + 100.0, expected.f)
+    _write_world(tmp_path / "o.tfw", shifted)
+    tiles = orthophoto_tiles(tif, OrthoConfig(10, 10))  # no --crs: the GeoKeys say UTM 32N, not degrees
+    _pixels().save(tmp_path / "r.png")
+    _write_world(tmp_path / "r.pgw", shifted)
+    ref = orthophoto_tiles(tmp_path / "r.png", OrthoConfig(10, 10, crs="UTM:32N"))
+    flat = [v for t in tiles for v in (t.latitude, t.longitude)]
+    assert flat == pytest.approx([v for t in ref for v in (t.latitude, t.longitude)], abs=1e-9)
+    tags_only = orthophoto_tiles(_write_geotiff(tmp_path / "t.tif", **tags), OrthoConfig(10, 10))
+    assert tiles[0].longitude - tags_only[0].longitude == pytest.approx(100 / 0.9996 / 75_900, rel=0.02)
+
+
+def test_explicit_crs_may_restate_but_not_contradict(tmp_path) -> None:
+    utm = _write_geotiff(tmp_path / "u.tif", **CASES["utm32n-area"][0])
+    wgs = _write_geotiff(tmp_path / "w.tif", **CASES["wgs84-area"][0])
+    same = orthophoto_tiles(utm, OrthoConfig(10, 10, crs="utm:32n"))
+    assert [t.latitude for t in same] == [t.latitude for t in orthophoto_tiles(utm, OrthoConfig(10, 10))]
+    assert orthophoto_tiles(wgs, OrthoConfig(10, 10, crs="WGS84"))
+    with pytest.raises(ValueError, match="contradicts the coordinate system EPSG:32632"):
+        orthophoto_tiles(utm, OrthoConfig(10, 10, crs="UTM:33N"))
+    with pytest.raises(ValueError, match="--crs EPSG:3857 contradicts"):
+        orthophoto_tiles(wgs, OrthoConfig(10, 10, crs="EPSG:3857"))
+    assert canonical_crs("UTM:7S") == "EPSG:32707" and canonical_crs("epsg:32632") == "EPSG:32632"
+
+
+SCALE, TIES = (0.5, 0.5, 0), (0, 0, 0, 499_950.0, 5_206_000.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [
+        (dict(keys=None), "no GeoTIFF geo-referencing tags"),
+        (dict(keys=_projected(2056, AREA), scale=SCALE, ties=TIES), "EPSG:2056 is not supported"),
+        (dict(keys=_projected(32767, AREA), scale=SCALE, ties=TIES), "user-defined"),
+        (dict(keys=_projected(32600, AREA), scale=SCALE, ties=TIES), "EPSG:32600 is not supported"),
+        (dict(keys={1024: 2, 2048: 4269}, scale=SCALE, ties=TIES), "EPSG:4269 is not supported"),
+        (dict(keys={1024: 1, 3072: 32632, 3076: 9002}, scale=SCALE, ties=TIES), "only metres"),
+        (dict(keys=None, scale=SCALE, ties=TIES), "no GeoKeyDirectoryTag"),
+        (dict(keys=_projected(32632, AREA), ties=TIES + (40, 30, 0, 499_970.0, 5_205_985.0, 0)), "2 tiepoints"),
+        (dict(keys=_projected(32632, AREA), ties=TIES), "without ModelPixelScaleTag"),
+        (dict(keys=_projected(32632, AREA)), "no ModelPixelScaleTag"),
+    ],
+)
+def test_refusals_name_the_file_and_suggest_a_world_file(tmp_path, tags, message) -> None:
+    tif = _write_geotiff(tmp_path / "bad.tif", **tags)
+    with pytest.raises(ValueError, match=message) as err:
+        orthophoto_tiles(tif, OrthoConfig(10, 10))
+    assert "bad.tif" in str(err.value) and "world file" in str(err.value) and "--crs" in str(err.value)
+
+
+def test_orthophoto_beyond_the_decompression_bomb_limit(tmp_path, monkeypatch) -> None:
+    tif = _write_geotiff(tmp_path / "big.tif", **CASES["wgs84-area"][0])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 48 px now count as a bomb, 20 x 20 not
+    tiles = orthophoto_tiles(tif, OrthoConfig(10, 10))
+    assert len(tiles) == 12 and load_tile(tiles[0]).size == (20, 20)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_geotiff_crs_alone_and_png_still_needs_world_file(tmp_path) -> None:
+    assert geotiff_crs(_write_geotiff(tmp_path / "m.tif", **CASES["webmercator-point"][0])) == "EPSG:3857"
+    _pixels().save(tmp_path / "plain.png")
+    with pytest.raises(FileNotFoundError, match="no world file"):
+        orthophoto_tiles(tmp_path / "plain.png", OrthoConfig(10, 10))
+
+
+def test_cli_index_build_from_geotiff_without_world_file(tmp_path, capsys) -> None:
+    tif = _write_geotiff(tmp_path / "ortho.tif", **CASES["utm32n-area"][0])
+    expected = orthophoto_tiles(tif, OrthoConfig(10, 10))
+    idx = tmp_path / "idx"
+    argv = ["index", "build", "--out", str(idx), "--ortho", str(tif), "--tile-m", "10", "--stride-m", "10"]
+    assert main([*argv, "--image-size", "32"]) == 0
+    info = GalleryIndex.load(idx).info()
+    assert info["count"] == len(expected) == 12 and info["sources"] == ["orthophoto"]
+    assert info["extent"]["lat_max"] == pytest.approx(max(t.latitude for t in expected), abs=1e-12)
+    assert 47.0 < info["extent"]["lat_min"] < 47.1 and 8.9 < info["extent"]["lon_min"] < 9.0
+    capsys.readouterr()
+    assert main([*argv, "--overwrite", "--crs", "EPSG:4326", "--image-size", "32"]) == 2
+    assert "contradicts" in capsys.readouterr().err
