@@ -5,8 +5,8 @@ import pytest
 from PIL import Image, TiffImagePlugin, TiffTags
 
 from spikevimformer.cli import main
-from spikevimformer.geo.coords import WorldFile
-from spikevimformer.geo.geotiff import canonical_crs, geotiff_crs, read_geotiff
+from spikevimformer.geo.coords import WorldFile, canonical_crs
+from spikevimformer.geo.geotiff import geotiff_crs, read_geotiff
 from spikevimformer.geo.index import GalleryIndex
 from spikevimformer.geo.tiles import OrthoConfig, load_tile, orthophoto_tiles
 

@@ -99,18 +99,27 @@ def utm_to_geo(easting, northing, zone: int, north: bool = True) -> tuple[np.nda
     return np.degrees(lat), np.degrees(lon)
 
 
+def canonical_crs(crs: str) -> str:
+    """One spelling per coordinate system ('UTM:32N' -> 'EPSG:32632', 'WGS84' -> 'EPSG:4326')."""
+    key = crs.strip().upper().replace(" ", "")
+    if key in ("WGS84", "LONLAT"):
+        return "EPSG:4326"
+    if key in ("EPSG:900913", "WEBMERCATOR"):
+        return "EPSG:3857"
+    if key.startswith("UTM:") and key[-1:] in ("N", "S") and key[4:-1].isdigit():
+        return f"EPSG:{(32600 if key[-1] == 'N' else 32700) + int(key[4:-1])}"
+    return key
+
+
 def parse_crs(crs: str):
     """A function (x, y) -> (lat, lon) for 'EPSG:4326', 'EPSG:3857', 'EPSG:326zz'/'EPSG:327zz' or 'UTM:33N'."""
-    key = crs.strip().upper().replace(" ", "")
-    if key in ("EPSG:4326", "WGS84", "LONLAT"):
+    key = canonical_crs(crs)
+    if key == "EPSG:4326":
         return lambda x, y: (np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64))
-    if key in ("EPSG:3857", "EPSG:900913", "WEBMERCATOR"):
+    if key == "EPSG:3857":
         return web_mercator_to_geo
-    if key.startswith("EPSG:326") or key.startswith("EPSG:327"):
+    if key[:8] in ("EPSG:326", "EPSG:327") and key[8:].isdigit():
         zone, north = int(key[8:]), key[7] == "6"
-        return lambda x, y: utm_to_geo(x, y, zone, north)
-    if key.startswith("UTM:") and key[-1] in "NS" and key[4:-1].isdigit():
-        zone, north = int(key[4:-1]), key[-1] == "N"
         return lambda x, y: utm_to_geo(x, y, zone, north)
     raise ValueError(
         f"unsupported coordinate system {crs!r}; use EPSG:4326 (degrees), EPSG:3857, EPSG:326zz/327zz or UTM:33N"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from .coords import WorldFile
+from .imaging import unbounded_pixels
 
 MODEL_PIXEL_SCALE = 33550
 MODEL_TIEPOINT = 33922
@@ -110,22 +109,11 @@ def _world_from_tags(tags, keys: dict[int, int], path: Path) -> WorldFile:
     return world
 
 
-@contextmanager
-def _open_header(path: str | Path) -> Iterator[Image.Image]:
-    """Only the header is read, so an orthophoto beyond PIL's decompression-bomb limit is no threat here."""
-    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        with Image.open(path) as img:
-            yield img
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-
-
 def _tags(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"GeoTIFF {path} does not exist")
     try:
-        with _open_header(path) as img:
+        with unbounded_pixels(), Image.open(path) as img:  # only the header is read
             if img.format != "TIFF":
                 raise _refuse(path, f"it is a {img.format} image, not a TIFF")
             return dict(img.tag_v2)
@@ -136,7 +124,7 @@ def _tags(path: Path):
 def is_tiff(path: str | Path) -> bool:
     """Whether the file is a TIFF (by content, not suffix), i.e. worth looking for GeoTIFF tags in."""
     try:
-        with _open_header(path) as img:
+        with unbounded_pixels(), Image.open(path) as img:  # only the header is read
             return img.format == "TIFF"
     except (UnidentifiedImageError, OSError):
         return False
@@ -156,15 +144,3 @@ def read_geotiff(path: str | Path) -> tuple[WorldFile, str]:
         raise _refuse(path, "no GeoTIFF geo-referencing tags")
     keys = _geo_keys(tags, path)
     return _world_from_tags(tags, keys, path), _crs_from_keys(keys, path)
-
-
-def canonical_crs(crs: str) -> str:
-    """One spelling per coordinate system ('UTM:32N' -> 'EPSG:32632'), to tell a real contradiction from a synonym."""
-    key = crs.strip().upper().replace(" ", "")
-    if key in ("WGS84", "LONLAT"):
-        return "EPSG:4326"
-    if key in ("EPSG:900913", "WEBMERCATOR"):
-        return "EPSG:3857"
-    if key.startswith("UTM:") and key[-1:] in ("N", "S") and key[4:-1].isdigit():
-        return f"EPSG:{(32600 if key[-1] == 'N' else 32700) + int(key[4:-1])}"
-    return key

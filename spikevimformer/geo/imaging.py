@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+
+@contextmanager
+def unbounded_pixels() -> Iterator[None]:
+    """Orthophotos legitimately exceed PIL's decompression-bomb limit; lift it only while reading one."""
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .coords import LocalFrame, WorldFile, check_latlon, find_world_file, parse_crs
-from .geotiff import canonical_crs, geotiff_crs, is_tiff, read_geotiff
-from .imaging import open_image
+from .coords import LocalFrame, WorldFile, canonical_crs, check_latlon, find_world_file, parse_crs
+from .geotiff import geotiff_crs, is_tiff, read_geotiff
+from .imaging import open_image, unbounded_pixels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 ROTATIONS = (0, 90, 180, 270)
@@ -51,19 +51,8 @@ class Tile:
 @functools.lru_cache(maxsize=2)
 def _whole_image(path: str) -> Image.Image:
     """Orthophotos are cut into many tiles in a row: decode each once."""
-    with _unbounded_pixels():
+    with unbounded_pixels():
         return open_image(path)
-
-
-class _unbounded_pixels:
-    """Orthophotos legitimately exceed PIL's decompression-bomb limit; lift it only while reading one."""
-
-    def __enter__(self) -> None:
-        self.saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-
-    def __exit__(self, *exc) -> None:
-        Image.MAX_IMAGE_PIXELS = self.saved
 
 
 def load_tile(tile: Tile) -> Image.Image:
@@ -194,7 +183,7 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
         raise FileNotFoundError(f"orthophoto {image} does not exist")
     world, crs = georeference(image, cfg.crs, world_file)
     to_geo = parse_crs(crs)
-    with _unbounded_pixels(), Image.open(image) as img:
+    with unbounded_pixels(), Image.open(image) as img:
         width, height = img.size
     # Ground size of one pixel at the image centre, in metres, whatever the CRS.
     cx, cy = (width - 1) / 2, (height - 1) / 2
