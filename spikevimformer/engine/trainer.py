@@ -321,7 +321,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
-        # Its own generator: creating the iterator then draws the workers' base seed from (seed, epoch),
+        # Its own generator: creating the iterator then draws the workers' base seed from (seed, epoch, rank),
         # not from the global RNG, so a resumed run's random stream (dropout, ...) continues unchanged.
         mix = np.random.SeedSequence([self.cfg.seed, self.epoch, self.dist.rank]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(mix))
