@@ -148,3 +148,34 @@ def test_pack_unique_keeps_every_position():
     used = [p for b in batches for p in b]
     assert sorted(used + leftover) == list(range(len(order)))
     assert all(len({labels[order[p]] for p in b}) == 6 for b in batches)
+
+
+def test_seeded_draws_follow_the_global_slot_and_resume():
+    labels = _labels(12, 6)
+
+    def epoch_items(world: int, epoch: int) -> list[list[tuple[int, int]]]:
+        """Global batches of (index, seed) as the ranks together yield them."""
+        samplers = [UniqueLocationBatchSampler(labels, 6, seed=7, rank=r, world_size=world, seeded=True)
+                    for r in range(world)]
+        for s in samplers:
+            s.set_epoch(epoch)
+        per_rank = [list(s) for s in samplers]
+        return [[item for r in range(world) for item in per_rank[r][step]] for step in range(len(per_rank[0]))]
+
+    one, three = epoch_items(1, 1), epoch_items(3, 1)
+    assert one == three  # the same sample gets the same draw however many ranks share the batch
+    plain = UniqueLocationBatchSampler(labels, 6, seed=7)
+    plain.set_epoch(1)
+    assert [[i for i, _ in b] for b in one] == plain.global_batches()  # seeding does not change the order
+    seeds = [s for b in one for _, s in b]
+    assert len(set(seeds)) == len(seeds)
+    assert {s for b in epoch_items(1, 2) for _, s in b}.isdisjoint(seeds)  # a pair seen again is drawn anew
+
+    run = UniqueLocationBatchSampler(labels, 6, seed=7, seeded=True)
+    run.set_epoch(1)
+    it = iter(run)
+    done = [next(it) for _ in range(4)]
+    resumed = UniqueLocationBatchSampler(labels, 6, seed=7, seeded=True)
+    resumed.load_state_dict(run.state_dict())
+    resumed.set_epoch(1)
+    assert done + list(resumed) == one

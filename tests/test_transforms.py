@@ -103,3 +103,14 @@ def test_eval_transform_resizes_and_normalises():
     assert torch.allclose(white[:, 0, 0], torch.tensor([2.2489, 2.4286, 2.64]), atol=1e-3)
     with pytest.raises(ValueError, match="RGB"):
         t(np.zeros((8, 8), dtype=np.uint8))
+
+
+def test_a_per_sample_seed_fixes_the_draw_whatever_came_before():
+    img = np.random.default_rng(4).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    t = train_pair_transform(16, seed=0)
+    first = torch.cat(t(img, img, seed=99))
+    for _ in range(3):  # other calls in between (another worker's history) must not matter
+        t(img, img)
+    assert torch.equal(torch.cat(train_pair_transform(16, seed=5)(img, img, seed=99)), first)
+    assert torch.equal(torch.cat(t(img, img, seed=99)), first)
+    assert not all(torch.equal(torch.cat(t(img, img, seed=s)), first) for s in range(100, 104))

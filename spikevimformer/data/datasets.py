@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from .benchmark import TrainPairs
 from .images import BadImageError, ImageReport, check_bad_image_mode, load_or_report
 
-PairTransformFn = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+PairTransformFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (drone, satellite, seed=None) -> tensors
 
 
 class PairDataset(Dataset):
@@ -52,7 +52,9 @@ class PairDataset(Dataset):
             images.append(img)
         return images[0], images[1]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """`key` is a pair index, or (pair index, augmentation seed) from a sampler with `seeded=True`."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         cls = int(self.pairs[index][2])
         loaded = self._load_pair(index)
         if loaded is None:  # only reachable in 'skip' mode
@@ -66,7 +68,7 @@ class PairDataset(Dataset):
                 sat_path, drone_path, _ = self.pairs[index]
                 raise BadImageError(Path(sat_path), f"no readable pair left for location class {cls} "
                                     f"(its satellite image or all its drone images are unreadable; e.g. {drone_path})")
-        drone, satellite = self.transform(*loaded)
+        drone, satellite = self.transform(*loaded) if seed is None else self.transform(*loaded, seed=seed)
         return drone, satellite, cls
 
 

@@ -70,10 +70,13 @@ class UniqueLocationBatchSampler(Sampler[list[int]]):
     when one location dominates the data) is dropped and counted in `epoch_stats()` with a warning.
     The number of batches can therefore differ by one or so between epochs; len() is exact for the
     current epoch.
+
+    With `seeded=True` each index comes as (index, augmentation seed), the seed drawn from (seed, epoch,
+    batch, global slot): augmentation then follows the sample, not the worker or rank that loads it.
     """
 
     def __init__(self, labels: Sequence[int] | np.ndarray, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, seeded: bool = False):
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -92,6 +95,7 @@ class UniqueLocationBatchSampler(Sampler[list[int]]):
         self.seed = int(seed)
         self.rank = rank
         self.world_size = world_size
+        self.seeded = seeded
         self._epoch = 0
         self._carry_in: list[int] = []
         self._position = 0
@@ -141,16 +145,23 @@ class UniqueLocationBatchSampler(Sampler[list[int]]):
         """All global batches of the current epoch (every rank's indices), for inspection and tests."""
         return [list(b) for b in self._current().batches]
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int] | list[tuple[int, int]]]:
         batches = self._current().batches
         if self._position >= len(batches):
             self._position = 0
         per_rank = self.batch_size // self.world_size
         lo = self.rank * per_rank
         while self._position < len(batches):
-            batch = batches[self._position]
+            position = self._position
+            mine = batches[position][lo:lo + per_rank]
             self._position += 1
-            yield batch[lo:lo + per_rank]
+            if self.seeded:
+                yield [(index, self._draw(position, lo + slot)) for slot, index in enumerate(mine)]
+            else:
+                yield mine
+
+    def _draw(self, position: int, slot: int) -> int:
+        return int(np.random.SeedSequence([self.seed, self._epoch, position, slot]).generate_state(1)[0])
 
     def __len__(self) -> int:
         return len(self._current().batches)

@@ -71,8 +71,10 @@ def to_chw_tensor(image: np.ndarray) -> torch.Tensor:
 class PairTransform:
     """Augments a (drone, satellite) pair with one shared flip decision and independent photometric noise.
 
-    Random streams are re-seeded inside each DataLoader worker from the worker's torch seed, so
-    workers do not replay each other's augmentations and epochs differ; with `seed` set, a run is
+    A call with `seed` (the training sampler passes one per sample) draws everything from that seed, so the
+    augmentation belongs to the sample and a resumed run replays it exactly, whatever the worker count.
+    Without one, the streams are re-seeded inside each DataLoader worker from the worker's torch seed, so
+    workers do not replay each other's augmentations; with the constructor's `seed`, a run is
     reproducible given the same torch seed and worker count.
     """
 
@@ -101,8 +103,12 @@ class PairTransform:
             mix = [info.seed % (2**63)] + ([self.seed] if self.seed is not None else [])
             self._reseed(int(np.random.SeedSequence(mix).generate_state(1)[0]))
 
-    def __call__(self, drone: np.ndarray, satellite: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        self._follow_worker()
+    def __call__(self, drone: np.ndarray, satellite: np.ndarray,
+                 seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if seed is None:
+            self._follow_worker()
+        else:
+            self._reseed(seed)
         if self.rng.random() < self.config.flip_p:  # one decision for both views keeps them aligned
             drone = np.ascontiguousarray(drone[:, ::-1])
             satellite = np.ascontiguousarray(satellite[:, ::-1])

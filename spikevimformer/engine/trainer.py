@@ -180,7 +180,8 @@ class Trainer:
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
         )
         self.sampler = UniqueLocationBatchSampler(
-            self.train_pairs.labels, cfg.batch_size, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size
+            self.train_pairs.labels, cfg.batch_size, seed=cfg.seed, rank=self.dist.rank,
+            world_size=self.dist.world_size, seeded=cfg.augment,
         )
         self.steps_per_epoch = len(self.sampler)
         self.total_steps = _planned_steps(self.train_pairs.labels, cfg.batch_size, cfg.seed, cfg.epochs)
@@ -251,9 +252,8 @@ class Trainer:
                                metrics=metrics or {}, extra={"train_state": self._state()})
 
     def _resume(self, run_dir: Path) -> None:
-        """Restores weights, optimiser, schedule, sampler position, HRAL memory and the global RNGs: without
-        augmentation the continued run is bit-identical; augmentation streams restart from (seed, epoch, rank),
-        so with it a resumed epoch sees other (equally distributed) random crops and colours."""
+        """Restores weights, optimiser, schedule, sampler position, HRAL memory and the global RNGs; each
+        sample's augmentation comes from its own seed, so the continued run is the uninterrupted one."""
         path = run_dir / "last.pt" if run_dir.is_dir() else run_dir
         payload = load_checkpoint(path)
         try:
