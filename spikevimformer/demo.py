@@ -98,7 +98,8 @@ def _train(cfg: DemoConfig, world: Path, name: str, init: str, lr: float) -> tup
         "data_root": str(world), "out_dir": str(run), "image_size": cfg.image_size, "batch_size": cfg.batch_size,
         "epochs": cfg.epochs, "time_limit_min": cfg.minutes, "init": init, "lr": lr, "workers": cfg.workers,
         "device": cfg.device, "eval_every_epochs": 0, "final_eval": False, "save_every_steps": 0,
-        "warmup": 0.0, "warmup_min_steps": 20,  # the time budget, not the epoch count, ends these runs
+        # the time budget, not the epoch count, ends these runs, and the learning rate anneals to zero by then
+        "warmup": 0.0, "warmup_min_steps": 20, "anneal_by": "time",
         **cfg.extra,
     }
     result = train(load_config(None, settings), progress=sys.stderr.isatty())

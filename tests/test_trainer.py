@@ -11,7 +11,7 @@ from spikevimformer.checkpoint import CheckpointError, load_checkpoint
 from spikevimformer.cli import main
 from spikevimformer.engine import NonFiniteLoss, Trainer, load_config
 from spikevimformer.engine.config import TrainConfig
-from spikevimformer.engine.schedule import warmup_steps
+from spikevimformer.engine.schedule import warmup_cosine, warmup_steps
 from tests.fake_datasets import make_university
 
 TINY = {"image_size": 32, "batch_size": 4, "workers": 0, "augment": False, "hral_k": 3, "hral_k2": 2,
@@ -47,6 +47,53 @@ def test_config_yaml_and_overrides(tmp_path):
 
     assert load_config(None, ["w_hral=0", "hral_k=5", "label_smoothing=0"]).objective() == ObjectiveConfig(
         hral=0.0, hral_k=5, label_smoothing=0.0)
+
+
+def test_cosine_follows_the_larger_of_step_and_time_shares():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    share = {"t": 0.0}
+    sched = warmup_cosine(opt, total_steps=102, warmup=2, time_share=lambda: share["t"])
+    rates = []
+    for t in (0.0, 0.0, 0.0, 0.5, 0.5, 1.0, 2.0):
+        share["t"] = t
+        opt.step()
+        sched.step()
+        rates.append(sched.get_last_lr()[0])
+    # steps 1-2: warm-up (the step share is ~0 afterwards); then the time share rules: 0 -> 1, 0.5 -> 0.5, >= 1 -> 0
+    assert rates == pytest.approx([1.0, 1.0, 0.99975, 0.5, 0.5, 0.0, 0.0], abs=1e-4)
+
+
+@pytest.mark.parametrize("anneal_by", ["steps", "time"])
+def test_a_time_boxed_run_anneals_by_its_budget(world, tmp_path, monkeypatch, anneal_by):
+    clock = {"now": 0.0}
+    original = Trainer.train_step
+
+    def ten_seconds_a_step(self, *batch):
+        out = original(self, *batch)
+        clock["now"] += 10.0
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", ten_seconds_a_step)
+    cfg = load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "epochs": 50, "lr": 1e-3,
+                             "warmup": 0.0, "warmup_min_steps": 2, "time_limit_min": 1.0, "anneal_by": anneal_by})
+    trainer = Trainer(cfg, progress=False)
+    trainer.clock = lambda: clock["now"]
+    result = trainer.fit()
+    assert result["stop_reason"] == "time limit" and result["steps"] == 7  # 70 s > 60 s after the 7th step
+    rates = [float(r["lr"]) / 1e-3 for r in csv.DictReader((tmp_path / "log.csv").open())]
+    if anneal_by == "steps":  # the 300-step cosine has barely started when the time is up
+        assert min(rates) > 0.99
+    else:  # warm-up ends at 20 s; the rate set after each step uses the share of the 40 s left at the step before
+        assert rates == pytest.approx([1, 1, 1, 0.85355, 0.5, 0.14645, 0], abs=1e-4)
+        progress = load_checkpoint(tmp_path / "last.pt")["train_state"]["progress"]
+        assert (progress["seconds"], progress["warm_seconds"]) == (70.0, 20.0)  # a resume goes on from here
+
+
+def test_time_annealing_needs_a_time_budget(world, tmp_path):
+    with pytest.raises(ValueError, match="time_limit_min"):
+        Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "anneal_by": "time"}))
+    with pytest.raises(ValueError, match="steps or time"):
+        Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "anneal_by": "wall"}))
 
 
 def test_warmup_has_a_floor_in_steps():

@@ -57,7 +57,8 @@ class TrainConfig:
     sync_bn: bool = True  # SyncBatchNorm under multi-GPU DDP
     seed: int = 1
     max_steps: int = 0  # stop after this many steps in total (0: no limit)
-    time_limit_min: float = 0.0  # stop cleanly after this many minutes (0: no limit)
+    time_limit_min: float = 0.0  # stop cleanly after this many minutes of this session (0: no limit)
+    anneal_by: str = "steps"  # steps | time: the cosine also ends at time_limit_min, counted over resumes
     device: str = "auto"  # auto | cpu | cuda (under torchrun each rank takes cuda:LOCAL_RANK)
     # bookkeeping
     out_dir: str = "runs/train"

@@ -134,6 +134,8 @@ def _freeze_bn(model: nn.Module) -> None:
 class Trainer:
     """Builds everything a run needs from a `TrainConfig`; `fit()` trains and returns the final metrics."""
 
+    clock = staticmethod(time.monotonic)  # the time limit's clock; tests replace it
+
     def __init__(self, cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> None:
         self.cfg = cfg
         self.progress = progress
@@ -142,6 +144,10 @@ class Trainer:
         self.device = torch.device("cuda", self.dist.local_rank) if device_type == "cuda" else torch.device("cpu")
         if device_type == "cuda":
             torch.cuda.set_device(self.device)
+        if cfg.anneal_by not in ("steps", "time"):
+            raise ValueError(f"anneal_by must be steps or time, got {cfg.anneal_by!r}")
+        if cfg.anneal_by == "time" and not cfg.time_limit_min:
+            raise ValueError("anneal_by=time needs a time budget: set time_limit_min")
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.dist.world_size} ranks")
         self.out_dir = Path(cfg.out_dir)
@@ -188,7 +194,8 @@ class Trainer:
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.warmup = warmup_steps(self.total_steps, cfg.warmup, cfg.warmup_min_steps)
-        self.scheduler = warmup_cosine(self.optimizer, self.total_steps, self.warmup)
+        self.scheduler = warmup_cosine(self.optimizer, self.total_steps, self.warmup,
+                                       time_share=self._time_share if cfg.anneal_by == "time" else None)
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.objective = Objective(cfg.objective())
@@ -199,6 +206,8 @@ class Trainer:
         self.epoch = 0
         self.batches_done = 0  # within the current epoch
         self.best: float | None = None
+        self.seconds = 0.0  # training time over all sessions, the same on every rank
+        self.warm_seconds: float | None = None  # `seconds` when warm-up ended
         self.history: list[dict[str, Any]] = []
         if resume is not None:
             self._resume(Path(resume))
@@ -241,7 +250,7 @@ class Trainer:
             "memory": self.memory.state_dict(),
             "rng": _rng_state(),
             "progress": {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done,
-                         "best": self.best},
+                         "best": self.best, "seconds": self.seconds, "warm_seconds": self.warm_seconds},
             "history": self.history,
         }
 
@@ -269,7 +278,15 @@ class Trainer:
         _set_rng_state(st["rng"])
         p = st["progress"]
         self.step, self.epoch, self.batches_done, self.best = p["step"], p["epoch"], p["batches_done"], p["best"]
+        self.seconds, self.warm_seconds = p.get("seconds", 0.0), p.get("warm_seconds")
         self.history = list(st.get("history", []))
+
+    def _time_share(self) -> float:
+        """Share of the time budget used since warm-up ended (anneal_by=time)."""
+        if self.warm_seconds is None:
+            return 0.0
+        budget = 60 * self.cfg.time_limit_min
+        return (self.seconds - self.warm_seconds) / max(budget - self.warm_seconds, 1e-9)
 
     # -- one step -------------------------------------------------------------------------------------
     def train_step(self, drone: Tensor, satellite: Tensor, labels: Tensor) -> dict[str, float]:
@@ -334,7 +351,8 @@ class Trainer:
         print(f"training {c.variant} on {self.bench.name} ({len(self.train_pairs.classes)} locations, "
               f"{len(self.train_pairs)} pairs) at {c.image_size}px on {self.device} x {d.world_size} rank(s)\n"
               f"global batch {c.batch_size} pairs ({c.batch_size // d.world_size} per rank), "
-              f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps in total, warm-up {self.warmup}; "
+              f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps in total, warm-up {self.warmup}"
+              f"{f', cosine ends by {c.time_limit_min:g} min' if c.anneal_by == 'time' else ''}; "
               f"negatives per query {c.batch_size - 1} in-batch + HRAL history {c.hral_history}/view; "
               f"amp {self.amp_dtype or 'off'}; run folder {self.out_dir}", flush=True)
 
@@ -348,7 +366,7 @@ class Trainer:
         log = None
         if self.dist.is_main:
             log = RunLog(self.out_dir / "log.csv", resume_step=self.step if self.step else None)
-        start = time.monotonic()
+        start, seconds_before = self.clock(), self.seconds
         stop_reason = "finished"
         stop = StopSignals(escalate=not self.dist.enabled)
         try:
@@ -357,11 +375,11 @@ class Trainer:
                 per_epoch = len(self.sampler)
                 bar = tqdm(total=per_epoch, initial=self.batches_done, desc=f"epoch {self.epoch + 1}",
                            disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
-                tick = time.monotonic()
+                tick = self.clock()
                 for drone, satellite, labels in self._loader():
                     values = self.train_step(drone, satellite, labels)
                     self.batches_done += 1
-                    now = time.monotonic()
+                    now = self.clock()
                     row = {"step": self.step, "epoch": self.epoch + 1, "lr": self.scheduler.get_last_lr()[0],
                            **values, "pairs_per_s": cfg.batch_size / max(now - tick, 1e-9),
                            "logit_scale": float(self.model.logit_scale.detach().exp())}
@@ -372,9 +390,13 @@ class Trainer:
                     bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{row['lr']:.2e}")
                     if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                         self.save()
-                    # every rank must leave at the same step, whatever its own clock or signals say
-                    halt, out_of_time = self._agreed(
-                        stop.requested, bool(cfg.time_limit_min) and now - start > 60 * cfg.time_limit_min)
+                    # every rank must leave at the same step and set the same rate, whatever its own clock says
+                    halt, session = self._agreed(float(stop.requested), now - start)
+                    self.seconds = seconds_before + session
+                    if self.warm_seconds is None and self.step >= self.warmup:
+                        self.warm_seconds = self.seconds
+                    used = self.seconds if cfg.anneal_by == "time" else session
+                    out_of_time = bool(cfg.time_limit_min) and used > 60 * cfg.time_limit_min
                     if halt:
                         stop_reason = "interrupted"
                         break
@@ -408,15 +430,15 @@ class Trainer:
         self.save(metrics={"final": final_rows})
         cleanup(self.dist)
         return {"steps": self.step, "epochs": self.epoch, "stop_reason": stop_reason, "metrics": final_rows,
-                "seconds": time.monotonic() - start}
+                "seconds": self.clock() - start}
 
-    def _agreed(self, *flags: bool) -> tuple[bool, ...]:
-        """Each flag set on any rank is set on all: ranks that disagree would wait on each other forever."""
+    def _agreed(self, *values: float) -> tuple[float, ...]:
+        """The largest value over the ranks: ranks that disagree on a stop would wait on each other forever."""
         if not self.dist.enabled:
-            return flags
-        t = torch.tensor([float(f) for f in flags], device=self.device)
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return tuple(bool(v) for v in t.tolist())
+        return tuple(t.tolist())
 
     def _epoch_eval(self, save_last: bool = True) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
