@@ -1,6 +1,7 @@
 """Turn a pretraining run into the shipped checkpoint: fp16 safetensors + a JSON record with its SHA-256.
 
     python scripts/release_pretrained.py runs/synth-pretrain [--checkpoint best.pt] [--heldout-seed 20000]
+        [--continues spikevimformer/resources/synth-pretrain-tiny-log.csv]   # a run --init from the last release
 
 The record holds the command that made the run, its training summary, and an evaluation on a
 held-out synthetic world generated here with a seed no pretraining or demo world uses.
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", default="spikevimformer train --config configs/synth-pretrain.yaml "
                    "--data-root data/pretrain  (world: spikevimformer synth --out data/pretrain --seed 10000 "
                    "--locations 1000 --image-size 128)")
+    p.add_argument("--continues", type=Path, default=None,
+                   help="log.csv of the stage this run started from (--init): its rows come first, steps count on")
     args = p.parse_args(argv)
 
     ckpt = args.run / args.checkpoint
@@ -47,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     steps = payload["train_state"]["progress"]["step"]
     with (args.run / "log.csv").open() as f:  # a killed run may have logged past its last checkpoint
         log = [row for row in csv.DictReader(f) if int(row["step"]) <= steps]
+    stage_steps = [steps]
+    if args.continues is not None:
+        with args.continues.open() as f:
+            before = list(csv.DictReader(f))
+        offset = int(before[-1]["step"])
+        log = before + [{**row, "step": str(int(row["step"]) + offset)} for row in log]
+        stage_steps = [offset, steps]
+        steps += offset
     target = RESOURCES / "synth-pretrain-tiny.safetensors"
     digest = save_release(model, target, {"source": ckpt.name, "steps": str(steps)})
     with (RESOURCES / "synth-pretrain-tiny-log.csv").open("w", newline="") as f:
@@ -55,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(log)
     record = {
         "file": target.name, "sha256": digest, "bytes": target.stat().st_size, "command": args.command,
-        "config": payload["config"], "steps": steps,
+        "config": payload["config"], "steps": steps, "stage_steps": stage_steps,
         "epochs": payload["train_state"]["progress"]["epoch"], "final_loss": float(log[-1]["loss"]) if log else None,
         "image_size": image_size,
         "evaluation": {"world_seed": args.heldout_seed, "counts": json.loads((args.heldout_dir / "world.json")
