@@ -63,30 +63,61 @@ def test_cosine_follows_the_larger_of_step_and_time_shares():
     assert rates == pytest.approx([1.0, 1.0, 0.99975, 0.5, 0.5, 0.0, 0.0], abs=1e-4)
 
 
-@pytest.mark.parametrize("anneal_by", ["steps", "time"])
-def test_a_time_boxed_run_anneals_by_its_budget(world, tmp_path, monkeypatch, anneal_by):
-    clock = {"now": 0.0}
+def _ten_second_steps(monkeypatch, interrupt_at: int = 0) -> dict[str, float]:
+    """A fake clock that advances 10 s per training step; optionally Ctrl-C before step `interrupt_at`."""
+    clock = {"now": 0.0, "calls": 0}
     original = Trainer.train_step
 
-    def ten_seconds_a_step(self, *batch):
+    def step(self, *batch):
+        clock["calls"] += 1
+        if clock["calls"] == interrupt_at:
+            raise KeyboardInterrupt
         out = original(self, *batch)
         clock["now"] += 10.0
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", ten_seconds_a_step)
-    cfg = load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "epochs": 50, "lr": 1e-3,
-                             "warmup": 0.0, "warmup_min_steps": 2, "time_limit_min": 1.0, "anneal_by": anneal_by})
-    trainer = Trainer(cfg, progress=False)
-    trainer.clock = lambda: clock["now"]
-    result = trainer.fit()
-    assert result["stop_reason"] == "time limit" and result["steps"] == 7  # 70 s > 60 s after the 7th step
-    rates = [float(r["lr"]) / 1e-3 for r in csv.DictReader((tmp_path / "log.csv").open())]
+    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(Trainer, "clock", lambda self: clock["now"])
+    return clock
+
+
+def _time_boxed(world, out, anneal_by="time"):
+    return load_config(None, {**TINY, "data_root": str(world), "out_dir": str(out), "epochs": 50, "lr": 1e-3,
+                              "warmup": 0.0, "warmup_min_steps": 2, "time_limit_min": 1.0, "anneal_by": anneal_by})
+
+
+def _rates(run: Path) -> list[float]:
+    return [float(r["lr"]) / 1e-3 for r in csv.DictReader((run / "log.csv").open())]
+
+
+# warm-up over steps 1-2 (ends at 20 s); then the cosine over the 40 s left: 0, 1/4, 1/2, 3/4 of it used
+TIME_BOXED_RATES = [0.5, 1, 1, 0.85355, 0.5, 0.14645]
+
+
+@pytest.mark.parametrize("anneal_by", ["steps", "time"])
+def test_a_time_boxed_run_anneals_by_its_budget(world, tmp_path, monkeypatch, anneal_by):
+    _ten_second_steps(monkeypatch)
+    result = Trainer(_time_boxed(world, tmp_path, anneal_by), progress=False).fit()
+    assert result["stop_reason"] == "time limit" and result["steps"] == 6  # 60 s used after the 6th step
+    rates = _rates(tmp_path)
     if anneal_by == "steps":  # the 300-step cosine has barely started when the time is up
-        assert min(rates) > 0.99
-    else:  # warm-up ends at 20 s; the rate set after each step uses the share of the 40 s left at the step before
-        assert rates == pytest.approx([1, 1, 1, 0.85355, 0.5, 0.14645, 0], abs=1e-4)
+        assert rates[0] == 0.5 and min(rates[1:]) > 0.99
+    else:
+        assert rates == pytest.approx(TIME_BOXED_RATES, abs=1e-4)
         progress = load_checkpoint(tmp_path / "last.pt")["train_state"]["progress"]
-        assert (progress["seconds"], progress["warm_seconds"]) == (70.0, 20.0)  # a resume goes on from here
+        assert (progress["seconds"], progress["warm_seconds"]) == (60.0, 20.0)
+
+
+def test_a_time_annealed_run_resumes_on_its_own_clock(world, tmp_path, monkeypatch):
+    _ten_second_steps(monkeypatch, interrupt_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_time_boxed(world, tmp_path), progress=False).fit()
+    assert load_checkpoint(tmp_path / "last.pt")["train_state"]["progress"]["seconds"] == 30.0
+    result = Trainer(_time_boxed(world, tmp_path), resume=tmp_path, progress=False).fit()
+    assert result["steps"] == 6 and _rates(tmp_path) == pytest.approx(TIME_BOXED_RATES, abs=1e-4)
+    # the budget counts over sessions: once spent, a resume trains no further
+    again = Trainer(_time_boxed(world, tmp_path), resume=tmp_path, progress=False).fit()
+    assert (again["steps"], again["stop_reason"]) == (6, "time limit")
 
 
 def test_time_annealing_needs_a_time_budget(world, tmp_path):
@@ -94,6 +125,9 @@ def test_time_annealing_needs_a_time_budget(world, tmp_path):
         Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "anneal_by": "time"}))
     with pytest.raises(ValueError, match="steps or time"):
         Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "anneal_by": "wall"}))
+    no_warmup = Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path), "warmup": 0.0,
+                                           "warmup_min_steps": 0, "time_limit_min": 1.0, "anneal_by": "time"}))
+    assert no_warmup.warmup == 0 and no_warmup.optimizer.param_groups[0]["lr"] == no_warmup.cfg.lr
 
 
 def test_warmup_has_a_floor_in_steps():

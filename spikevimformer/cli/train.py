@@ -17,7 +17,9 @@ FLAGS = {
     "init": ("--init", str, "'scratch', an E-SpikeFormer ImageNet checkpoint, or one of our checkpoints"),
     "device": ("--device", str, "auto, cpu or cuda"),
     "max_steps": ("--max-steps", int, "stop after this many steps"),
-    "time_limit_min": ("--time-limit", float, "stop cleanly after this many minutes"),
+    "time_limit_min": ("--time-limit", float, "stop cleanly after this many minutes (of this session; with "
+                       "--anneal-by time, of the whole run)"),
+    "anneal_by": ("--anneal-by", str, "steps or time: the cosine ends with the planned steps, or by --time-limit"),
     "workers": ("--workers", int, "data-loading processes"),
     "altitude": ("--altitude", int, "SUES-200 altitude"),
 }

@@ -68,6 +68,7 @@ class PairDataset(Dataset):
                 sat_path, drone_path, _ = self.pairs[index]
                 raise BadImageError(Path(sat_path), f"no readable pair left for location class {cls} "
                                     f"(its satellite image or all its drone images are unreadable; e.g. {drone_path})")
+        # a plain (drone, satellite) callable works too; only seeded samplers need the seed argument
         drone, satellite = self.transform(*loaded) if seed is None else self.transform(*loaded, seed=seed)
         return drone, satellite, cls
 

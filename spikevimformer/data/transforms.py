@@ -117,8 +117,7 @@ class PairTransform:
         return to_chw_tensor(d), to_chw_tensor(s)
 
 
-def train_pair_transform(image_size: int, seed: int | None = None) -> Callable[[np.ndarray, np.ndarray],
-                                                                                 tuple[torch.Tensor, torch.Tensor]]:
+def train_pair_transform(image_size: int, seed: int | None = None) -> PairTransform:
     """The training recipe of the spec at `image_size` (384 for the benchmarks)."""
     return PairTransform(image_size, seed)
 

@@ -58,7 +58,9 @@ class TrainConfig:
     seed: int = 1
     max_steps: int = 0  # stop after this many steps in total (0: no limit)
     time_limit_min: float = 0.0  # stop cleanly after this many minutes of this session (0: no limit)
-    anneal_by: str = "steps"  # steps | time: the cosine also ends at time_limit_min, counted over resumes
+    # steps | time: with "time" the cosine also ends at time_limit_min, which then counts over resumes
+    # (keep the budget longer than the warm-up, or the run stops before its cosine starts)
+    anneal_by: str = "steps"
     device: str = "auto"  # auto | cpu | cuda (under torchrun each rank takes cuda:LOCAL_RANK)
     # bookkeeping
     out_dir: str = "runs/train"

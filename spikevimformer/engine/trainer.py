@@ -194,6 +194,8 @@ class Trainer:
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.warmup = warmup_steps(self.total_steps, cfg.warmup, cfg.warmup_min_steps)
+        self.seconds = 0.0  # wall time of fit() over all sessions (steps, saves, evaluations), equal on all ranks
+        self.warm_seconds: float | None = None  # `seconds` when warm-up ended
         self.scheduler = warmup_cosine(self.optimizer, self.total_steps, self.warmup,
                                        time_share=self._time_share if cfg.anneal_by == "time" else None)
         self.amp_dtype = self._amp_dtype()
@@ -206,8 +208,6 @@ class Trainer:
         self.epoch = 0
         self.batches_done = 0  # within the current epoch
         self.best: float | None = None
-        self.seconds = 0.0  # training time over all sessions, the same on every rank
-        self.warm_seconds: float | None = None  # `seconds` when warm-up ended
         self.history: list[dict[str, Any]] = []
         if resume is not None:
             self._resume(Path(resume))
@@ -314,8 +314,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
-        self.step += 1
+        self.step += 1  # fit() moves the schedule on, once the ranks agree on the clock
         values = {"loss": total.detach(), **terms}
         means = all_reduce_mean(torch.stack([v.detach().float() for v in values.values()]), self.dist).tolist()
         return dict(zip(values, means, strict=True)) | {"grad_norm": float(grad_norm)}
@@ -367,36 +366,42 @@ class Trainer:
         if self.dist.is_main:
             log = RunLog(self.out_dir / "log.csv", resume_step=self.step if self.step else None)
         start, seconds_before = self.clock(), self.seconds
-        stop_reason = "finished"
+        spent = cfg.anneal_by == "time" and self.seconds >= 60 * cfg.time_limit_min
+        if spent and self.dist.is_main:
+            print(f"the run's time budget of {cfg.time_limit_min:g} min is spent; a larger --time-limit trains "
+                  "on (the rate rises again to the cosine at the new share of the budget)", file=sys.stderr)
+        stop_reason = "time limit" if spent else "finished"
         stop = StopSignals(escalate=not self.dist.enabled)
         try:
-            while self.epoch < cfg.epochs and self.step < self.total_steps:
+            while not spent and self.epoch < cfg.epochs and self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)  # the same epoch again keeps a resumed position
                 per_epoch = len(self.sampler)
                 bar = tqdm(total=per_epoch, initial=self.batches_done, desc=f"epoch {self.epoch + 1}",
                            disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
                 tick = self.clock()
                 for drone, satellite, labels in self._loader():
+                    lr = self.optimizer.param_groups[0]["lr"]
                     values = self.train_step(drone, satellite, labels)
                     self.batches_done += 1
                     now = self.clock()
-                    row = {"step": self.step, "epoch": self.epoch + 1, "lr": self.scheduler.get_last_lr()[0],
+                    # every rank must leave at the same step and set the same rate, whatever its own clock says
+                    halt, session = self._agreed(float(stop.requested), now - start)
+                    self.seconds = seconds_before + session
+                    if self.warm_seconds is None and self.step >= self.warmup:
+                        self.warm_seconds = self.seconds
+                    self.scheduler.step()
+                    used = self.seconds if cfg.anneal_by == "time" else session
+                    out_of_time = bool(cfg.time_limit_min) and used >= 60 * cfg.time_limit_min
+                    row = {"step": self.step, "epoch": self.epoch + 1, "lr": lr,
                            **values, "pairs_per_s": cfg.batch_size / max(now - tick, 1e-9),
                            "logit_scale": float(self.model.logit_scale.detach().exp())}
                     tick = now
                     if log is not None and self.step % cfg.log_every_steps == 0:
                         log.log(row)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{row['lr']:.2e}")
+                    bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
                     if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                         self.save()
-                    # every rank must leave at the same step and set the same rate, whatever its own clock says
-                    halt, session = self._agreed(float(stop.requested), now - start)
-                    self.seconds = seconds_before + session
-                    if self.warm_seconds is None and self.step >= self.warmup:
-                        self.warm_seconds = self.seconds
-                    used = self.seconds if cfg.anneal_by == "time" else session
-                    out_of_time = bool(cfg.time_limit_min) and used > 60 * cfg.time_limit_min
                     if halt:
                         stop_reason = "interrupted"
                         break
