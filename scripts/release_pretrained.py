@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         generate_world(SynthConfig(seed=args.heldout_seed, locations=250, image_size=128), args.heldout_dir,
                        workers=2, overwrite=True)
     bench = load_benchmark(args.heldout_dir)
-    rows = evaluate_sets(model, bench.test, image_size, torch.device("cpu"), protocols=("paper", "official"))
+    rows = [{"flip": flip, **r} for flip in (False, True)  # flip: University-1652-Baseline's test-time mirror
+            for r in evaluate_sets(model, bench.test, image_size, torch.device("cpu"), protocols=("paper", "official"),
+                                   flip=flip)]
     steps = sum(s.steps for s in chain)
     target = RESOURCES / "synth-pretrain-tiny.safetensors"
     digest = save_release(model, target, {"source": ckpt.name, "steps": str(steps)})
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"sha256": digest, "bytes": record["bytes"], "steps": steps,
                       "stages": [s.steps for s in chain]}))
     for r in rows:
-        print(r["direction"], r["protocol"], f"R@1 {r['R@1']:.2f}", f"AP {r['AP']:.2f}")
+        print(r["direction"], r["protocol"], "flip" if r["flip"] else "", f"R@1 {r['R@1']:.2f}", f"AP {r['AP']:.2f}")
     return 0
 
 

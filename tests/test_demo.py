@@ -1,11 +1,13 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
 from spikevimformer.checkpoint import CheckpointError, load_release, save_release
 from spikevimformer.cli import main
-from spikevimformer.demo import load_pretrained, pretrained_info, pretrained_path
+from spikevimformer.demo import DemoConfig, load_pretrained, pretrained_info, pretrained_path
 from spikevimformer.models import build_model
 from spikevimformer.report import SECTIONS
 
@@ -19,7 +21,7 @@ def test_toy_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     payload = json.loads((out / "report.json").read_text())
     models = {r["model"] for r in payload["metrics"]}
     assert models == {"colour histogram (no learning)", "pretrained (no fine-tuning)", "fine-tuned from pretrained",
-                      "trained from scratch"}
+                      "fine-tuned from pretrained, test-time flip (2x inference)", "trained from scratch"}
     assert {(r["direction"], r["protocol"]) for r in payload["metrics"]} == {
         (d, p) for d in ("drone2satellite", "satellite2drone") for p in ("paper", "official")}
     assert [s["name"] for s in payload["stages"]][0] == "generate the synthetic world"
@@ -54,3 +56,12 @@ def test_release_round_trip_in_fp16(tmp_path):
 
         save_file({"x": model.logit_scale.detach().clone()}, str(tmp_path / "other.safetensors"))
         load_release(tmp_path / "other.safetensors")
+
+
+def test_demo_config_file_matches_what_the_demo_runs():
+    """configs/synth-demo.yaml reruns the demo's fine-tune by hand, so its budget and schedule must not drift."""
+    file = yaml.safe_load((Path(__file__).parents[1] / "configs" / "synth-demo.yaml").read_text())
+    demo = DemoConfig()
+    assert (file["time_limit_min"], file["lr"], file["image_size"]) == (demo.minutes, demo.lr, demo.image_size)
+    assert (file["batch_size"], file["epochs"], file["workers"]) == (demo.batch_size, demo.epochs, demo.workers)
+    assert (file["anneal_by"], file["warmup"], file["warmup_min_steps"]) == ("time", 0.0, 20)

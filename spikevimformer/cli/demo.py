@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="generate a world, train, evaluate, measure energy, localize, write a report")
     p.add_argument("--out", default="runs/demo", help="output folder (report.html inside)")
-    p.add_argument("--minutes", type=float, default=None, help="training budget of each run (default 4)")
+    p.add_argument("--minutes", type=float, default=None, help="training budget of each run (default 5)")
     p.add_argument("--epochs", type=int, default=None, help="upper bound on epochs of each run")
     p.add_argument("--image-size", type=int, default=None, help="training and evaluation size (default 64)")
     p.add_argument("--device", default="auto")
