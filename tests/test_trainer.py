@@ -39,6 +39,10 @@ def test_config_yaml_and_overrides(tmp_path):
         load_config(None, ["augment=maybe"])
     assert load_config(None, ["lr=1e-4", "init=1234"]).lr == 1e-4  # YAML 1.1 reads 1e-4 as a string
     assert load_config(None, ["init=1234"]).init == "1234"
+    assert load_config(None, ['extra_train_roots=["a b", "c"]']).extra_train_roots == ["a b", "c"]
+    assert load_config(None, {"extra_train_roots": "a"}).extra_train_roots == ["a"]
+    with pytest.raises(ValueError, match="extra_train_roots expects list"):
+        load_config(None, {"extra_train_roots": 3})
     with pytest.raises(ValueError, match="batch_size expects int"):
         load_config(None, ["batch_size=2.5"])
     with pytest.raises(ValueError, match="lr expects float"):
@@ -218,6 +222,24 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good(world, tmp_path, mo
     with pytest.raises(NonFiniteLoss, match="at step 3"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "last.pt")["train_state"]["progress"]["step"] == 2
+
+
+def test_extra_train_roots_add_their_locations_and_keep_evaluation_on_data_root(world, tmp_path):
+    other = make_university(tmp_path / "other", train=5, test=2, distractors=0, drone=2)
+    run = tmp_path / "run"
+    rc = main(["train", "--data-root", str(world), "--extra-train-roots", str(other), "--out", str(run),
+               "--max-steps", "1", "--no-progress", "--set", *(f"{k}={v}" for k, v in TINY.items())])
+    assert rc == 0
+    assert load_config(run / "config.yaml").extra_train_roots == [str(other)]
+    trainer = Trainer(load_config(run / "config.yaml"), progress=False)
+    classes = trainer.train_pairs.classes
+    assert len(classes) == 8 + 5 and len(trainer.train_pairs) == 8 * 3 + 5 * 2
+    assert {c.split("/")[0] for c in classes} == {"0", "1"}  # the same location id in two worlds stays apart
+    assert trainer.model.classifier.fc.out_features == 13
+    assert len(trainer.bench.test["drone2satellite"][1].paths) == 3 + 1  # data_root's gallery only
+    with pytest.raises(ValueError, match="no training pairs"):
+        Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path / "x"),
+                                   "extra_train_roots": [str(make_university(tmp_path / "t", train=0, test=2))]}))
 
 
 def test_batch_larger_than_locations_is_refused(world, tmp_path):

@@ -8,6 +8,8 @@ import json
 # flag -> config key; a flag left out keeps the config file's (or the default) value
 FLAGS = {
     "data_root": ("--data-root", str, "dataset folder (University-1652, SUES-200, or a synthetic world)"),
+    "extra_train_roots": ("--extra-train-roots", str, "more dataset folders whose training pairs join "
+                          "--data-root's, e.g. other synthetic worlds (evaluation stays on --data-root)"),
     "out_dir": ("--out", str, "run folder (config, log.csv, last.pt, best.pt)"),
     "variant": ("--variant", str, "tiny or small"),
     "image_size": ("--image-size", int, "square training and evaluation size"),
@@ -29,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train SpikeViMFormer (one device, or many under torchrun)")
     p.add_argument("--config", help="YAML file of settings (see configs/)")
     for key, (flag, kind, text) in FLAGS.items():
-        p.add_argument(flag, dest=key, type=kind, default=None, help=text)
+        many = {"nargs": "+", "metavar": "DIR"} if key == "extra_train_roots" else {}
+        p.add_argument(flag, dest=key, type=kind, default=None, help=text, **many)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any setting, e.g. w_hral=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still written)")
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.config import load_config
     from ..engine.trainer import train
 
-    overrides = [f"{key}={getattr(args, key)}" for key in FLAGS if getattr(args, key) is not None]
+    given = {key: getattr(args, key) for key in FLAGS if getattr(args, key) is not None}
+    overrides = [f"{key}={json.dumps(v) if isinstance(v, list) else v}" for key, v in given.items()]
     config_path = args.config
     if args.resume and config_path is None:
         from pathlib import Path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import sues200, university1652
-from .benchmark import DIRECTIONS, Benchmark, ImageSet, TrainPairs
+from .benchmark import DIRECTIONS, Benchmark, ImageSet, TrainPairs, merge_train_pairs
 from .datasets import ImageDataset, PairDataset
 from .images import BadImageError, ImageReport, load_rgb, scan_images
 from .sampler import UniqueLocationBatchSampler
@@ -20,7 +20,7 @@ __all__ = [
     "DATASETS", "DIRECTIONS", "BadImageError", "Benchmark", "ImageDataset", "ImageReport", "ImageSet",
     "PairAugmentConfig", "PairDataset", "TrainPairs", "UniqueLocationBatchSampler", "detect_dataset",
     "eval_transform", "find_dataset_root", "load_benchmark", "load_rgb", "load_sues200", "load_university1652",
-    "scan_images", "train_pair_transform",
+    "merge_train_pairs", "scan_images", "train_pair_transform",
 ]
 
 

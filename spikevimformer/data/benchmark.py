@@ -104,6 +104,18 @@ def make_pairs(satellite: dict[str, list[Path]], drone: dict[str, list[Path]]) -
     return TrainPairs(pairs=pairs, classes=classes), notes
 
 
+def merge_train_pairs(parts: list[TrainPairs]) -> TrainPairs:
+    """One training set from several (e.g. worlds): part i's location '0042' becomes class 'i/0042'."""
+    if len(parts) == 1:
+        return parts[0]
+    pairs: list[tuple[Path, Path, int]] = []
+    classes: list[str] = []
+    for i, part in enumerate(parts):
+        pairs.extend((s, d, c + len(classes)) for s, d, c in part.pairs)
+        classes.extend(f"{i}/{name}" for name in part.classes)
+    return TrainPairs(pairs=pairs, classes=classes)
+
+
 def test_notes(query: ImageSet, gallery: ImageSet, direction: str) -> list[str]:
     """Queries whose location has no gallery image can never be matched; say so."""
     missing = set(query.labels.tolist()) - set(gallery.labels.tolist())

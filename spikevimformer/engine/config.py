@@ -19,6 +19,9 @@ class TrainConfig:
 
     # data
     data_root: str = "data/synth"
+    # more folders of the same layout whose training pairs join data_root's (e.g. several synthetic worlds);
+    # evaluation keeps to data_root's test split
+    extra_train_roots: list[str] = field(default_factory=list)
     dataset: str = "auto"  # auto | university1652 | sues200
     altitude: int | None = None  # SUES-200 only
     image_size: int = 384
@@ -104,6 +107,11 @@ def _typed(name: str, value: Any, annotation: str) -> Any:
             return str(value)
         if isinstance(value, dict):
             return value
+        if annotation.startswith("list[str]"):
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list):
+                raise TypeError
+            return [str(v) for v in items]
         raise TypeError
     except (TypeError, ValueError):
         raise ValueError(f"setting {name} expects {annotation}, got {value!r}") from None

@@ -34,6 +34,7 @@ from ..data import (
     UniqueLocationBatchSampler,
     eval_transform,
     load_benchmark,
+    merge_train_pairs,
     train_pair_transform,
 )
 from ..device import resolve_device
@@ -156,9 +157,12 @@ class Trainer:
         random.seed(cfg.seed)
 
         self.bench: Benchmark = load_benchmark(cfg.data_root, cfg.dataset, cfg.altitude)
-        if self.bench.train is None or not len(self.bench.train):
-            raise ValueError(f"{cfg.data_root} has no training pairs (train split missing or empty)")
-        self.train_pairs, self.val_sets = split_validation(self.bench.train, cfg.val_locations, cfg.seed)
+        parts = [self.bench.train] + [load_benchmark(r, self.bench.name, cfg.altitude).train
+                                      for r in cfg.extra_train_roots]
+        for root, part in zip([cfg.data_root, *cfg.extra_train_roots], parts, strict=True):
+            if part is None or not len(part):
+                raise ValueError(f"{root} has no training pairs (train split missing or empty)")
+        self.train_pairs, self.val_sets = split_validation(merge_train_pairs(parts), cfg.val_locations, cfg.seed)
         num_classes = len(self.train_pairs.classes)
         if cfg.batch_size > num_classes:
             raise ValueError(f"batch_size {cfg.batch_size} exceeds the {num_classes} training locations "
