@@ -43,6 +43,8 @@ def test_config_yaml_and_overrides(tmp_path):
     assert load_config(None, {"extra_train_roots": "a"}).extra_train_roots == ["a"]
     with pytest.raises(ValueError, match="extra_train_roots expects list"):
         load_config(None, {"extra_train_roots": 3})
+    with pytest.raises(ValueError, match="extra_train_roots expects list"):
+        load_config(None, {"extra_train_roots": {"a": 1}})
     with pytest.raises(ValueError, match="batch_size expects int"):
         load_config(None, ["batch_size=2.5"])
     with pytest.raises(ValueError, match="lr expects float"):

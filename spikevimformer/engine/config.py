@@ -105,13 +105,13 @@ def _typed(name: str, value: Any, annotation: str) -> Any:
             return float(value)  # also "1e-4", which YAML 1.1 reads as a string
         if "str" in kinds:
             return str(value)
-        if isinstance(value, dict):
-            return value
         if annotation.startswith("list[str]"):
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, list):
                 raise TypeError
             return [str(v) for v in items]
+        if isinstance(value, dict):
+            return value
         raise TypeError
     except (TypeError, ValueError):
         raise ValueError(f"setting {name} expects {annotation}, got {value!r}") from None
