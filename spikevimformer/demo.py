@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import sys
@@ -42,6 +43,7 @@ class DemoConfig:
     energy_images: int = 16
     strips: int = 6
     localize_queries: int = 200
+    localize_image_size: int = 256  # the same world photographed again at this size for registration (0: off)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -49,6 +51,7 @@ class DemoConfig:
         """Seconds-long settings that run every stage through the same code path (tests, CI)."""
         return cls(out_dir=out_dir, locations=24, views=2, world_image_size=64, image_size=32, minutes=0.05,
                    epochs=1, batch_size=8, workers=0, energy_images=2, strips=2, localize_queries=8,
+                   localize_image_size=128,
                    extra={"max_steps": 2, "hral_k": 3, "hral_k2": 2})
 
 
@@ -155,7 +158,16 @@ def _energy(model, bench, cfg: DemoConfig, device: torch.device, out: Path) -> d
     return report.to_dict()
 
 
+REGISTRATION_KEYS = ("queries", "fix_rate", "false_fix_rate", "camera_median_error_m", "camera_within_5m",
+                     "camera_within_10m", "camera_within_25m", "radius95_coverage", "heading_median_error_deg",
+                     "look_at_median_error_m", "look_at_within_5m", "R@1", "R@1_verified", "R@5",
+                     "register_s_per_image")  # fmt: skip
+
+
 def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, tag: str, device: torch.device) -> dict[str, Any]:
+    """Index the test gallery, then localize held-out drone photos: the world's own, and the same world
+    photographed again at `localize_image_size` (registration needs more pixels than retrieval)."""
+    from .data.synth import SynthConfig, generate_world
     from .geo.encoders import TorchEncoder, encode_tiles
     from .geo.index import GalleryIndex, IndexConfig
     from .geo.localize import Localizer
@@ -167,12 +179,65 @@ def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, tag: str, dev
     index = GalleryIndex.create(out / "index", encoder.identity, IndexConfig(), overwrite=True)
     index.add(tiles, encode_tiles(encoder, tiles))
     index.save()
-    queries = load_queries(world_root, truth="camera")
-    pick = np.linspace(0, len(queries) - 1, num=min(cfg.localize_queries, len(queries))).astype(int)
-    chosen = [queries[i] for i in pick]
-    report = evaluate_localizer(Localizer(encoder, index), chosen, progress=False)
+    localizer = Localizer(encoder, index)
+    sets = [(f"demo world, {cfg.world_image_size} px photos", world_root)]
+    if cfg.localize_image_size and cfg.localize_image_size != cfg.world_image_size:
+        again = out / f"world-{cfg.localize_image_size}"
+        generate_world(SynthConfig(seed=cfg.seed, locations=cfg.locations, views=cfg.views,
+                                   image_size=cfg.localize_image_size), again, workers=1 if cfg.workers == 0 else 2,
+                       overwrite=True)  # fmt: skip
+        if (again / "locations.csv").read_bytes() != (world_root / "locations.csv").read_bytes():
+            raise RuntimeError(f"{again} does not hold the locations of {world_root}")  # pragma: no cover
+        sets.append((f"same world, new {cfg.localize_image_size} px photos", again))
+    rows, report, chosen = [], {}, []
+    for label, root in sets:
+        queries = load_queries(root, truth="camera")
+        pick = np.linspace(0, len(queries) - 1, num=min(cfg.localize_queries, len(queries))).astype(int)
+        chosen = [queries[i] for i in pick]
+        report = evaluate_localizer(localizer, chosen, progress=False)
+        rows.append({"queries_from": label, **{k: report[k] for k in REGISTRATION_KEYS if k in report}})
+    report["queries_from"] = sets[-1][0]
+    report["registration_rows"] = rows
     report["tiles"] = [[t.latitude, t.longitude] for t in tiles]
+    report["picture"] = _registration_picture(localizer, chosen, out)
     return report
+
+
+def _window_px(frame, inv: np.ndarray, lat_lon) -> np.ndarray:
+    """[lat, lon] points -> pixels of a reference window (inverse of its ground affine)."""
+    e, n = frame.to_local(*np.asarray(lat_lon, dtype=np.float64).reshape(-1, 2).T)
+    return (np.c_[e, n, np.ones(len(e))] @ inv.T)[:, :2]
+
+
+def _registration_picture(localizer, queries, out: Path) -> str | None:
+    """The first query with a camera fix: photo, reference window, inlier lines, footprint, camera and look-at."""
+    from .analysis.visualize import registration_figure
+    from .geo.imaging import open_photo
+    from .geodesy import LocalFrame
+
+    for q in queries:
+        (r,) = localizer.localize_files([q.image])
+        if not r.fix:
+            continue
+        photo, _ = open_photo(q.image)
+        best = min(r.matches, key=lambda m: m.verified_rank)
+        tile = next(t for t in localizer.index.tiles if t.id == best.id)
+        pts, desc, _ = localizer.registrar.photo_features(photo)
+        reg = localizer.registrar.register(pts, desc, photo.size, tile)
+        plane, window = reg.planes[0], reg.window
+        frame = LocalFrame(tile.latitude, tile.longitude)
+        inv = np.linalg.inv(np.vstack([window.to_ground, [0.0, 0.0, 1.0]]))
+        to_px = functools.partial(_window_px, frame, inv)
+        c = r.camera
+        return str(registration_figure(
+            photo, window.gray, plane.pixels, plane.window_pts, out / "registration.png",
+            footprint_px=to_px(r.footprint) if r.footprint else None,
+            camera_px=to_px([c["latitude"], c["longitude"]])[0],
+            look_at_px=to_px([r.look_at["latitude"], r.look_at["longitude"]])[0],
+            title=f"{Path(q.image).name}: {r.inliers} inliers, camera {c['height_m']:.0f} m up, "
+                  f"+/- {r.radius_m:.1f} m (95 %)",
+        ))  # fmt: skip
+    return None
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -238,6 +303,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     with stages("pictures"):
         payload["pictures"] = _pictures(trained, bench, cfg, device, out, runs)
+        if picture := payload["localization"].pop("picture", None):
+            payload["pictures"]["registration"] = picture
 
     payload["stages"] = [asdict(s) for s in stages.done]
     path = write_report(out / "report.html", payload)

@@ -13,7 +13,10 @@ SECTIONS = ("Summary", "Retrieval", "Training curves", "Retrieval strips", "Ener
             "Commands and versions", "Stage times")
 ENERGY_COLUMNS = ("macs", "macs_stem", "sops", "mean_rate", "snn_energy_mj", "ann_energy_mj", "ann_over_snn")
 LOCALIZATION_COLUMNS = ("queries", "gallery", "R@1", "Dis@1_m", "Dis@5_m", "SDM@5", "within_25m", "within_50m",
-                        "within_100m", "estimate_median_error_m", "model_ms_per_image", "backend")
+                        "within_100m", "tile_estimate_median_error_m", "model_ms_per_image", "backend")
+REGISTRATION_COLUMNS = ("queries_from", "fix_rate", "false_fix_rate", "camera_median_error_m", "camera_within_5m",
+                        "camera_within_10m", "camera_within_25m", "radius95_coverage", "heading_median_error_deg",
+                        "look_at_median_error_m", "look_at_within_5m", "R@1", "R@1_verified", "register_s_per_image")
 METRIC_COLUMNS = ("model", "direction", "protocol", "R@1", "R@5", "R@10", "R@top1%", "AP", "queries", "gallery")
 
 
@@ -29,6 +32,24 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -> 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _is_fraction(key: str) -> bool:
+    """Registration metrics held as fractions in [0, 1] (shown as percentages), as geo.metrics.format_report does."""
+    return "within" in key or key.startswith(("SDM", "R@")) or key.endswith(("_rate", "_coverage"))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _registration_table(rows: list[dict[str, Any]]) -> str:
+    """One row per query set: fractions as percentages, a missing metric (no fixes, no true heading) left blank;
+    headers are the metric names with spaces, so that the wide table wraps its headers instead of the page."""
+    shown = [{c.replace("_", " "): f"{100 * v:.1f}\u00a0%" if _is_fraction(c) and _number(v) else v
+              for c, v in row.items() if c in REGISTRATION_COLUMNS and v is not None} for row in rows]  # fmt: skip
+    table = _table(shown, [c.replace("_", " ") for c in REGISTRATION_COLUMNS])
+    return f'<div style="overflow-x:auto">{table}</div>'
+
+
 def _image(path: str | Path, alt: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
@@ -37,7 +58,7 @@ def _image(path: str | Path, alt: str) -> str:
 def _localization_map(report: dict[str, Any], out_png: Path) -> Path:
     """Gallery tile centres, true drone positions and estimates joined by their error, in metres."""
     from .analysis.visualize import _pyplot, save_figure
-    from .geo.coords import LocalFrame
+    from .geodesy import LocalFrame
 
     plt = _pyplot()
     tiles = report["tiles"]
@@ -112,6 +133,22 @@ def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
         parts.append(_table([loc], LOCALIZATION_COLUMNS))
         if loc.get("points"):
             parts.append(_image(_localization_map(loc, out / "localization.png"), "localization map"))
+        registration = loc.get("registration_rows") or (
+            [{"queries_from": loc.get("queries_from", "demo world"), **loc}] if "fix_rate" in loc else [])
+        if registration:
+            parts.append("<h3>Camera position by registration</h3><p>Each photo is registered to the orthophoto "
+                         "around its top-k tiles and the camera pose solved from the inliers of the best. fix rate: "
+                         "photos with a camera fix; false fix: a fix farther than 25 m from the truth; camera error "
+                         "and within X m over all photos (a photo without a fix counts with its tile-level "
+                         "estimate); 95 % radius coverage: fixes whose stated radius holds the true camera; R@1 "
+                         "verified: top-1 after re-ranking the candidates by inliers; registration seconds per "
+                         "photo.</p>")
+            parts.append(_registration_table(registration))
+    if pictures.get("registration") and Path(pictures["registration"]).is_file():
+        parts.append("<p>One registration: the photo (left) and the reference window (right, grey), inlier "
+                     "matches joined; on the window the photo's ground footprint, its look-at point and the "
+                     "camera.</p>")
+        parts.append(_image(pictures["registration"], "registration of a drone photo to the orthophoto"))
 
     parts.append("<h2>Commands and versions</h2>")
     parts.append(f"<pre>{_esc(' '.join(payload.get('argv', [])))}</pre>")

@@ -14,7 +14,7 @@ SPACING_M = 200.0
 FOOTPRINT_M = 150.0
 
 
-def tile_image(seed: int, size: int = 48) -> Image.Image:
+def tile_image(seed: int, size: int = 64) -> Image.Image:
     """A distinct blocky pattern per seed, so near-copies retrieve their own tile."""
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
@@ -22,7 +22,7 @@ def tile_image(seed: int, size: int = 48) -> Image.Image:
     return Image.fromarray(img)
 
 
-def make_world(root: Path, n_test: int = 5, n_distractor: int = 2, n_train: int = 2, size: int = 48,
+def make_world(root: Path, n_test: int = 5, n_distractor: int = 2, n_train: int = 2, size: int = 64,
                noise: int = 0) -> Path:
     """locations.csv, cameras.csv, gallery and train satellite tiles, one drone image per test location."""
     rows, cams = [], []

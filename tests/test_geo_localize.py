@@ -7,11 +7,11 @@ import torch
 
 from spikevimformer import build_model, save_checkpoint
 from spikevimformer.cli import main
-from spikevimformer.geo.coords import haversine_m
 from spikevimformer.geo.encoders import TorchEncoder
 from spikevimformer.geo.index import GalleryIndex
 from spikevimformer.geo.localize import Localizer, Match, estimate_position
 from spikevimformer.geo.metrics import evaluate_localizer, load_queries
+from spikevimformer.geodesy import haversine_m
 from tests.geo_world import FOOTPRINT_M, make_world, tile_image
 
 SIZE = "32"
@@ -100,7 +100,7 @@ def test_add_folder_tiles_then_localize(world_index, tmp_path, capsys) -> None:
     idx = tmp_path / "idx"
     shutil.copytree(idx_src, idx)
     (tmp_path / "new").mkdir()
-    tile_image(50, 48).save(tmp_path / "new" / "n1.png")
+    tile_image(50, 64).save(tmp_path / "new" / "n1.png")
     (tmp_path / "new.csv").write_text("id,latitude,longitude,footprint_m\nn1,47.5,8.6,120\n")
     assert main(["index", "add", str(idx), "--tiles", str(tmp_path / "new"), "--csv", str(tmp_path / "new.csv")]) == 0
     assert _run_json(capsys, ["index", "info", str(idx), "--json"])["count"] == 8

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spikevimformer.geo.coords import LocalFrame, haversine_m
 from spikevimformer.geo.tiles import OrthoConfig, WorldFile, folder_tiles, load_tile, orthophoto_tiles, world_tiles
+from spikevimformer.geodesy import LocalFrame, haversine_m
 from tests.geo_world import make_world, tile_image
 
 # 0.5 m pixels in degrees at 47 N

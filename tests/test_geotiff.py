@@ -5,10 +5,10 @@ import pytest
 from PIL import Image, TiffImagePlugin, TiffTags
 
 from spikevimformer.cli import main
-from spikevimformer.geo.coords import WorldFile, canonical_crs
 from spikevimformer.geo.geotiff import geotiff_crs, read_geotiff
 from spikevimformer.geo.index import GalleryIndex
 from spikevimformer.geo.tiles import OrthoConfig, load_tile, orthophoto_tiles
+from spikevimformer.geodesy import WorldFile, canonical_crs
 
 WIDTH, HEIGHT = 64, 48
 LAT0, LON0 = 47.0, 8.0

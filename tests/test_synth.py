@@ -1,20 +1,26 @@
-"""The embedded synthetic world: layout and CSV contract, determinism, extrusion, user orthophotos, CLI."""
+"""The embedded synthetic world: layout and CSV contract, orthophoto, EXIF, determinism, extrusion, user
+orthophotos, CLI."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 import spikevimformer
 from spikevimformer.cli import main
-from spikevimformer.data.synth import Camera, SynthConfig, build_world, drone_view, generate_world, view_reach_m
-from spikevimformer.data.synth.pipeline import assign
+from spikevimformer.data.synth import Camera, GeoRef, SynthConfig, build_world, drone_view, generate_world, view_reach_m
+from spikevimformer.data.synth.geo import georef_from_world_file
+from spikevimformer.data.synth.pipeline import CAMERA_COLUMNS, assign
+from spikevimformer.data.synth.writer import camera_exif, with_exif
+from spikevimformer.geodesy import WorldFile, haversine_m
 
 TINY = dict(locations=8, views=3, image_size=64, gsd_m=1.0, footprint_m=60.0)
 
@@ -60,7 +66,8 @@ def test_university_layout_and_csv_contract(world):
     img = cv2.imread(str(ds / f"test/gallery_satellite/{min(ids['distractor'])}/{min(ids['distractor'])}.jpg"))
     assert img.shape == (64, 64, 3)
     cams = _rows(out / "cameras.csv")
-    assert list(cams[0]) == ["image", "id", "latitude", "longitude", "altitude_m", "heading_deg"]
+    assert list(cams[0]) == ["image", "id", "latitude", "longitude", "altitude_m", "heading_deg", "pitch_deg",
+                             "fov_deg", "focal_px", "target_latitude", "target_longitude"] == CAMERA_COLUMNS
     drone_files = {str(p.relative_to(out)) for p in ds.rglob("*.jpeg")}
     assert {r["image"] for r in cams} == drone_files and len(cams) == len(drone_files)
     assert all(Path(r["image"]).parent.name == r["id"] for r in cams)
@@ -82,6 +89,88 @@ def test_world_json_records_geo_and_baseline(world):
     assert row["queries"] == 2 * 3 and row["gallery"] == 3 and row["chance_r1"] == pytest.approx(1 / 3)
     for name in ("colour_histogram", "downsampled_pixels"):
         assert 0.0 <= row[name]["r1"] <= row[name]["r5"] <= 1.0
+
+
+def _georef(out: Path) -> GeoRef:
+    """The world's geo-referencing as world.json records it."""
+    rec = json.loads((out / "world.json").read_text())
+    w, h = rec["size_px"]
+    return GeoRef(rec["origin_latitude"], rec["origin_longitude"], rec["ground_resolution_m"], w, h)
+
+
+def test_orthophoto_and_world_file_reproduce_the_georef(world):
+    out = world.out_dir
+    rec = json.loads((out / "world.json").read_text())
+    geo = _georef(out)
+    assert rec["orthophoto"] == {"image": "ortho.jpg", "world_file": "ortho.jgw", "crs": "EPSG:4326",
+                                 "ground_resolution_m": 1.0, "size_px": [geo.width_px, geo.height_px]}
+    img = cv2.imread(str(out / "ortho.jpg"))
+    assert img.shape == (geo.height_px, geo.width_px, 3)
+    wf = WorldFile.read(out / "ortho.jgw")
+    assert wf.b == wf.d == 0.0
+    cols = np.array([0, geo.width_px - 1, 0, geo.width_px - 1, geo.width_px // 3])
+    rows = np.array([0, 0, geo.height_px - 1, geo.height_px - 1, geo.height_px // 2 + 7])
+    lon, lat = wf.apply(cols, rows)
+    want_lat, want_lon = geo.pixel_to_latlon(cols, rows)
+    assert np.abs(lat - want_lat).max() < 1e-9 and np.abs(lon - want_lon).max() < 1e-9
+    back, _, gsd_n = georef_from_world_file(wf, "EPSG:4326", geo.width_px, geo.height_px)  # reads as --ground
+    assert back.lat0 == pytest.approx(geo.lat0, abs=1e-9) and back.lon0 == pytest.approx(geo.lon0, abs=1e-9)
+    assert gsd_n == pytest.approx(1.0, rel=1e-9)
+
+
+def test_cameras_csv_has_the_pose_and_lens(world):
+    out = world.out_dir
+    locs = {r["id"]: r for r in _rows(out / "locations.csv")}
+    cfg = SynthConfig(seed=3, **TINY).resolved()
+    for r in _rows(out / "cameras.csv"):
+        loc = locs[r["id"]]
+        assert float(r["fov_deg"]) == pytest.approx(cfg.fov_deg, abs=1e-4)
+        assert float(r["focal_px"]) == pytest.approx(32 / math.tan(math.radians(cfg.fov_deg) / 2), abs=1e-4)
+        assert 45.0 <= float(r["pitch_deg"]) <= 60.0
+        t_lat, t_lon = float(r["target_latitude"]), float(r["target_longitude"])
+        assert haversine_m(t_lat, t_lon, float(loc["latitude"]), float(loc["longitude"])) < 15.0  # 3 m jitter
+        # the camera stands back from its look-at point by altitude / tan(pitch)
+        back = float(r["altitude_m"]) / math.tan(math.radians(float(r["pitch_deg"])))
+        assert haversine_m(float(r["latitude"]), float(r["longitude"]), t_lat, t_lon) == pytest.approx(back, rel=5e-3)
+
+
+def test_drone_jpegs_carry_the_focal_length_in_exif(world):
+    out = world.out_dir
+    for r in _rows(out / "cameras.csv"):
+        with Image.open(out / r["image"]) as im:
+            exif = im.getexif()
+            size = im.size
+        sub = exif.get_ifd(0x8769)
+        assert exif[0x010F] == "spikevimformer" and exif[0x0110] == "synthetic pinhole"
+        assert sub[0xA210] == 3 and (sub[0xA002], sub[0xA003]) == size == (64, 64)
+        focal = float(sub[0x920A]) * float(sub[0xA20E]) / 10
+        assert focal == pytest.approx(float(r["focal_px"]), rel=1e-3)
+        assert sub[0xA405] == round(float(r["focal_px"]) * 43.2666 / math.hypot(64, 64))
+    sat = next((world.dataset_dir / "train/satellite").glob("*/*.jpg"))
+    with Image.open(sat) as im:
+        assert len(im.getexif()) == 0
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_spliced_exif_leaves_the_pixels_alone(world):
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    plain = buf.tobytes()
+    tagged = with_exif(plain, camera_exif(50.0, 56, 40))
+    assert tagged[:4] == b"\xff\xd8\xff\xe1" and tagged.endswith(plain[2:])
+    assert np.array_equal(_decode(plain), _decode(tagged))
+    # a written drone view is OpenCV's JPEG with one APP1 segment after SOI: the same pixels without it
+    drone = next(world.dataset_dir.glob("train/drone/*/*.jpeg")).read_bytes()
+    n = int.from_bytes(drone[4:6], "big")
+    assert drone[2:4] == b"\xff\xe1" and drone[6:12] == b"Exif\x00\x00"
+    stripped = drone[:2] + drone[4 + n:]
+    assert stripped[2:4] == b"\xff\xe0"  # OpenCV's JFIF header follows
+    assert np.array_equal(_decode(stripped), _decode(drone))
+    with pytest.raises(ValueError, match="SOI"):
+        with_exif(b"not a jpeg", camera_exif(50.0, 56, 40))
 
 
 def test_same_seed_same_bytes_different_seed_differs(world, tmp_path):
@@ -180,6 +269,11 @@ def test_user_orthophoto_with_heights_and_world_file(tmp_path):
     assert rec["counts"]["buildings"] > 10 and s.counts["locations"] == 6
     assert rec["origin_latitude"] == pytest.approx(0.0, abs=1e-9)
     assert rec["origin_longitude"] == pytest.approx(10.0, abs=1e-9)
+    geo = _georef(tmp_path / "mine")
+    assert cv2.imread(str(tmp_path / "mine/ortho.jpg")).shape == (geo.height_px, geo.width_px, 3) == (400, 400, 3)
+    lon, lat = WorldFile.read(tmp_path / "mine/ortho.jgw").apply([0, 399], [0, 250])
+    want_lat, want_lon = geo.pixel_to_latlon([0, 399], [0, 250])
+    assert np.abs(lat - want_lat).max() < 1e-9 and np.abs(lon - want_lon).max() < 1e-9
     for r in _rows(tmp_path / "mine/locations.csv"):
         assert -400 / 111_195 < float(r["latitude"]) < 0
         assert 10 < float(r["longitude"]) < 10 + 400 / 111_195

@@ -185,3 +185,120 @@ def training_curves(log_csv: str | Path, out_png: str | Path, x: str = "step") -
         ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, out_png)
+
+
+MAX_LINES = 60  # correspondences drawn between the panels of a registration figure
+FOOTPRINT, CAMERA, LOOK_AT = "#dd6b20", "#6b21a8", "#2f855a"  # as on the upload page's map
+
+
+def _display(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """The image shrunk to at most `max_side` pixels (for drawing only) and the factor applied to its pixels."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)), scale
+
+
+def _points(pts: Any, name: str) -> np.ndarray:
+    arr = np.asarray(pts, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must be (N, 2) pixel coordinates (x, y), got shape {arr.shape}")
+    return arr
+
+
+def _border_point(centre: np.ndarray, target: np.ndarray, width: int, height: int, inset: float) -> np.ndarray:
+    """Where the ray from `centre` toward `target` leaves the window, pulled `inset` pixels back inside."""
+    d = target - centre
+    limits = []
+    for axis, size in ((0, width), (1, height)):
+        if d[axis] > 0:
+            limits.append((size - 1 - inset - centre[axis]) / d[axis])
+        elif d[axis] < 0:
+            limits.append((inset - centre[axis]) / d[axis])
+    return centre + d * max(0.0, min(limits, default=0.0))
+
+
+def registration_figure(
+    photo: Image.Image, window_gray: np.ndarray, photo_pts: np.ndarray, window_pts: np.ndarray, out: Path,
+    footprint_px: np.ndarray | None = None, camera_px=None, look_at_px=None, title: str = "",
+) -> Path:  # fmt: skip
+    """The photo (left) and its reference window (right, grey) with inlier correspondences joined across the panels
+    (at most MAX_LINES, evenly subsampled); on the window, in its pixel coordinates: the photo's ground footprint,
+    the look-at point and the camera (an arrow at the border pointing toward it when it lies outside the window)."""
+    from matplotlib.patches import ConnectionPatch, Polygon
+
+    rgb = np.asarray(photo.convert("RGB"))
+    window = np.asarray(window_gray)
+    if window.ndim == 3 and window.shape[2] == 1:
+        window = window[..., 0]
+    if window.ndim != 2 or min(window.shape) < 1:
+        raise ValueError(f"window_gray must be a 2-D grey image (H, W), got shape {window.shape}")
+    src, dst = _points(photo_pts, "photo_pts"), _points(window_pts, "window_pts")
+    if len(src) != len(dst):
+        raise ValueError(f"photo_pts and window_pts must pair up: {len(src)} photo points, {len(dst)} window points")
+    if window.dtype != np.uint8:
+        lo, hi = float(np.nanmin(window)), float(np.nanmax(window))
+        window = ((window - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(window)).astype(np.uint8)
+    win_h, win_w = window.shape
+    shown_photo, ps = _display(rgb, 1200)
+    shown_window, ws = _display(window, 1200)
+
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6))
+    left.imshow(shown_photo)
+    right.imshow(shown_window, cmap="gray", vmin=0, vmax=255)
+    left.set_title(f"photo ({rgb.shape[1]} x {rgb.shape[0]} px)", fontsize=9)
+    drawn = f" ({MAX_LINES} drawn)" if len(src) > MAX_LINES else ""
+    right.set_title(f"reference window ({win_w} x {win_h} px), {len(src)} inliers{drawn}", fontsize=9)
+    for ax in (left, right):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_autoscale_on(False)  # markers and arrows must not widen the view beyond the image
+
+    keep = np.unique(np.linspace(0, len(src) - 1, num=min(MAX_LINES, len(src))).round().astype(int)) if len(src) \
+        else np.zeros(0, dtype=int)  # fmt: skip
+    colours = plt.get_cmap("hsv")(np.linspace(0, 1, max(1, len(keep)), endpoint=False))
+    for colour, i in zip(colours, keep, strict=False):
+        a, b = src[i] * ps, dst[i] * ws
+        fig.add_artist(ConnectionPatch(xyA=tuple(a), coordsA="data", axesA=left, xyB=tuple(b), coordsB="data",
+                                       axesB=right, color=colour, lw=0.7, alpha=0.75))  # fmt: skip
+        left.plot(*a, "o", ms=2.5, color=colour)
+        right.plot(*b, "o", ms=2.5, color=colour)
+
+    handles = []
+    if footprint_px is not None:
+        corners = _points(footprint_px, "footprint_px") * ws
+        right.add_patch(Polygon(corners, closed=True, fill=True, facecolor=FOOTPRINT, alpha=0.18))
+        handles.append(right.add_patch(Polygon(corners, closed=True, fill=False, edgecolor=FOOTPRINT, lw=2,
+                                               label="photo footprint")))  # fmt: skip
+    look = None
+    if look_at_px is not None:
+        look = np.asarray(look_at_px, dtype=np.float64).reshape(2)
+        handles += right.plot(*(look * ws), "o", ms=8, color=LOOK_AT, mec="white", mew=1.5, label="look-at point")
+    if camera_px is not None:
+        cam = np.asarray(camera_px, dtype=np.float64).reshape(2)
+        if 0 <= cam[0] <= win_w - 1 and 0 <= cam[1] <= win_h - 1:
+            if look is not None:
+                right.plot(*zip(cam * ws, look * ws, strict=True), "--", color=CAMERA, lw=1.2)
+            handles += right.plot(*(cam * ws), "D", ms=8, color=CAMERA, mec="white", mew=1.5, label="camera")
+        else:  # off the window: an arrow along the border toward it
+            centre = look if look is not None and 0 <= look[0] < win_w and 0 <= look[1] < win_h \
+                else np.array([(win_w - 1) / 2, (win_h - 1) / 2])  # fmt: skip
+            inset = 0.03 * max(win_w, win_h)
+            tip = _border_point(centre, cam, win_w, win_h, inset)
+            unit = (cam - centre) / max(float(np.linalg.norm(cam - centre)), 1e-9)
+            tail = tip - unit * 0.12 * min(win_w, win_h)
+            arrow = {"arrowstyle": "-|>", "color": CAMERA, "lw": 2.5, "mutation_scale": 18}
+            right.annotate("", xy=tuple(tip * ws), xytext=tuple(tail * ws), arrowprops=arrow)
+            distance = float(np.linalg.norm(cam - _border_point(centre, cam, win_w, win_h, 0.0)))
+            right.text(*(tail * ws), f"camera\n{distance:.0f} px outside", color=CAMERA, fontsize=8, ha="center",
+                       va="center", bbox={"fc": "white", "ec": CAMERA, "alpha": 0.8, "pad": 2})  # fmt: skip
+            handles += right.plot([], [], "D", color=CAMERA, label="camera (off the window: arrow)")
+    if handles:
+        right.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.85)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, out)

@@ -7,7 +7,8 @@ import argparse
 from ..device import resolve_device
 from ..models import VARIANTS
 
-__all__ = ["add_device", "add_image_size", "add_model", "add_variant", "describe_model", "load_model", "resolve_device"]
+__all__ = ["add_device", "add_image_size", "add_model", "add_registration", "add_variant", "describe_model",
+           "load_model", "register_config", "resolve_device"]
 
 
 def add_variant(parser: argparse._ActionsContainer, default: str | None = "tiny", help: str = "backbone size") -> None:
@@ -50,3 +51,30 @@ def load_model(args: argparse.Namespace):
 
     model, tag = load(args.checkpoint, args.variant, args.init)
     return model, describe_model(args, model.variant, tag)
+
+
+def add_registration(parser: argparse.ArgumentParser) -> None:
+    """Flags of the registration stage (photo -> orthophoto -> camera pose) of `localize` and `serve`."""
+    from ..geo.register import FEATURES, RegisterConfig
+
+    d = RegisterConfig()
+    g = parser.add_argument_group("registration", "match the photo to the orthophoto around the top-k tiles, re-rank "
+                                  "them by inliers and solve the camera position")  # fmt: skip
+    g.add_argument("--fov", type=float, metavar="DEG",
+                   help="horizontal field of view of photos whose EXIF has no focal length (without it and without "
+                        "EXIF: the look-at point only)")  # fmt: skip
+    g.add_argument("--no-register", action="store_true", help="tile-level answers only (retrieval, no registration)")
+    g.add_argument("--features", choices=FEATURES, default=d.features, help="local features (default: %(default)s)")
+    g.add_argument("--min-inliers", type=int, default=d.min_inliers,
+                   help="homography inliers a candidate needs to be verified (default: %(default)s)")  # fmt: skip
+    g.add_argument("--margin", type=float, default=d.margin,
+                   help="reference window around a tile, in footprints on each side (default: %(default)s)")
+
+
+def register_config(args: argparse.Namespace):
+    """RegisterConfig from the flags of add_registration, or None for --no-register."""
+    from ..geo.register import RegisterConfig
+
+    if args.no_register:
+        return None
+    return RegisterConfig(features=args.features, min_inliers=args.min_inliers, margin=args.margin)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..geo.localize import format_table, open_localizer
 from ..geo.metrics import evaluate_localizer, format_report, load_queries
-from .common import add_device, add_model, resolve_device
+from .common import add_device, add_model, add_registration, register_config, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", required=True, help="gallery index folder (spikevimformer index build)")
     add_model(p, onnx=True)
     add_device(p)
-    p.add_argument("-k", "--top-k", type=int, default=5, help="tiles to return and to fuse into the estimate")
+    p.add_argument("-k", "--top-k", type=int, default=5,
+                   help="tiles to return, verify by registration and fuse into the tile-level estimate")
     p.add_argument("--temperature", type=float, default=0.02, help="softmax temperature on cosine scores")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--evaluate", metavar="WORLD_OR_CSV",
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", default="camera", choices=("camera", "location"),
                    help="true position for --evaluate on a world: the drone camera or the imaged tile centre")
     p.add_argument("--limit", type=int, help="evaluate only the first N queries")
+    add_registration(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--out", help="also write the JSON to this file")
     p.set_defaults(func=run)
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.images) == bool(args.evaluate):
         raise ValueError("give query images, or --evaluate WORLD_OR_CSV, but not both")
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, args.temperature, args.init)  # fmt: skip
+                               args.top_k, args.temperature, args.init, register_config(args), args.fov)  # fmt: skip
     if args.evaluate:
         queries = load_queries(args.evaluate, args.truth)[: args.limit]
         ks = tuple(k for k in (1, 5, 10) if k <= len(localizer.index))

@@ -6,7 +6,7 @@ import argparse
 
 from ..geo.localize import open_localizer
 from ..geo.serve import MAX_UPLOAD_BYTES, create_app
-from .common import add_device, add_model, resolve_device
+from .common import add_device, add_model, add_registration, register_config, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", "--top-k", type=int, default=5)
     p.add_argument("--temperature", type=float, default=0.02)
     p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20)
+    add_registration(p)
     p.set_defaults(func=run)
 
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, args.temperature, args.init)  # fmt: skip
+                               args.top_k, args.temperature, args.init, register_config(args), args.fov)  # fmt: skip
     app = create_app(localizer, max_upload_bytes=int(args.max_upload_mb * 2**20))
     print(f"serving {len(localizer.index)} tiles ({localizer.backend}) on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth", help="generate a synthetic drone/satellite geo-localization dataset (deterministic per seed)",
         description="Render a procedural (or your own) geo-referenced world as a University-1652 or SUES-200 "
-                    "dataset, with locations.csv, cameras.csv and world.json, and score a non-learned baseline.",
+                    "dataset, with ortho.jpg/.jgw, locations.csv, cameras.csv and world.json, and score a "
+                    "non-learned baseline.",
     )  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (gets University-1652/ or SUES-200/ and the CSVs)")
     p.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,6 @@
 """Geo-referenced galleries: tiles with coordinates, a persistent descriptor index, photo -> position."""
 
-from .coords import LocalFrame, haversine_m
+from ..geodesy import LocalFrame, haversine_m
 from .encoders import OnnxEncoder, TorchEncoder
 from .index import GalleryIndex, IndexConfig, ModelIdentity
 from .localize import Localization, Localizer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .coords import WorldFile
+from ..geodesy import WorldFile
 from .imaging import unbounded_pixels
 
 MODEL_PIXEL_SCALE = 33550

@@ -5,44 +5,72 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from PIL import Image
 
 from ..checkpoint import IMAGENET_TAG
-from .coords import weighted_position
+from ..geodesy import LocalFrame, weighted_position
 from .encoders import Encoder, TorchEncoder, open_onnx
-from .imaging import open_image, preprocess
+from .imaging import open_photo, preprocess
 from .index import GalleryIndex
+from .intrinsics import Intrinsics, from_exif, from_fov
+from .pose import Pose, ground_at_pixels, solve_pose
+from .register import Plane, RegisterConfig, Registrar, Registration
+from .tiles import NoReference, Tile
 
 
 @dataclass(frozen=True)
 class Match:
-    rank: int
+    rank: int  # by descriptor similarity
     id: str
     score: float
     latitude: float
     longitude: float
     footprint_m: float
+    inliers: int = 0  # homography inliers against the photo (0 when not registered)
+    verified_rank: int | None = None  # rank after re-ranking by inliers (None when not registered)
 
 
 @dataclass(frozen=True)
 class Localization:
-    """The answer for one photo: ranked tiles, a position estimate with an uncertainty radius, timings."""
+    """The answer for one photo: ranked tiles, the camera fix (or why there is none), a tile-level estimate, timings.
+
+    `camera` is {latitude, longitude, height_m, heading_deg, pitch_deg} when `fix`; `radius_m` its 95 % horizontal
+    radius in metres. `look_at` is the ground point at the photo centre, `footprint` the ground corners of the
+    photo ([lat, lon] x 4, clockwise from the upper left), both whenever a candidate registers. `estimate` is the
+    camera position when `fix`, else today's tile-level estimate (softmax-weighted top-k tile centres).
+    """
 
     name: str
     matches: list[Match]
     latitude: float
     longitude: float
-    radius_m: float
+    radius: float
     model_s: float  # model time per image (batch time / batch size)
     search_s: float
+    fix: bool = False
+    reason: str = "registration is off"
+    camera: dict | None = None
+    look_at: dict | None = None
+    footprint: list | None = None
+    radius_m: float | None = None
+    inliers: int = 0
+    intrinsics: str | None = None  # where the focal length came from
+    register_s: float = 0.0
+    warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["estimate"] = {"latitude": out.pop("latitude"), "longitude": out.pop("longitude"),
-                           "radius_m": out.pop("radius_m")}  # fmt: skip
+        source = "camera" if self.fix else "tiles"
+        if self.fix:
+            lat, lon, radius = self.camera["latitude"], self.camera["longitude"], self.radius_m
+        else:
+            lat, lon, radius = out["latitude"], out["longitude"], out["radius"]
+        for key in ("latitude", "longitude", "radius"):
+            out.pop(key)
+        out["estimate"] = {"latitude": lat, "longitude": lon, "radius_m": radius, "source": source}
         return out
 
 
@@ -64,10 +92,18 @@ def estimate_position(matches: Sequence[Match], temperature: float) -> tuple[flo
     return lat, lon, max(spread, matches[int(np.argmax(w))].footprint_m / 2)
 
 
-class Localizer:
-    """An encoder and a gallery index that agree on the model; safe to call from several threads."""
+DEFAULT_REGISTER = RegisterConfig()
+MIN_PHOTO_PX = 64  # smaller photos hold too little to retrieve or register
 
-    def __init__(self, encoder: Encoder, index: GalleryIndex, k: int = 5, temperature: float = 0.02) -> None:
+
+class Localizer:
+    """An encoder and a gallery index that agree on the model, and a registrar; safe to call from several threads.
+
+    register=None answers with tiles only. `fov_deg` is the lens to assume for photos whose EXIF has no focal length.
+    """
+
+    def __init__(self, encoder: Encoder, index: GalleryIndex, k: int = 5, temperature: float = 0.02,
+                 register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None) -> None:  # fmt: skip
         if diff := index.identity.mismatch(encoder.identity):
             raise ValueError(
                 f"the gallery index at {index.folder} was built with a different model ({diff}); "
@@ -76,19 +112,36 @@ class Localizer:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         softmax_weights(np.zeros(1), temperature)  # validates the temperature
+        if fov_deg is not None:
+            from_fov(fov_deg, 100, 100)  # validates the lens
         self.encoder, self.index, self.k, self.temperature = encoder, index, k, temperature
+        self.registrar = Registrar(register) if register is not None else None
+        self.fov_deg = fov_deg
         self._lock = threading.Lock()
 
     @property
     def backend(self) -> str:
         return getattr(self.encoder, "backend", type(self.encoder).__name__)
 
-    def localize(self, images: Sequence[Image.Image], names: Sequence[str] | None = None,
-                 k: int | None = None) -> list[Localization]:  # fmt: skip
-        """Localize decoded images in one batch."""
+    def intrinsics(self, image: Image.Image, exif: Image.Exif | None, name: str) -> Intrinsics | None:
+        """The photo's EXIF focal length, else the localizer's --fov, else None."""
+        found = from_exif(exif, *image.size, label=name)
+        if found is None and self.fov_deg is not None:
+            found = from_fov(self.fov_deg, *image.size)
+        return found
+
+    def localize(self, images: Sequence[Image.Image], names: Sequence[str] | None = None, k: int | None = None,
+                 intrinsics: Sequence[Intrinsics | None] | None = None) -> list[Localization]:  # fmt: skip
+        """Localize decoded, upright RGB images in one batch; `intrinsics` per image (None: use --fov or none)."""
         if not images:
             return []
         names = list(names) if names is not None else [f"image-{i}" for i in range(len(images))]
+        for name, img in zip(names, images, strict=True):
+            if min(img.size) < MIN_PHOTO_PX:
+                raise ValueError(f"{name} is {img.size[0]}x{img.size[1]} px; photos need at least {MIN_PHOTO_PX} px "
+                                 "on each side")  # fmt: skip
+        if intrinsics is None:
+            intrinsics = [from_fov(self.fov_deg, *img.size) if self.fov_deg else None for img in images]
         k = k or self.k
         batch = preprocess(list(images), self.encoder.identity.image_size)
         with self._lock:  # one forward at a time: keeps per-image timings honest and backends thread-safe
@@ -99,30 +152,151 @@ class Localizer:
             scores, idx = self.index.search(desc, k)
             search_s = (time.perf_counter() - start) / len(images)
         results = []
-        for name, row_s, row_i in zip(names, scores, idx, strict=True):
+        for name, img, intr, row_s, row_i in zip(names, images, intrinsics, scores, idx, strict=True):
+            tiles = [self.index.tiles[int(i)] for i in row_i if i >= 0]
             matches = [
                 Match(r + 1, t.id, float(s), t.latitude, t.longitude, t.footprint_m)
-                for r, (s, i) in enumerate(zip(row_s, row_i, strict=True)) if i >= 0
-                for t in (self.index.tiles[int(i)],)
+                for r, (s, t) in enumerate(zip(row_s, tiles, strict=False))
             ]
             if not matches:
                 raise ValueError(f"the index returned no tile for {name}: an approximate index probed only empty "
                                  "lists; rebuild it with --index-type flat or a larger nprobe")
             lat, lon, radius = estimate_position(matches, self.temperature)
-            results.append(Localization(name, matches, lat, lon, radius, model_s, search_s))
+            base = Localization(name, matches, lat, lon, radius, model_s, search_s, warnings=photo_warnings(img))
+            if self.registrar is None:
+                results.append(base)
+                continue
+            start = time.perf_counter()
+            results.append(replace(self._register(img, intr, tiles, base), register_s=time.perf_counter() - start))
         return results
 
+    def _register(self, photo: Image.Image, intr: Intrinsics | None, tiles: list[Tile],
+                  base: Localization) -> Localization:  # fmt: skip
+        """Verify the candidates, re-rank them by inliers, and solve the camera from the best one."""
+        registrar = self.registrar
+        pts, desc, _ = registrar.photo_features(photo)
+        regs: list[Registration] = []
+        for tile in tiles:
+            try:
+                regs.append(registrar.register(pts, desc, photo.size, tile))
+            except NoReference as exc:
+                return replace(base, reason=str(exc))
+        order = sorted(range(len(tiles)), key=lambda i: (not regs[i].verified, -regs[i].inliers, i))
+        out = replace(base, intrinsics=intr.source if intr else None, inliers=regs[order[0]].inliers)
+        if not regs[order[0]].verified:
+            why = f"no candidate registers to the photo (best: {regs[order[0]].reason})"
+            return _reranked(replace(out, reason=why), regs, order)
+        first = None
+        for i in (i for i in order if regs[i].verified):  # the best verified candidate whose geometry holds up
+            answer = self._solve(photo, intr, tiles[i], regs[i], out)
+            if answer.fix:
+                return _reranked(answer, regs, [i, *(j for j in order if j != i)])
+            first = first or answer
+        return _reranked(first, regs, order)
+
+    def _solve(self, photo: Image.Image, intr: Intrinsics | None, tile: Tile, reg: Registration,
+               out: Localization) -> Localization:  # fmt: skip
+        """Look-at point, footprint and camera pose from one verified candidate, with the checks behind a fix.
+
+        Of the candidate's planes, the ground is the lowest: with a focal length, the plane whose pose puts the
+        camera highest above it wins (a roof plane puts it lower by the roof's height); without, the dominant one.
+        """
+        cfg = self.registrar.cfg
+        w, h = photo.size
+        centre_px = ((w - 1) / 2, (h - 1) / 2)
+        reach = tile.footprint_m * (0.5 + cfg.margin) * 1.5
+        reason, chosen = "", None
+        for n, plane in enumerate(reg.planes):
+            centre = ground_at_pixels(plane.h_pix_to_ground, [centre_px], plane.pixels[0])
+            if centre is None or np.abs(centre).max() > reach:
+                reason = reason or "the photo centre maps off the reference window (degenerate homography)"
+                continue
+            if intr is None:
+                chosen = (plane, centre[0], None)
+                break
+            pose, why = self._pose(plane, intr, centre_px, reg.window.metres_per_px, cfg.min_inliers_for(n))
+            if pose is None:
+                reason = reason or why
+            elif chosen is None or pose.centre[2] > chosen[2].centre[2]:
+                chosen = (plane, centre[0], pose)
+        if chosen is None:
+            return replace(out, reason=reason)
+        plane, centre, pose = chosen
+        frame = LocalFrame(tile.latitude, tile.longitude)
+        out = replace(out, look_at=_latlon(frame, centre), inliers=len(plane.pixels))
+        corners = ground_at_pixels(plane.h_pix_to_ground, [(0, 0), (w - 1, 0), (w - 1, h - 1), (0, h - 1)],
+                                   plane.pixels[0])  # fmt: skip
+        if corners is not None:
+            out = replace(out, footprint=[list(_latlon(frame, c).values()) for c in corners])
+        if intr is None:
+            return replace(out, reason="the camera position needs a focal length: the photo's EXIF has none; "
+                                       "pass --fov DEG (look-at point only)")  # fmt: skip
+        radius = max(cfg.radius_floor_m, cfg.radius_scale * pose.radius95_m())
+        if radius > cfg.max_radius_m:
+            return replace(out, reason=f"the fit pins the camera only to +/- {radius:.0f} m (more than "
+                                       f"{cfg.max_radius_m:g} m)")  # fmt: skip
+        camera = {**_latlon(frame, pose.centre[:2]), "height_m": float(pose.centre[2]),
+                  "heading_deg": pose.heading_deg, "pitch_deg": pose.pitch_deg}  # fmt: skip
+        return replace(out, fix=True, reason="", camera=camera, radius_m=radius, inliers=int(pose.inliers.sum()))
+
+    def _pose(self, plane: Plane, intr: Intrinsics, centre_px, reference_m_per_px: float,
+              need: int) -> tuple[Pose | None, str]:  # fmt: skip
+        """The camera pose from one plane's correspondences, or None and why."""
+        cfg = self.registrar.cfg
+        # the homography's tolerance (ransac_px reference pixels) expressed in photo pixels at the photo centre
+        pnp_px = max(1.0, cfg.ransac_px * reference_m_per_px / photo_m_per_px(plane.h_pix_to_ground, centre_px))
+        pose = solve_pose(plane.ground, plane.pixels, intr.matrix, pnp_px, need)
+        if pose is None:
+            return None, f"no camera pose above the ground explains {need} or more matches"
+        height = float(pose.centre[2])
+        if not cfg.min_height_m <= height <= cfg.max_height_m:
+            return None, (f"implausible camera height {height:.1f} m above the ground "
+                          f"(allowed {cfg.min_height_m:g}..{cfg.max_height_m:g} m)")  # fmt: skip
+        return pose, ""
+
     def localize_files(self, paths: Sequence[str], batch_size: int = 16, k: int | None = None) -> list[Localization]:
+        """Localize photos on disk, their focal lengths read from EXIF."""
         out: list[Localization] = []
         for start in range(0, len(paths), batch_size):
             chunk = [str(p) for p in paths[start : start + batch_size]]
-            out.extend(self.localize([open_image(p) for p in chunk], chunk, k=k))
+            photos = [open_photo(p) for p in chunk]
+            intr = [self.intrinsics(img, exif, p) for (img, exif), p in zip(photos, chunk, strict=True)]
+            out.extend(self.localize([img for img, _ in photos], chunk, k=k, intrinsics=intr))
         return out
+
+
+def _reranked(result: Localization, regs: Sequence[Registration], order: Sequence[int]) -> Localization:
+    """Each match with its inliers and its rank after verification (`order`: candidate positions, best first)."""
+    rank = {i: r + 1 for r, i in enumerate(order)}
+    return replace(result, matches=[replace(m, inliers=regs[i].inliers, verified_rank=rank[i])
+                                    for i, m in enumerate(result.matches)])  # fmt: skip
+
+
+def photo_m_per_px(h_pix_to_ground: np.ndarray, uv) -> float:
+    """Ground metres per photo pixel at pixel uv: the square root of the homography's local area scale."""
+    p = h_pix_to_ground @ np.array([uv[0], uv[1], 1.0])
+    jac = (h_pix_to_ground[:2, :2] * p[2] - np.outer(p[:2], h_pix_to_ground[2, :2])) / p[2] ** 2
+    return float(np.sqrt(abs(np.linalg.det(jac))))
+
+
+def _latlon(frame: LocalFrame, en) -> dict:
+    lat, lon = frame.to_geo(float(en[0]), float(en[1]))
+    return {"latitude": float(lat), "longitude": float(lon)}
+
+
+def photo_warnings(img: Image.Image) -> list[str]:
+    """Shapes no drone camera makes: answers for them deserve less trust."""
+    w, h = img.size
+    out = []
+    if max(w, h) / min(w, h) > 4:
+        out.append(f"aspect ratio {max(w, h) / min(w, h):.1f}:1 is beyond 4:1; is this a whole photo?")
+    return out
 
 
 def open_localizer(
     index_dir: str, checkpoint: str | None = None, variant: str | None = None, onnx: str | None = None,
     device: str = "cpu", k: int = 5, temperature: float = 0.02, init: str | None = None,
+    register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None,
 ) -> Localizer:  # fmt: skip
     """Build the encoder the index asks for (variant, image size from its manifest) and check the weights match."""
     index = GalleryIndex.load(index_dir)
@@ -142,18 +316,30 @@ def open_localizer(
         if variant is not None and variant != ident.variant:
             raise ValueError(f"the gallery index was built with the {ident.variant} variant, not {variant}")
         encoder = TorchEncoder.load(checkpoint, None if checkpoint else ident.variant, ident.image_size, device, init)
-    return Localizer(encoder, index, k, temperature)
+    return Localizer(encoder, index, k, temperature, register, fov_deg)
 
 
 def format_table(results: Sequence[Localization]) -> str:
-    """Readable report: one block per image."""
+    """Readable report: one block per image, the camera fix (or why there is none) first."""
     lines = []
     for r in results:
-        lines.append(
-            f"{r.name}: estimate {r.latitude:.6f}, {r.longitude:.6f} +/- {r.radius_m:.0f} m "
-            f"(model {r.model_s * 1e3:.1f} ms/image, search {r.search_s * 1e3:.2f} ms)"
-        )
-        lines.append(f"  {'rank':>4}  {'tile':<28} {'score':>7}  {'latitude':>11} {'longitude':>11}")
+        timing = f"model {r.model_s * 1e3:.1f} ms, search {r.search_s * 1e3:.2f} ms, registration {r.register_s:.2f} s"
+        if r.fix:
+            c = r.camera
+            lines.append(f"{r.name}: camera {c['latitude']:.7f}, {c['longitude']:.7f} +/- {r.radius_m:.1f} m (95 %), "
+                         f"{c['height_m']:.1f} m above ground, heading {c['heading_deg']:.1f} deg, "
+                         f"pitch {c['pitch_deg']:.1f} deg; {r.inliers} inliers ({timing})")  # fmt: skip
+        else:
+            lines.append(f"{r.name}: no camera fix ({r.reason}); tile-level estimate {r.latitude:.6f}, "
+                         f"{r.longitude:.6f} +/- {r.radius:.0f} m ({timing})")  # fmt: skip
+        if r.look_at:
+            lines.append(f"  looks at {r.look_at['latitude']:.7f}, {r.look_at['longitude']:.7f}"
+                         + (f"; focal length from {r.intrinsics}" if r.intrinsics else ""))  # fmt: skip
+        lines.extend(f"  warning: {w}" for w in r.warnings)
+        lines.append(f"  {'rank':>4}  {'tile':<28} {'score':>7}  {'latitude':>11} {'longitude':>11} "
+                     f"{'inliers':>7} {'verified':>8}")  # fmt: skip
         for m in r.matches:
-            lines.append(f"  {m.rank:>4}  {m.id:<28} {m.score:>7.4f}  {m.latitude:>11.6f} {m.longitude:>11.6f}")
+            vr = "" if m.verified_rank is None else str(m.verified_rank)
+            lines.append(f"  {m.rank:>4}  {m.id:<28} {m.score:>7.4f}  {m.latitude:>11.6f} {m.longitude:>11.6f} "
+                         f"{m.inliers:>7} {vr:>8}")  # fmt: skip
     return "\n".join(lines)

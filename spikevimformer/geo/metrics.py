@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .coords import check_latlon, haversine_m
+from ..geodesy import check_latlon, haversine_m
 from .tiles import read_locations
 
 SDM_SCALE_M = 1e-3  # DenseUAV's s for distances in metres (5e3 for degrees)
@@ -57,6 +57,14 @@ class Query:
     latitude: float
     longitude: float
     id: str = ""
+    look_at: tuple[float, float] | None = None  # true ground point at the photo centre (synthetic worlds)
+    heading_deg: float | None = None  # true camera heading
+    height_m: float | None = None  # true camera height above the ground
+
+
+def _optional(row: dict, key: str) -> float | None:
+    value = (row.get(key) or "").strip()
+    return float(value) if value else None
 
 
 def load_queries(source: str | Path, truth: str = "camera", split: str = "test") -> list[Query]:
@@ -90,47 +98,108 @@ def load_queries(source: str | Path, truth: str = "camera", split: str = "test")
                 else:
                     lat, lon = float(row["latitude"]), float(row["longitude"])
                 check_latlon(lat, lon)
-                queries.append(Query(str(root / row["image"]), lat, lon, loc_id))
+                target = _optional(row, "target_latitude"), _optional(row, "target_longitude")
+                queries.append(Query(str(root / row["image"]), lat, lon, loc_id,
+                                     target if None not in target else None, _optional(row, "heading_deg"),
+                                     _optional(row, "altitude_m")))  # fmt: skip
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"{csv_path} line {line}: {exc}") from exc
+    if any("/query_drone/" in q.image for q in queries):  # a world lists each test photo in query_ and gallery_drone
+        queries = [q for q in queries if "/query_drone/" in q.image]
     if not queries:
         raise ValueError(f"{csv_path} has no {split} queries")
     return queries
 
 
+def _within(errors: np.ndarray, prefix: str, thresholds: Sequence[float]) -> dict:
+    out = {f"{prefix}_median_error_m": float(np.median(errors))}
+    out.update({f"{prefix}_within_{x:g}m": float((errors <= x).mean()) for x in thresholds})
+    return out
+
+
+def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds_m: Sequence[float] = (5, 10, 25),
+                         false_fix_m: float = 25.0) -> dict:  # fmt: skip
+    """Camera-position and look-at accuracy over all photos (a photo without a fix counts with its tile-level
+    estimate), the fix and false-fix rates (fixes farther than `false_fix_m` from the truth), the share of fixes
+    whose 95 % radius covers the truth, heading and height errors, and R@1 before and after verification."""
+    n = len(queries)
+    est = np.array([[r.to_dict()["estimate"]["latitude"], r.to_dict()["estimate"]["longitude"]] for r in results])
+    true = np.array([[q.latitude, q.longitude] for q in queries])
+    err = haversine_m(true[:, 0], true[:, 1], est[:, 0], est[:, 1])
+    fix = np.array([r.fix for r in results])
+    out: dict = {"fix_rate": float(fix.mean()), "false_fix_rate": float((fix & (err > false_fix_m)).mean())}
+    out.update(_within(err, "camera", thresholds_m))
+    if fix.any():
+        radius = np.array([r.radius_m if r.fix else np.nan for r in results])
+        out["radius95_coverage"] = float((err[fix] <= radius[fix]).mean())
+        out["fix_median_error_m"] = float(np.median(err[fix]))
+        headed = [(q.heading_deg, r.camera["heading_deg"]) for q, r in zip(queries, results, strict=True)
+                  if r.fix and q.heading_deg is not None]  # fmt: skip
+        if headed:
+            d = np.abs((np.array(headed)[:, 0] - np.array(headed)[:, 1] + 180) % 360 - 180)
+            out["heading_median_error_deg"] = float(np.median(d))
+        heights = [(q.height_m, r.camera["height_m"]) for q, r in zip(queries, results, strict=True)
+                   if r.fix and q.height_m is not None]  # fmt: skip
+        if heights:
+            out["height_median_error_m"] = float(np.median(np.abs(np.subtract(*np.array(heights).T))))
+    if all(q.look_at is not None for q in queries):
+        # without a registered look-at point, the top-1 tile centre is the answer for where the photo looks
+        pts = np.array([[r.look_at["latitude"], r.look_at["longitude"]] if r.look_at else
+                        [r.matches[0].latitude, r.matches[0].longitude] for r in results])  # fmt: skip
+        tgt = np.array([q.look_at for q in queries])
+        out["look_at_rate"] = float(np.mean([r.look_at is not None for r in results]))
+        out.update(_within(haversine_m(tgt[:, 0], tgt[:, 1], pts[:, 0], pts[:, 1]), "look_at", thresholds_m))
+    if all(q.id for q in queries):
+        out["R@1"] = float(np.mean([r.matches[0].id == q.id for q, r in zip(queries, results, strict=True)]))
+        top = [min(r.matches, key=lambda m: m.verified_rank or m.rank) for r in results]
+        out["R@1_verified"] = float(np.mean([m.id == q.id for q, m in zip(queries, top, strict=True)]))
+        out["R@5"] = float(np.mean([q.id in {m.id for m in r.matches[:5]} for q, r in zip(queries, results,
+                                                                                       strict=True)]))  # fmt: skip
+    out["register_s_per_image"] = float(np.mean([r.register_s for r in results])) if n else 0.0
+    return out
+
+
 def evaluate_localizer(localizer, queries: Sequence[Query], ks: Sequence[int] = (1, 5, 10),
                        batch_size: int = 16, progress: bool = True) -> dict:  # fmt: skip
-    """Run every query through the localizer and report distance metrics (and R@1 when ids are known)."""
-    k = max(ks)
-    ret_lat, ret_lon, est_lat, est_lon, hits, model_s = [], [], [], [], [], []
+    """Run every query through the localizer: distance metrics of the tiles and, with registration, of the camera.
+
+    Each photo gets the localizer's k tiles (all of them verified when registering); Dis@K and SDM@K for K <= k.
+    """
+    k = localizer.k
+    ks = [x for x in ks if x <= k] or [k]
+    ret_lat, ret_lon, est_lat, est_lon, results = [], [], [], [], []
     bar = tqdm(total=len(queries), desc="localizing", unit="image", disable=not progress)
     for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]
-        results = localizer.localize_files([q.image for q in chunk], batch_size=batch_size, k=k)
-        for q, r in zip(chunk, results, strict=True):
+        for r in localizer.localize_files([q.image for q in chunk], batch_size=batch_size, k=k):
             pad = k - len(r.matches)  # galleries smaller than k: repeat the last tile
             ms = r.matches + [r.matches[-1]] * pad
             ret_lat.append([m.latitude for m in ms])
             ret_lon.append([m.longitude for m in ms])
             est_lat.append(r.latitude)
             est_lon.append(r.longitude)
-            hits.append(bool(q.id) and r.matches[0].id == q.id)
-            model_s.append(r.model_s)
+            results.append(r)
         bar.update(len(chunk))
     bar.close()
     report = distance_metrics(
         [q.latitude for q in queries], [q.longitude for q in queries], ret_lat, ret_lon, ks,
         est_lat=est_lat, est_lon=est_lon,
     )  # fmt: skip
+    report = {key.replace("estimate_", "tile_estimate_"): v for key, v in report.items()}
     report["gallery"] = len(localizer.index)
-    if all(q.id for q in queries):
-        report["R@1"] = float(np.mean(hits))
-    report["model_ms_per_image"] = float(np.mean(model_s) * 1e3)
+    if localizer.registrar is not None:
+        report.update(registration_metrics(queries, results))
+    elif all(q.id for q in queries):
+        report["R@1"] = float(np.mean([r.matches[0].id == q.id for q, r in zip(queries, results, strict=True)]))
+    report["model_ms_per_image"] = float(np.mean([r.model_s for r in results]) * 1e3)
     report["backend"] = localizer.backend
     report["points"] = [
-        {"image": str(q.image), "true": [q.latitude, q.longitude], "estimate": [la, lo]}
-        for q, la, lo in zip(queries, est_lat, est_lon, strict=True)
-    ]
+        {"image": str(q.image), "true": [q.latitude, q.longitude],
+         "estimate": [r.to_dict()["estimate"]["latitude"], r.to_dict()["estimate"]["longitude"]], "fix": r.fix,
+         "look_at": [r.look_at["latitude"], r.look_at["longitude"]] if r.look_at else None,
+         "true_look_at": list(q.look_at) if q.look_at else None}
+        for q, r in zip(queries, results, strict=True)
+    ]  # fmt: skip
     return report
 
 
@@ -138,7 +207,10 @@ def format_report(report: dict) -> str:
     """Two-column table, numbers as the evaluation tables print them (percent for fractions)."""
     lines = [f"{'metric':<28} value"]
     for key, value in report.items():
-        if isinstance(value, float) and (key.startswith(("within", "estimate_within", "SDM", "R@"))):
+        if key == "points":
+            continue
+        if isinstance(value, float) and ("within" in key or key.startswith(("SDM", "R@")) or key.endswith(
+                ("_rate", "_coverage"))):  # fmt: skip
             lines.append(f"{key:<28} {100 * value:.2f} %")
         elif isinstance(value, float):
             lines.append(f"{key:<28} {value:.2f}")

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.requests import Request as StarletteRequest
 
-from .imaging import open_image
+from .imaging import open_photo
 from .localize import Localizer
 from .tiles import load_tile
 
@@ -64,7 +64,7 @@ async def _image_part(request, body: bytes) -> tuple[bytes, str, str]:
     return body, ctype, "upload"
 
 
-def _decode(data: bytes, ctype: str, name: str) -> Image.Image:
+def _decode(data: bytes, ctype: str, name: str) -> tuple[Image.Image, Image.Exif]:
     if ctype not in (*ACCEPTED_TYPES, "application/octet-stream"):
         raise HTTPProblem(415, f"unsupported content type {ctype or 'none'!r}; send one of {', '.join(ACCEPTED_TYPES)}")
     if not data:
@@ -77,7 +77,7 @@ def _decode(data: bytes, ctype: str, name: str) -> Image.Image:
     if fmt not in ACCEPTED_FORMATS:
         raise HTTPProblem(415, f"{name} is a {fmt} image; accepted formats are {', '.join(ACCEPTED_FORMATS[:5])}")
     try:
-        return open_image(data, name)
+        return open_photo(data, name)
     except ValueError as exc:
         raise HTTPProblem(400, str(exc)) from exc
 
@@ -128,8 +128,12 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
             raise HTTPProblem(400, f"k must be between 1 and {max_k}")
         body = await _read_bounded(request, max_upload_bytes)
         data, ctype, name = await _image_part(request, body)
-        image = _decode(data, ctype, name)
-        result = (await run_in_threadpool(localizer.localize, [image], [name], k))[0]
+        image, exif = _decode(data, ctype, name)
+        try:
+            intrinsics = localizer.intrinsics(image, exif, name)
+            result = (await run_in_threadpool(localizer.localize, [image], [name], k, [intrinsics]))[0]
+        except ValueError as exc:  # a nonsense EXIF focal length, a photo too small to use
+            raise HTTPProblem(400, str(exc)) from exc
         out = result.to_dict()
         out["backend"] = localizer.backend
         out["weights"] = np.round(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from .coords import LocalFrame, WorldFile, canonical_crs, check_latlon, find_world_file, parse_crs
+from ..geodesy import LocalFrame, WorldFile, canonical_crs, check_latlon, find_world_file, parse_crs
 from .geotiff import geotiff_crs, is_tiff, read_geotiff
 from .imaging import open_image, unbounded_pixels
 
@@ -32,10 +34,14 @@ class Tile:
     box: tuple[int, int, int, int] | None = None  # crop (left, top, right, bottom) inside `image`
     rotation: int = 0  # degrees counter-clockwise, a multiple of 90
     scale: float = 1.0
+    ref_image: str = ""  # north-up imagery around the tile at native resolution, for registration ("" = none)
+    ref_affine: tuple[float, ...] | None = None  # (a, b, c, d, e, f): ref_image pixel centre (col, row) ->
+    # east = a col + b row + c, north = d col + e row + f, metres about the tile centre
 
     def as_row(self) -> dict:
         row = asdict(self)
         row["box"] = "" if self.box is None else " ".join(str(v) for v in self.box)
+        row["ref_affine"] = "" if self.ref_affine is None else " ".join(repr(float(v)) for v in self.ref_affine)
         return row
 
     @classmethod
@@ -45,6 +51,8 @@ class Tile:
             id=row["id"], latitude=float(row["latitude"]), longitude=float(row["longitude"]),
             footprint_m=float(row["footprint_m"]), source=row.get("source", ""), image=row.get("image", ""),
             box=box, rotation=int(float(row.get("rotation") or 0)), scale=float(row.get("scale") or 1.0),
+            ref_image=row.get("ref_image") or "",
+            ref_affine=tuple(float(v) for v in row["ref_affine"].split()) if row.get("ref_affine") else None,
         )  # fmt: skip
 
 
@@ -61,6 +69,45 @@ def load_tile(tile: Tile) -> Image.Image:
     if tile.rotation % 360:
         img = img.rotate(tile.rotation, expand=True)
     return img
+
+
+class NoReference(ValueError):
+    """The index holds no reference imagery for a tile (built before registration, or from bare tile images)."""
+
+
+def reference_image(tile: Tile) -> tuple[Image.Image, tuple[float, ...]]:
+    """The decoded reference raster of a tile (cached: neighbouring tiles share it) and its ground affine."""
+    if not tile.ref_image or tile.ref_affine is None:
+        raise NoReference(f"the gallery index holds no reference imagery for tile {tile.id} (built before "
+                          "registration): rebuild it with `spikevimformer index build` for camera positions")
+    if not Path(tile.ref_image).is_file():
+        raise NoReference(f"the reference imagery of tile {tile.id}, {tile.ref_image}, is gone; "
+                          "restore it or rebuild the index")  # fmt: skip
+    return _whole_image(tile.ref_image), tile.ref_affine
+
+
+def local_affine(world: WorldFile, to_geo, col: float, row: float, lat: float, lon: float,
+                 step: float = 32.0) -> tuple[float, ...]:  # fmt: skip
+    """Linearise pixel -> (east, north) metres about (lat, lon) at pixel (col, row), by central differences.
+
+    Exact for equirectangular rasters; for projected ones (UTM, Web Mercator) the error over a tile window is
+    far below a pixel.
+    """
+    frame = LocalFrame(lat, lon)
+    cols = np.array([col, col + step, col - step, col, col])
+    rows = np.array([row, row, row, row + step, row - step])
+    e, n = frame.to_local(*to_geo(*world.apply(cols, rows)))
+    a, b = (e[1] - e[2]) / (2 * step), (e[3] - e[4]) / (2 * step)
+    d, f = (n[1] - n[2]) / (2 * step), (n[3] - n[4]) / (2 * step)
+    return (float(a), float(b), float(e[0] - a * col - b * row), float(d), float(f), float(n[0] - d * col - f * row))
+
+
+def north_up_affine(image: Path, footprint_m: float) -> tuple[float, ...]:
+    """Ground affine of a bare north-up tile image `footprint_m` wide, about its centre (tile folders say no more)."""
+    with unbounded_pixels(), Image.open(image) as img:
+        width, height = img.size
+    gx, gy = footprint_m / width, footprint_m / height
+    return (gx, 0.0, -gx * (width - 1) / 2, 0.0, -gy, gy * (height - 1) / 2)
 
 
 def _column(row: dict, *names: str) -> str | None:
@@ -105,7 +152,9 @@ def folder_tiles(folder: str | Path, csv_path: str | Path, default_footprint_m: 
             path = (folder / image) if image else _find_image(folder, tile_id)
             if path is None or not path.is_file():
                 raise FileNotFoundError(f"{csv_path} line {line}: no image for tile {tile_id!r} under {folder}")
-            tiles.append(Tile(tile_id, lat_f, lon_f, foot_f, "folder", str(path.resolve())))
+            full = str(path.resolve())
+            tiles.append(Tile(tile_id, lat_f, lon_f, foot_f, "folder", full, ref_image=full,
+                              ref_affine=north_up_affine(path, foot_f)))
     if not tiles:
         raise ValueError(f"{csv_path} lists no tiles")
     return tiles
@@ -206,12 +255,14 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
             )
         for top in _starts(height, h, sh):
             for left in _starts(width, w, sw):
-                x, y = world.apply(left + (w - 1) / 2, top + (h - 1) / 2)
-                tlat, tlon = to_geo(x, y)
+                col, row = left + (w - 1) / 2, top + (h - 1) / 2
+                tlat, tlon = (float(v) for v in to_geo(*world.apply(col, row)))
+                affine = local_affine(world, to_geo, col, row, tlat, tlon)
                 for rot in cfg.rotations:
                     tiles.append(Tile(
-                        f"{image.stem}_s{scale:g}_y{top}_x{left}_r{rot % 360}", float(tlat), float(tlon), size_m,
+                        f"{image.stem}_s{scale:g}_y{top}_x{left}_r{rot % 360}", tlat, tlon, size_m,
                         "orthophoto", str(image.resolve()), (left, top, left + w, top + h), rot % 360, float(scale),
+                        str(image.resolve()), affine,
                     ))  # fmt: skip
     return tiles
 
@@ -242,11 +293,26 @@ def read_locations(world: str | Path) -> dict[str, dict]:
     return out
 
 
+def world_orthophoto(world: Path):
+    """(image path, world file, CRS) of the orthophoto a synthetic world wrote beside its dataset, or None."""
+    try:
+        record = json.loads((world / "world.json").read_text()).get("orthophoto")
+    except (OSError, ValueError):
+        return None
+    if not record or not (world / record["image"]).is_file():
+        return None
+    return world / record["image"], WorldFile.read(world / record["world_file"]), record.get("crs", "EPSG:4326")
+
+
 def world_tiles(world: str | Path, split: str = "test") -> list[Tile]:
-    """Source (c): the satellite tiles of a synthetic world's gallery (test: test + distractor locations)."""
+    """Source (c): the satellite tiles of a synthetic world's gallery (test: test + distractor locations),
+    with the world's orthophoto as reference imagery when it wrote one."""
     if split not in WORLD_GALLERY:
         raise ValueError(f"split must be one of {sorted(WORLD_GALLERY)}, got {split!r}")
     world = Path(world)
+    ortho = world_orthophoto(world)
+    if ortho is not None and canonical_crs(ortho[2]) != "EPSG:4326":
+        raise ValueError(f"{world}/world.json: orthophoto CRS {ortho[2]} is not EPSG:4326")
     tiles, missing = [], []
     for loc_id, loc in sorted(read_locations(world).items()):
         if loc["split"] not in WORLD_SPLITS[split]:
@@ -255,7 +321,14 @@ def world_tiles(world: str | Path, split: str = "test") -> list[Tile]:
         if not path.is_file():
             missing.append(str(path))
             continue
-        tiles.append(Tile(loc_id, loc["latitude"], loc["longitude"], loc["footprint_m"], "world", str(path.resolve())))
+        ref: dict = {}
+        if ortho is not None:
+            wf = ortho[1]
+            col, row = np.linalg.solve([[wf.a, wf.b], [wf.d, wf.e]], [loc["longitude"] - wf.c, loc["latitude"] - wf.f])
+            ref = {"ref_image": str(ortho[0].resolve()), "ref_affine": local_affine(
+                wf, parse_crs("EPSG:4326"), float(col), float(row), loc["latitude"], loc["longitude"])}
+        tiles.append(Tile(loc_id, loc["latitude"], loc["longitude"], loc["footprint_m"], "world", str(path.resolve()),
+                          **ref))  # fmt: skip
     if missing:
         raise FileNotFoundError(f"{len(missing)} gallery tiles of {world} are missing, e.g. {missing[0]}")
     if not tiles:

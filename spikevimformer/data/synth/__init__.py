@@ -1,7 +1,7 @@
 """The embedded synthetic cross-view world: a geo-referenced orthophoto, satellite tiles and drone views.
 
 `generate_world(SynthConfig(...), out_dir)` writes a University-1652 (or SUES-200) layout plus
-`locations.csv`, `cameras.csv` and `world.json`; deterministic per seed.
+`locations.csv`, `cameras.csv`, `ortho.jpg`/`ortho.jgw` and `world.json`; deterministic per seed.
 """
 
 from .baseline import retrieval_baseline

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...geo.coords import WorldFile, parse_crs
+from ...geodesy import WorldFile, parse_crs
 
 EARTH_RADIUS_M = 6_371_008.8
 _K = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude
@@ -42,6 +42,12 @@ class GeoRef:
         """Coordinates of pixel centres ((0, 0) = centre of the upper-left pixel)."""
         return self.to_latlon((np.asarray(col, dtype=np.float64) + 0.5) * self.gsd_m,
                               (np.asarray(row, dtype=np.float64) + 0.5) * self.gsd_m)
+
+    def world_file(self) -> WorldFile:
+        """The ESRI world file (pixel centres, EPSG:4326 degrees) that reproduces pixel_to_latlon exactly."""
+        lat, lon = self.pixel_to_latlon(0, 0)
+        return WorldFile(a=self.gsd_m / (_K * math.cos(math.radians(self.lat0))), d=0.0, b=0.0, e=-self.gsd_m / _K,
+                         c=float(lon), f=float(lat))
 
     def record(self) -> dict:
         return {

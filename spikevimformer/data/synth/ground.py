@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...geo.coords import WorldFile
+from ...geodesy import WorldFile
 from .config import SynthConfig
 from .geo import GeoRef, georef_from_world_file
 from .world import Buildings, World

@@ -26,10 +26,25 @@ from .photometric import photometric
 from .procedural import procedural_world
 from .render import MAX_LEVEL, drone_view, satellite_tile
 from .world import World
-from .writer import ROOT, Staging, drone_name, encode, placement, write_bytes
+from .writer import (
+    ORTHO_IMAGE,
+    ORTHO_JPEG_QUALITY,
+    ORTHO_WORLD_FILE,
+    ROOT,
+    Staging,
+    camera_exif,
+    drone_name,
+    encode,
+    placement,
+    with_exif,
+    world_file_text,
+    write_bytes,
+)
 
 FORMAT = "spikevimformer-synth/1"
 SPLIT_ORDER = ("train", "test", "distractor")
+CAMERA_COLUMNS = ["image", "id", "latitude", "longitude", "altitude_m", "heading_deg", "pitch_deg", "fov_deg",
+                  "focal_px", "target_latitude", "target_longitude"]
 
 
 @dataclass(frozen=True)
@@ -175,21 +190,29 @@ def _render_location(loc: Location) -> list[tuple]:
     for v in views:
         k = counters[v.group] = counters.get(v.group, -1) + 1
         n_group = sum(1 for w in views if w.group == v.group)
-        cam = Camera.look_at((loc.xy[0] + v.offset_m[0], loc.xy[1] + v.offset_m[1]), v.heading_deg, v.pitch_deg,
-                             v.altitude_m, cfg.fov_deg, size)
+        target = (loc.xy[0] + v.offset_m[0], loc.xy[1] + v.offset_m[1])
+        cam = Camera.look_at(target, v.heading_deg, v.pitch_deg, v.altitude_m, cfg.fov_deg, size)
         img = photometric(drone_view(world, cam), rng, cfg.photometric)
-        lat, lon = world.geo.to_latlon(cam.position[0], -cam.position[1])
+        pose = _pose_fields(world, cam, target, cfg.fov_deg)
         name = drone_name(cfg.layout, k, n_group)
         data = None
         for folder, group in place.drone:
             if group is not None and group != v.group:
                 continue
             rel = f"{folder}/{name}"
-            data = data or encode(img, rel, cfg.jpeg_quality)
+            data = data or with_exif(encode(img, rel, cfg.jpeg_quality), camera_exif(cam.focal_px, size, size))
             write_bytes(root, rel, data)
-            rows.append((rel, loc.id, f"{float(lat):.8f}", f"{float(lon):.8f}", f"{v.altitude_m:.2f}",
-                         f"{v.heading_deg:.2f}"))
+            rows.append((rel, loc.id, *pose))
     return rows
+
+
+def _pose_fields(world: World, cam: Camera, target_xy: tuple[float, float], fov_deg: float) -> tuple[str, ...]:
+    """cameras.csv fields after (image, id): what pose registration needs to rebuild the pinhole."""
+    lat, lon = world.geo.to_latlon(cam.position[0], -cam.position[1])
+    t_lat, t_lon = world.geo.to_latlon(target_xy[0], -target_xy[1])
+    return (f"{float(lat):.8f}", f"{float(lon):.8f}", f"{cam.altitude_m:.2f}", f"{cam.heading_deg:.2f}",
+            f"{cam.pitch_deg:.4f}", f"{fov_deg:.4f}", f"{cam.focal_px:.4f}", f"{float(t_lat):.8f}",
+            f"{float(t_lon):.8f}")
 
 
 def _render_all(cfg: SynthConfig, world: World, locations: list[Location], root: Path, workers: int,
@@ -233,6 +256,15 @@ def _csv(header: list[str], rows) -> str:
     return buf.getvalue()
 
 
+def _write_orthophoto(root: Path, world: World) -> dict:
+    """ortho.jpg and its EPSG:4326 world file, so poses can be registered against the full world raster."""
+    write_bytes(root, ORTHO_IMAGE, encode(world.ortho, ORTHO_IMAGE, ORTHO_JPEG_QUALITY))
+    (root / ORTHO_WORLD_FILE).write_text(world_file_text(world.geo.world_file()))
+    height, width = world.ortho.shape[:2]
+    return {"image": ORTHO_IMAGE, "world_file": ORTHO_WORLD_FILE, "crs": "EPSG:4326",
+            "ground_resolution_m": world.geo.gsd_m, "size_px": [int(width), int(height)]}
+
+
 def _baselines(cfg: SynthConfig, root: Path, locations: list[Location]) -> list[dict]:
     """Drone -> satellite retrieval on the written test set (official protocol: distractors included)."""
     ds = root / ROOT[cfg.layout]
@@ -254,7 +286,7 @@ def _baselines(cfg: SynthConfig, root: Path, locations: list[Location]) -> list[
 
 def generate_world(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, overwrite: bool = False,
                    progress: bool = False) -> SynthSummary:
-    """Write a synthetic cross-view world (dataset layout, locations.csv, cameras.csv, world.json) to out_dir.
+    """Write a synthetic cross-view world (dataset layout, locations.csv, cameras.csv, ortho.jpg/.jgw, world.json).
 
     workers > 1 renders in spawned processes, so a calling script needs the usual
     `if __name__ == "__main__":` guard; the bytes written do not depend on `workers`.
@@ -276,8 +308,8 @@ def generate_world(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, o
             loc_rows.append((loc.id, loc.split, f"{float(lat):.8f}", f"{float(lon):.8f}", f"{cfg.footprint_m:g}"))
         (staging.path / "locations.csv").write_text(
             _csv(["id", "split", "latitude", "longitude", "footprint_m"], loc_rows))
-        (staging.path / "cameras.csv").write_text(
-            _csv(["image", "id", "latitude", "longitude", "altitude_m", "heading_deg"], sorted(cam_rows)))
+        (staging.path / "cameras.csv").write_text(_csv(CAMERA_COLUMNS, sorted(cam_rows)))
+        orthophoto = _write_orthophoto(staging.path, world)
         baseline = _baselines(cfg, staging.path, locations)
         splits = {s: sum(1 for loc in locations if loc.split == s) for s in SPLIT_ORDER}
         counts = {**splits, "locations": len(locations), "drone_views_rendered": len(locations) * len(plan_views(
@@ -285,7 +317,7 @@ def generate_world(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, o
             "buildings": len(world.buildings)}
         record = {
             "format": FORMAT, "seed": cfg.seed, "layout": cfg.layout, "dataset": ROOT[cfg.layout],
-            "source": world.source, **world.geo.record(),
+            "source": world.source, **world.geo.record(), "orthophoto": orthophoto,
             "sun": {"azimuth_deg": world.sun_az_deg, "elevation_deg": world.sun_el_deg},
             "view_reach_m": reach, "config": cfg.to_record(), "counts": counts, "baseline": baseline,
             "notes": world.notes,

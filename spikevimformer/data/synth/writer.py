@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -10,9 +11,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
+
+from ...geodesy import WorldFile
 
 ROOT = {"university1652": "University-1652", "sues200": "SUES-200"}
-OUTPUT_FILES = ("locations.csv", "cameras.csv", "world.json")  # world.json last: it marks a complete world
+ORTHO_IMAGE, ORTHO_WORLD_FILE = "ortho.jpg", "ortho.jgw"
+ORTHO_JPEG_QUALITY = 92
+# world.json last: it marks a complete world
+OUTPUT_FILES = ("locations.csv", "cameras.csv", ORTHO_IMAGE, ORTHO_WORLD_FILE, "world.json")
+SENSOR_WIDTH_MM = 36.0  # virtual sensor behind the EXIF focal length (full-frame width)
+FULL_FRAME_DIAGONAL_MM = 43.2666
+_EXIF_IFD = 0x8769
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,35 @@ def encode(rgb: np.ndarray, path: str, jpeg_quality: int) -> bytes:
     return buf.tobytes()
 
 
+def camera_exif(focal_px: float, width: int, height: int) -> bytes:
+    """EXIF payload giving a pinhole's focal length the way drone photos carry their intrinsics."""
+    exif = Image.Exif()
+    exif[0x010F] = "spikevimformer"  # Make
+    exif[0x0110] = "synthetic pinhole"  # Model
+    sub = exif.get_ifd(_EXIF_IFD)
+    sub[0x920A] = float(focal_px) * SENSOR_WIDTH_MM / width  # FocalLength, mm
+    sub[0xA20E] = sub[0xA20F] = width / (SENSOR_WIDTH_MM / 10)  # FocalPlaneX/YResolution, px per cm
+    sub[0xA210] = 3  # FocalPlaneResolutionUnit: cm
+    sub[0xA405] = int(round(float(focal_px) * FULL_FRAME_DIAGONAL_MM / math.hypot(width, height)))  # 35 mm equiv.
+    sub[0xA002], sub[0xA003] = int(width), int(height)  # ExifImageWidth / ExifImageHeight
+    return exif.tobytes()
+
+
+def with_exif(jpeg: bytes, exif: bytes) -> bytes:
+    """Splice an EXIF APP1 segment right after SOI, leaving the coded image (and so its pixels) untouched."""
+    if jpeg[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG stream (no SOI marker)")
+    payload = exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif
+    if len(payload) + 2 > 0xFFFF:
+        raise ValueError(f"EXIF payload of {len(payload)} bytes does not fit one APP1 segment")
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def world_file_text(wf: WorldFile) -> str:
+    """Six lines A, D, B, E, C, F at full double precision, so readers recover the exact transform."""
+    return "".join(f"{float(v)!r}\n" for v in (wf.a, wf.d, wf.b, wf.e, wf.c, wf.f))
+
+
 def write_bytes(root: Path, rel: str, data: bytes) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +113,7 @@ class Staging:
     """Build a world in a hidden folder next to its destination, then move it into place.
 
     When the output folder does not exist yet, the whole folder appears with one rename. Otherwise its
-    entries (dataset folder, CSVs, world.json last) are swapped in one by one; a crash leaves only a
+    entries (dataset folder, CSVs, orthophoto, world.json last) are swapped in one by one; a crash leaves only a
     hidden `.synth-*` folder, never a dataset folder without its world.json.
     """
 

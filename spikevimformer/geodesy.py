@@ -1,4 +1,4 @@
-"""Geodesic distances and a local east/north metre frame, the units a drone engineer reasons in."""
+"""Geodesy below both the gallery (geo/) and the world generator: distances, a local metre frame, CRSs, world files."""
 
 from __future__ import annotations
 

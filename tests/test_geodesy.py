@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from spikevimformer.geo.coords import (
+from spikevimformer.geo.metrics import distance_metrics
+from spikevimformer.geodesy import (
     EARTH_RADIUS_M,
     LocalFrame,
     haversine_m,
@@ -14,7 +15,6 @@ from spikevimformer.geo.coords import (
     web_mercator_to_geo,
     weighted_position,
 )
-from spikevimformer.geo.metrics import distance_metrics
 
 
 def test_haversine_one_degree_of_latitude() -> None:

@@ -1,0 +1,102 @@
+"""Pinhole intrinsics of a photo: from its EXIF focal length, from a field of view, or none.
+
+Conventions: pixel (0, 0) is the centre of the upper-left pixel; the principal point is the image centre
+((w - 1) / 2, (h - 1) / 2); square pixels, no distortion. Camera frame x right, y down, z forward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+EXIF_IFD = 0x8769
+FOCAL_LENGTH = 0x920A  # mm
+FOCAL_PLANE_X_RES = 0xA20E
+FOCAL_PLANE_UNIT = 0xA210  # 2 inch, 3 cm, 4 mm, 5 um (CIPA DC-008; 4 and 5 are common extensions)
+FOCAL_35MM = 0xA405  # mm, integer
+FULL_FRAME_DIAGONAL_MM = 43.2666  # 36 x 24 mm; CIPA DC-008 equates 35 mm focal lengths by the diagonal
+MM_PER_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 1e-3}
+FOV_RANGE_DEG = (2.0, 170.0)  # outside this no real lens: an EXIF value that implies it is refused
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Focal length in pixels for an image of `width` x `height`, and where it came from."""
+
+    focal_px: float
+    width: int
+    height: int
+    source: str  # "exif: ...", "--fov 60", "synthetic world"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.focal_px) and self.focal_px > 0):
+            raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_px}")
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """3x3 camera matrix K."""
+        return np.array([[self.focal_px, 0.0, (self.width - 1) / 2],
+                         [0.0, self.focal_px, (self.height - 1) / 2], [0.0, 0.0, 1.0]])  # fmt: skip
+
+    @property
+    def hfov_deg(self) -> float:
+        return math.degrees(2 * math.atan(self.width / (2 * self.focal_px)))
+
+    def resized(self, width: int, height: int) -> Intrinsics:
+        """The same lens for the image resampled to width x height."""
+        return Intrinsics(self.focal_px * width / self.width, width, height, self.source)
+
+
+def from_fov(fov_deg: float, width: int, height: int) -> Intrinsics:
+    """Horizontal field of view in degrees -> focal length in pixels."""
+    if not FOV_RANGE_DEG[0] <= fov_deg <= FOV_RANGE_DEG[1]:
+        lo, hi = FOV_RANGE_DEG
+        raise ValueError(f"field of view must lie in {lo:g}..{hi:g} degrees, got {fov_deg:g}")
+    return Intrinsics((width / 2) / math.tan(math.radians(fov_deg) / 2), width, height, f"--fov {fov_deg:g}")
+
+
+def _positive(value, what: str, label: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ValueError(f"{label}: EXIF {what} {value!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        if v == 0:
+            return None  # cameras write 0 for "unknown"
+        raise ValueError(f"{label}: EXIF {what} {v:g} is not a positive number")
+    return v
+
+
+def from_exif(exif: Image.Exif | None, width: int, height: int, label: str = "photo") -> Intrinsics | None:
+    """Focal length in pixels from EXIF, or None when the photo does not say.
+
+    `width` x `height` is the image as displayed (after EXIF orientation); the focal length in pixels is the
+    same either way. Preferred: FocalLength (mm) x FocalPlaneXResolution (px per unit of the sensor), which is
+    exact; else FocalLengthIn35mmFilm scaled by the image diagonal (CIPA DC-008's diagonal convention).
+    Raises ValueError, naming the value, for a focal length no lens has (field of view outside 2..170 deg).
+    """
+    if exif is None:
+        return None
+    sub = exif.get_ifd(EXIF_IFD)
+    focal_mm = _positive(sub.get(FOCAL_LENGTH), "FocalLength", label)
+    res = _positive(sub.get(FOCAL_PLANE_X_RES), "FocalPlaneXResolution", label)
+    unit = sub.get(FOCAL_PLANE_UNIT, 2)
+    f35 = _positive(sub.get(FOCAL_35MM), "FocalLengthIn35mmFilm", label)
+    if focal_mm is not None and res is not None and unit in MM_PER_UNIT:
+        focal_px = focal_mm * res / MM_PER_UNIT[unit]
+        source = f"exif: FocalLength {focal_mm:g} mm x FocalPlaneXResolution"
+    elif f35 is not None:
+        focal_px = f35 * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM
+        source = f"exif: FocalLengthIn35mmFilm {f35:g} mm"
+    else:
+        return None
+    fov = math.degrees(2 * math.atan(max(width, height) / (2 * focal_px)))
+    if not FOV_RANGE_DEG[0] <= fov <= FOV_RANGE_DEG[1]:
+        raise ValueError(f"{label}: {source.removeprefix('exif: ')} gives a {fov:.1f} deg field of view, which no "
+                         "camera lens has; pass the right value with --fov DEG")  # fmt: skip
+    return Intrinsics(focal_px, width, height, source)

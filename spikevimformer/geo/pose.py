@@ -1,0 +1,138 @@
+"""Camera pose from ground correspondences: OpenCV's planar PnP (IPPE) refined by Levenberg-Marquardt.
+
+World frame: east, north, up metres (right-handed) about a local origin, the ground at up = 0.
+Camera frame: x right, y down, z forward (OpenCV). `rvec`, `tvec` map world to camera: x_c = R x_w + t.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CHI2_2DOF_95 = 5.991464547107979  # 95 % quantile of chi-square with 2 degrees of freedom
+
+
+@dataclass(frozen=True)
+class Pose:
+    """A solved camera: where it is, where it looks, and how well the fit pins its horizontal position."""
+
+    rvec: np.ndarray  # (3,) Rodrigues, world -> camera
+    tvec: np.ndarray  # (3,)
+    centre: np.ndarray  # (3,) east, north, up metres
+    heading_deg: float  # direction of the optical axis, clockwise from north
+    pitch_deg: float  # depression of the optical axis below the horizon (90 = straight down)
+    rms_px: float  # reprojection RMS over the correspondences
+    covariance_en: np.ndarray  # (2, 2) m^2, first-order covariance of the centre's east/north
+    inliers: np.ndarray  # (n,) bool, the correspondences the pose was fitted to
+
+    def radius95_m(self) -> float:
+        """Radius of the circle holding the 95 % ellipse of the centre's east/north (first order, no model error)."""
+        if not np.all(np.isfinite(self.covariance_en)):
+            return math.inf
+        return math.sqrt(CHI2_2DOF_95 * max(float(np.linalg.eigvalsh(self.covariance_en)[-1]), 0.0))
+
+
+def rotation(rvec: np.ndarray) -> np.ndarray:
+    return cv2.Rodrigues(np.asarray(rvec, dtype=np.float64).reshape(3, 1))[0]
+
+
+def camera_centre(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
+    """C = -R^T t."""
+    return -rotation(rvec).T @ np.asarray(tvec, dtype=np.float64).reshape(3)
+
+
+def orientation(rvec: np.ndarray) -> tuple[float, float]:
+    """(heading, pitch) in degrees of the optical axis; heading clockwise from north, pitch below the horizon."""
+    f = rotation(rvec)[2]  # the camera's z axis in world coordinates
+    heading = math.degrees(math.atan2(f[0], f[1])) % 360.0
+    return heading, math.degrees(math.asin(float(np.clip(-f[2], -1.0, 1.0))))
+
+
+def _residuals(obj: np.ndarray, img: np.ndarray, rvec, tvec, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    proj, jac = cv2.projectPoints(obj, rvec, tvec, k, None)
+    return (proj.reshape(-1, 2) - img).ravel(), jac[:, :6]
+
+
+def _centre_covariance(obj, img, rvec, tvec, k) -> tuple[np.ndarray, float]:
+    """First-order covariance of the centre's east/north from the pose's, sigma^2 from the residuals."""
+    res, jac = _residuals(obj, img, rvec, tvec, k)
+    dof = max(res.size - 6, 1)
+    sigma2 = float(res @ res) / dof
+    try:
+        cov_pose = sigma2 * np.linalg.pinv(jac.T @ jac)
+    except np.linalg.LinAlgError:  # a pose the points barely constrain
+        return np.full((2, 2), np.inf), math.sqrt(float(res @ res) / (res.size / 2))
+    params = np.r_[np.ravel(rvec), np.ravel(tvec)]
+    base = camera_centre(params[:3], params[3:])
+    d = np.empty((3, 6))
+    for i in range(6):
+        step = np.zeros(6)
+        step[i] = 1e-6 * max(1.0, abs(params[i]))
+        q = params + step
+        d[:, i] = (camera_centre(q[:3], q[3:]) - base) / step[i]
+    cov = d @ cov_pose @ d.T
+    return cov[:2, :2], math.sqrt(float(res @ res) / (res.size / 2))
+
+
+def solve_pose(ground_en: np.ndarray, pixels: np.ndarray, k: np.ndarray, ransac_px: float | None = None,
+               min_inliers: int = 6) -> Pose | None:  # fmt: skip
+    """Pose of a pinhole camera K from >= 4 ground points (n, 2) east/north metres at up = 0 and their pixels (n, 2).
+
+    With `ransac_px`, OpenCV's PnP RANSAC (AP3P, reprojection threshold in pixels) first drops correspondences
+    no camera with this focal length explains (off-plane points a homography can absorb); fewer than
+    `min_inliers` left gives None. Both IPPE solutions are then refined (Levenberg-Marquardt); the one with the
+    camera above the ground and the smaller reprojection error wins. None when no solution puts the camera
+    above the ground in front of the points.
+    """
+    ground_en, pixels = np.asarray(ground_en, dtype=np.float64), np.asarray(pixels, dtype=np.float64)
+    if ground_en.shape != pixels.shape or ground_en.ndim != 2 or ground_en.shape[1] != 2 or len(ground_en) < 4:
+        raise ValueError(f"need n >= 4 ground points and pixels of shape (n, 2), got {ground_en.shape}, {pixels.shape}")
+    k = np.asarray(k, dtype=np.float64)
+    keep = np.ones(len(ground_en), dtype=bool)
+    if ransac_px is not None:
+        obj_all = np.c_[ground_en, np.zeros(len(ground_en))]
+        ok, _, _, idx = cv2.solvePnPRansac(obj_all, pixels, k, None, iterationsCount=2000,
+                                           reprojectionError=float(ransac_px), confidence=0.999,
+                                           flags=cv2.SOLVEPNP_AP3P)  # fmt: skip
+        if not ok or idx is None or len(idx) < max(4, min_inliers):
+            return None
+        keep = np.zeros(len(ground_en), dtype=bool)
+        keep[idx.ravel()] = True
+        ground_en, pixels = ground_en[keep], pixels[keep]
+    obj = np.c_[ground_en, np.zeros(len(ground_en))]
+    n, rvecs, tvecs, _ = cv2.solvePnPGeneric(obj, pixels, k, None, flags=cv2.SOLVEPNP_IPPE)
+    best = None
+    for rvec, tvec in zip(rvecs[:n], tvecs[:n], strict=True):
+        rvec, tvec = cv2.solvePnPRefineLM(obj, pixels, k, None, rvec.copy(), tvec.copy())
+        centre = camera_centre(rvec, tvec)
+        depth = (obj @ rotation(rvec).T + tvec.reshape(1, 3))[:, 2]
+        if centre[2] <= 0 or np.any(depth <= 0):
+            continue
+        res, _ = _residuals(obj, pixels, rvec, tvec, k)
+        err = float(res @ res)
+        if best is None or err < best[0]:
+            best = (err, rvec.reshape(3), tvec.reshape(3), centre)
+    if best is None:
+        return None
+    _, rvec, tvec, centre = best
+    cov, rms = _centre_covariance(obj, pixels, rvec, tvec, k)
+    heading, pitch = orientation(rvec)
+    return Pose(rvec, tvec, centre, heading, pitch, rms, cov, keep)
+
+
+def ground_at_pixels(h_pix_to_ground: np.ndarray, uv: np.ndarray, anchor_uv: np.ndarray) -> np.ndarray | None:
+    """Ground east/north (n, 2) of pixels through a pixel -> ground homography, or None if a ray misses the ground.
+
+    `anchor_uv` is a pixel known to see the ground (an inlier): a pixel whose homogeneous scale has the other sign
+    lies beyond the horizon line, where the homography maps it to the wrong side of the camera.
+    """
+    h = np.asarray(h_pix_to_ground, dtype=np.float64)
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    p = np.c_[uv, np.ones(len(uv))] @ h.T
+    w_anchor = float(h[2] @ np.r_[np.asarray(anchor_uv, dtype=np.float64).reshape(2), 1.0])
+    if abs(w_anchor) < 1e-12 or np.any(p[:, 2] * w_anchor <= 0):
+        return None
+    return p[:, :2] / p[:, 2:3]
