@@ -124,6 +124,9 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"  model       {m['variant']}, {m['dim']}-d, {m['image_size']} px, weights {m['checkpoint_sha256']}")
     params = {k: v for k, v in info["index"].items() if k != "calibration"}
     print(f"  faiss       {json.dumps(params)}")
+    ref = info["with_reference"]
+    print(f"  reference   {ref} of {info['count']} tiles have imagery for registration"
+          + ("" if ref else " (built before registration: rebuild for camera positions)"))  # fmt: skip
     if "extent" in info:
         e = info["extent"]
         print(f"  extent      lat {e['lat_min']:.6f}..{e['lat_max']:.6f}, lon {e['lon_min']:.6f}..{e['lon_max']:.6f}")

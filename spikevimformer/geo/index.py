@@ -342,6 +342,7 @@ class GalleryIndex:
             "index": self.index_params,
             "sources": sorted({t.source for t in self.tiles}),
             "generation": self.generation,
+            "with_reference": sum(1 for t in self.tiles if t.ref_image and t.ref_affine is not None),
         }
         if len(self):
             out["extent"] = {

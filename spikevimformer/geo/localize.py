@@ -93,6 +93,7 @@ def estimate_position(matches: Sequence[Match], temperature: float) -> tuple[flo
 
 
 DEFAULT_REGISTER = RegisterConfig()
+NO_REFERENCE = "tile-level answer only"
 MIN_PHOTO_PX = 64  # smaller photos hold too little to retrieve or register
 
 
@@ -149,7 +150,8 @@ class Localizer:
             desc = self.encoder.encode(batch)
             model_s = (time.perf_counter() - start) / len(images)
             start = time.perf_counter()
-            scores, idx = self.index.search(desc, k)
+            more = self.registrar.cfg.expand_k if self.registrar is not None else 0
+            scores, idx = self.index.search(desc, max(k, more))
             search_s = (time.perf_counter() - start) / len(images)
         results = []
         for name, img, intr, row_s, row_i in zip(names, images, intrinsics, scores, idx, strict=True):
@@ -158,6 +160,7 @@ class Localizer:
                 Match(r + 1, t.id, float(s), t.latitude, t.longitude, t.footprint_m)
                 for r, (s, t) in enumerate(zip(row_s, tiles, strict=False))
             ]
+            extra, matches = matches[k:], matches[:k]
             if not matches:
                 raise ValueError(f"the index returned no tile for {name}: an approximate index probed only empty "
                                  "lists; rebuild it with --index-type flat or a larger nprobe")
@@ -167,20 +170,27 @@ class Localizer:
                 results.append(base)
                 continue
             start = time.perf_counter()
-            results.append(replace(self._register(img, intr, tiles, base), register_s=time.perf_counter() - start))
+            features = self.registrar.photo_features(img)
+            found = self._register(img, intr, tiles[:k], base, features)
+            searching = not found.fix and (intr is not None or found.look_at is None)
+            if searching and extra and not found.reason.startswith(NO_REFERENCE):
+                # none of the top k holds up: the next candidates too, and they join the answer's matches
+                wider = self._register(img, intr, tiles, replace(base, matches=matches + extra), features)
+                found = wider if wider.fix else found
+            results.append(replace(found, register_s=time.perf_counter() - start))
         return results
 
-    def _register(self, photo: Image.Image, intr: Intrinsics | None, tiles: list[Tile],
-                  base: Localization) -> Localization:  # fmt: skip
+    def _register(self, photo: Image.Image, intr: Intrinsics | None, tiles: list[Tile], base: Localization,
+                  features: tuple) -> Localization:  # fmt: skip
         """Verify the candidates, re-rank them by inliers, and solve the camera from the best one."""
         registrar = self.registrar
-        pts, desc, _ = registrar.photo_features(photo)
+        pts, desc, _ = features
         regs: list[Registration] = []
         for tile in tiles:
             try:
                 regs.append(registrar.register(pts, desc, photo.size, tile))
             except NoReference as exc:
-                return replace(base, reason=str(exc))
+                return replace(base, reason=f"{NO_REFERENCE}: {exc}")
         order = sorted(range(len(tiles)), key=lambda i: (not regs[i].verified, -regs[i].inliers, i))
         out = replace(base, intrinsics=intr.source if intr else None, inliers=regs[order[0]].inliers)
         if not regs[order[0]].verified:

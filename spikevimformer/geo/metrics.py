@@ -172,8 +172,8 @@ def evaluate_localizer(localizer, queries: Sequence[Query], ks: Sequence[int] = 
     for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]
         for r in localizer.localize_files([q.image for q in chunk], batch_size=batch_size, k=k):
-            pad = k - len(r.matches)  # galleries smaller than k: repeat the last tile
-            ms = r.matches + [r.matches[-1]] * pad
+            ms = r.matches[:k]  # a photo whose top k failed carries the further candidates it verified too
+            ms = ms + [ms[-1]] * (k - len(ms))  # galleries smaller than k: repeat the last tile
             ret_lat.append([m.latitude for m in ms])
             ret_lon.append([m.longitude for m in ms])
             est_lat.append(r.latitude)

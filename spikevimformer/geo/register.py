@@ -27,6 +27,7 @@ class RegisterConfig:
 
     features: str = "sift"  # sift | orb | akaze
     ratio: float = 0.8  # Lowe's ratio test (SIFT paper, 2004: 0.8)
+    expand_k: int = 10  # when none of the top k gives a fix, candidates k+1..expand_k are verified too
     margin: float = 0.5  # reference window = footprint plus this many footprints on every side
     min_inliers: int = 12  # fewer homography (and PnP) inliers: the candidate is not verified
     ransac_px: float = 3.0  # MAGSAC++ threshold in reference-window pixels (at most reference_max_px wide)

@@ -79,7 +79,8 @@ def reference_image(tile: Tile) -> tuple[Image.Image, tuple[float, ...]]:
     """The decoded reference raster of a tile (cached: neighbouring tiles share it) and its ground affine."""
     if not tile.ref_image or tile.ref_affine is None:
         raise NoReference(f"the gallery index holds no reference imagery for tile {tile.id} (built before "
-                          "registration): rebuild it with `spikevimformer index build` for camera positions")
+                          "registration, or from a world without ortho.jpg): rebuild it with `spikevimformer index "
+                          "build` for camera positions")  # fmt: skip
     if not Path(tile.ref_image).is_file():
         raise NoReference(f"the reference imagery of tile {tile.id}, {tile.ref_image}, is gone; "
                           "restore it or rebuild the index")  # fmt: skip
