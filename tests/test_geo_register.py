@@ -158,3 +158,13 @@ def test_local_frame_round_trip_of_the_window_affine(world) -> None:
     east, north = a @ [col, row, 1.0]
     lat2, _ = LocalFrame(tile.latitude, tile.longitude).to_geo(east, north)
     assert float(lat2) == pytest.approx(lat, abs=1e-8)
+
+
+def test_orb_features_register_too(world, capsys) -> None:
+    root, idx = world
+    rel = "University-1652/test/query_drone/0008/image-01.jpeg"
+    (res,) = _localize(capsys, str(root / rel), "--index", str(idx), "-k", K, "--features", "orb")["results"]
+    truth = _truth(root)[rel]
+    cam = res["camera"]
+    assert res["fix"] and haversine_m(float(truth["latitude"]), float(truth["longitude"]), cam["latitude"],
+                                      cam["longitude"]) < 5.0  # fmt: skip

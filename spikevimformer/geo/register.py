@@ -18,14 +18,15 @@ from PIL import Image
 
 from .tiles import Tile, reference_image
 
-FEATURES = ("sift", "orb", "akaze")
+# AKAZE left OpenCV's main modules in 5.0; offered where the installed OpenCV still has it
+FEATURES = ("sift", "orb", *(("akaze",) if hasattr(cv2, "AKAZE_create") else ()))
 
 
 @dataclass(frozen=True)
 class RegisterConfig:
     """How to register: features, matching, robust fit, working resolutions and the checks behind a fix."""
 
-    features: str = "sift"  # sift | orb | akaze
+    features: str = "sift"  # sift | orb (| akaze with OpenCV 4.x)
     ratio: float = 0.8  # Lowe's ratio test (SIFT paper, 2004: 0.8)
     expand_k: int = 10  # when none of the top k gives a fix, candidates k+1..expand_k are verified too
     margin: float = 0.5  # reference window = footprint plus this many footprints on every side
