@@ -25,7 +25,12 @@ def test_toy_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     assert {(r["direction"], r["protocol"]) for r in payload["metrics"]} == {
         (d, p) for d in ("drone2satellite", "satellite2drone") for p in ("paper", "official")}
     assert [s["name"] for s in payload["stages"]][0] == "generate the synthetic world"
-    assert payload["localization"]["queries"] > 0 and "Dis@1_m" in payload["localization"]
+    loc = payload["localization"]
+    assert loc["queries"] > 0 and "Dis@1_m" in loc
+    rows = loc["registration_rows"]  # the world's own photos, then the same world photographed at 128 px
+    assert [r["queries_from"] for r in rows] == ["demo world, 64 px photos", "same world, new 128 px photos"]
+    assert all({"fix_rate", "camera_median_error_m", "R@1_verified"} <= set(r) for r in rows)
+    assert "Camera position by registration" in report
     assert report.count("data:image/png;base64,") >= 4  # curves, strips, energy, map
     assert "report:" in capsys.readouterr().out
 

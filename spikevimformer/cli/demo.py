@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--from-scratch", action="store_true", help="do not start from the shipped pretrained checkpoint")
     p.add_argument("--no-scratch-comparison", action="store_true", help="skip the from-scratch comparison run")
+    p.add_argument("--localize-image-size", type=int, default=None,
+                   help="also localize the same world photographed again at this size (default 256; 0: off)")
     p.add_argument("--toy", action="store_true", help="seconds-long sizes through the same code path (tests)")
     p.set_defaults(func=run)
 
@@ -22,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import DemoConfig, run_demo
 
     cfg = DemoConfig.toy(args.out) if args.toy else DemoConfig(out_dir=args.out)
-    for key, value in (("minutes", args.minutes), ("epochs", args.epochs), ("image_size", args.image_size)):
+    for key, value in (("minutes", args.minutes), ("epochs", args.epochs), ("image_size", args.image_size),
+                       ("localize_image_size", args.localize_image_size)):
         if value is not None:
             setattr(cfg, key, value)
     cfg.device = args.device
