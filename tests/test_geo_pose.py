@@ -98,6 +98,15 @@ def test_focal_length_from_exif() -> None:
         from_exif(open_photo(_jpeg(xA405=1))[1], 400, 300)  # a 174 deg lens
 
 
+def test_a_photo_resized_after_capture_scales_its_focal_length() -> None:
+    # the camera wrote 400 x 300 (PixelX/YDimension); the file was then resized to 800 x 600
+    img, exif = open_photo(_jpeg(size=(800, 600), x920A=4.5, xA20E=625.0, xA210=3, xA002=400, xA003=300))
+    got = from_exif(exif, *img.size)
+    assert got.focal_px == pytest.approx(2 * 4.5 * 62.5) and "resized from 400x300" in got.source
+    img, exif = open_photo(_jpeg(size=(800, 600), xA405=24, xA002=400, xA003=300))
+    assert from_exif(exif, *img.size).focal_px == pytest.approx(24 * 1000 / 43.2666)  # diagonal: already scaled
+
+
 def test_exif_orientation_is_honoured_and_intrinsics_follow() -> None:
     img, exif = open_photo(_jpeg(size=(400, 300), orientation=6, xA405=24))
     assert img.size == (300, 400)  # rotated upright, as a viewer shows it

@@ -119,6 +119,8 @@ def test_photos_that_match_nothing_or_lie_about_the_lens(world, capsys, tmp_path
     Image.new("RGB", (40, 40)).save(tiny)
     assert main(["localize", str(tiny), "--index", str(idx)]) == 2
     assert "at least 64 px" in capsys.readouterr().err
+    assert main(["localize", str(tmp_path), "--index", str(idx)]) == 2
+    assert "is a folder, not an image" in capsys.readouterr().err
 
 
 def test_greyscale_16bit_and_rotated_photos_register(world, capsys, tmp_path) -> None:
@@ -168,3 +170,46 @@ def test_orb_features_register_too(world, capsys) -> None:
     cam = res["camera"]
     assert res["fix"] and haversine_m(float(truth["latitude"]), float(truth["longitude"]), cam["latitude"],
                                       cam["longitude"]) < 5.0  # fmt: skip
+
+
+def test_serve_answers_with_the_camera_and_takes_a_lens_per_request(world, tmp_path) -> None:
+    import httpx
+
+    from spikevimformer.geo.serve import create_app
+    from tests.live_server import live_server
+
+    root, idx = world
+    rel = "University-1652/test/query_drone/0008/image-01.jpeg"
+    fov = _truth(root)[rel]["fov_deg"]
+    buf = io.BytesIO()
+    Image.open(root / rel).convert("RGB").save(buf, "PNG")  # no EXIF
+    bare = buf.getvalue()
+    liar = io.BytesIO()
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 1
+    Image.open(root / rel).save(liar, "JPEG", exif=exif.tobytes())
+    with live_server(create_app(open_localizer(str(idx), k=9))) as url:
+        sent = httpx.post(f"{url}/localize", files={"image": ("p.jpeg", (root / rel).read_bytes(), "image/jpeg")})
+        assert sent.status_code == 200 and sent.json()["fix"] and sent.json()["camera"]["height_m"] > 100
+        plain = httpx.post(f"{url}/localize", content=bare, headers={"content-type": "image/png"}).json()
+        assert not plain["fix"] and "?fov=" in plain["reason"] and plain["look_at"] is not None
+        lens = httpx.post(f"{url}/localize?fov={fov}", content=bare, headers={"content-type": "image/png"}).json()
+        assert lens["fix"] and lens["intrinsics"].startswith("--fov")
+        bad = httpx.post(f"{url}/localize?fov=500", content=bare, headers={"content-type": "image/png"})
+        assert bad.status_code == 400 and "field of view" in bad.json()["detail"]
+        refused = httpx.post(f"{url}/localize", content=liar.getvalue(), headers={"content-type": "image/jpeg"})
+        assert refused.status_code == 400 and "FocalLengthIn35mmFilm 1 mm" in refused.json()["detail"]
+        rescued = httpx.post(f"{url}/localize?fov={fov}", content=liar.getvalue(),
+                             headers={"content-type": "image/jpeg"}).json()  # fmt: skip
+        assert rescued["fix"] and "EXIF refused" in rescued["intrinsics"]
+
+
+def test_one_unreadable_photo_does_not_cost_the_others_their_answers(world, capsys, tmp_path) -> None:
+    root, idx = world
+    good = root / "University-1652/test/query_drone/0008/image-01.jpeg"
+    capsys.readouterr()
+    assert main(["localize", str(good), str(tmp_path / "missing.jpg"), "--index", str(idx), "-k", K, "--json"]) == 2
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert len(out["results"]) == 1 and out["results"][0]["fix"]
+    assert out["errors"][0]["image"].endswith("missing.jpg") and "does not exist" in captured.err

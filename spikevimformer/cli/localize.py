@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..geo.localize import format_table, open_localizer
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give query images, or --evaluate WORLD_OR_CSV, but not both")
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
                                args.top_k, args.temperature, args.init, register_config(args), args.fov)  # fmt: skip
+    errors: list[tuple[str, str]] = []  # unreadable photos are listed; the others are still answered
     if args.evaluate:
         queries = load_queries(args.evaluate, args.truth)[: args.limit]
         ks = tuple(k for k in (1, 5, 10) if k <= len(localizer.index))
@@ -45,11 +47,15 @@ def run(args: argparse.Namespace) -> int:
         payload.update(protocol="metric-space", truth=args.truth, source=args.evaluate)
         text = format_report(payload)
     else:
-        results = localizer.localize_files(args.images, args.batch_size)
-        payload = {"backend": localizer.backend, "results": [r.to_dict() for r in results]}
+        results = localizer.localize_files(args.images, args.batch_size, errors=errors)
+        payload = {"backend": localizer.backend, "results": [r.to_dict() for r in results],
+                   "errors": [{"image": path, "error": message} for path, message in errors]}  # fmt: skip
         text = format_table(results)
     if args.out:
         Path(args.out).write_text(json.dumps(payload, indent=2))
-    print(json.dumps(payload, indent=2) if args.json else text)
-    return 0
+    if payload.get("results") or args.evaluate:
+        print(json.dumps(payload, indent=2) if args.json else text)
+    for _, message in errors:
+        print(f"spikevimformer localize: error: {message}", file=sys.stderr)
+    return 2 if errors else 0
 

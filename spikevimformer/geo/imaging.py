@@ -39,6 +39,8 @@ def open_photo(source: str | Path | bytes, name: str | None = None) -> tuple[Ima
     Returns the RGB image and the EXIF it carried (empty when none), for the camera's focal length.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "uploaded image")
+    if not isinstance(source, bytes) and Path(source).is_dir():
+        raise ValueError(f"{label} is a folder, not an image; give the image files in it")
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise FileNotFoundError(f"image {label} does not exist")
     try:

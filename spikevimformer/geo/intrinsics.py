@@ -17,6 +17,7 @@ FOCAL_LENGTH = 0x920A  # mm
 FOCAL_PLANE_X_RES = 0xA20E
 FOCAL_PLANE_UNIT = 0xA210  # 2 inch, 3 cm, 4 mm, 5 um (CIPA DC-008; 4 and 5 are common extensions)
 FOCAL_35MM = 0xA405  # mm, integer
+PIXEL_X, PIXEL_Y = 0xA002, 0xA003  # PixelXDimension / PixelYDimension: the image size the camera wrote
 FULL_FRAME_DIAGONAL_MM = 43.2666  # 36 x 24 mm; CIPA DC-008 equates 35 mm focal lengths by the diagonal
 MM_PER_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 1e-3}
 FOV_RANGE_DEG = (2.0, 170.0)  # outside this no real lens: an EXIF value that implies it is refused
@@ -90,6 +91,11 @@ def from_exif(exif: Image.Exif | None, width: int, height: int, label: str = "ph
     if focal_mm is not None and res is not None and unit in MM_PER_UNIT:
         focal_px = focal_mm * res / MM_PER_UNIT[unit]
         source = f"exif: FocalLength {focal_mm:g} mm x FocalPlaneXResolution"
+        recorded = [int(v) for v in (sub.get(PIXEL_X), sub.get(PIXEL_Y)) if isinstance(v, int) and v > 0]
+        if len(recorded) == 2 and max(recorded) != max(width, height):
+            # resized after capture: the focal plane resolution counts the sensor's pixels, not these
+            focal_px *= max(width, height) / max(recorded)
+            source += f" (photo resized from {recorded[0]}x{recorded[1]})"
     elif f35 is not None:
         focal_px = f35 * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM
         source = f"exif: FocalLengthIn35mmFilm {f35:g} mm"
@@ -98,5 +104,6 @@ def from_exif(exif: Image.Exif | None, width: int, height: int, label: str = "ph
     fov = math.degrees(2 * math.atan(max(width, height) / (2 * focal_px)))
     if not FOV_RANGE_DEG[0] <= fov <= FOV_RANGE_DEG[1]:
         raise ValueError(f"{label}: {source.removeprefix('exif: ')} gives a {fov:.1f} deg field of view, which no "
-                         "camera lens has; pass the right value with --fov DEG")  # fmt: skip
+                         "camera lens has; give the lens's field of view instead (--fov DEG; ?fov=DEG over "
+                         "HTTP)")  # fmt: skip
     return Intrinsics(focal_px, width, height, source)

@@ -111,7 +111,7 @@ class Localizer:
                 "use the model it was built with or rebuild the index"
             )
         if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+            raise ValueError(f"-k (candidates to verify) must be at least 1, got {k}")
         softmax_weights(np.zeros(1), temperature)  # validates the temperature
         if fov_deg is not None:
             from_fov(fov_deg, 100, 100)  # validates the lens
@@ -124,11 +124,23 @@ class Localizer:
     def backend(self) -> str:
         return getattr(self.encoder, "backend", type(self.encoder).__name__)
 
-    def intrinsics(self, image: Image.Image, exif: Image.Exif | None, name: str) -> Intrinsics | None:
-        """The photo's EXIF focal length, else the localizer's --fov, else None."""
-        found = from_exif(exif, *image.size, label=name)
-        if found is None and self.fov_deg is not None:
-            found = from_fov(self.fov_deg, *image.size)
+    def intrinsics(self, image: Image.Image, exif: Image.Exif | None, name: str,
+                   fov_deg: float | None = None) -> Intrinsics | None:  # fmt: skip
+        """The photo's EXIF focal length, else the field of view given (`fov_deg`, else --fov), else None.
+
+        A nonsense EXIF focal length raises ValueError naming it, unless a field of view is given to use instead.
+        """
+        fov = fov_deg if fov_deg is not None else self.fov_deg
+        if fov is not None:
+            from_fov(fov, 100, 100)  # validates the lens
+        try:
+            found = from_exif(exif, *image.size, label=name)
+        except ValueError as exc:
+            if fov is None:
+                raise
+            return replace(from_fov(fov, *image.size), source=f"--fov {fov:g} (EXIF refused: {exc})")
+        if found is None and fov is not None:
+            found = from_fov(fov, *image.size)
         return found
 
     def localize(self, images: Sequence[Image.Image], names: Sequence[str] | None = None, k: int | None = None,
@@ -239,8 +251,9 @@ class Localizer:
         if corners is not None:
             out = replace(out, footprint=[list(_latlon(frame, c).values()) for c in corners])
         if intr is None:
-            return replace(out, reason="the camera position needs a focal length: the photo's EXIF has none; "
-                                       "pass --fov DEG (look-at point only)")  # fmt: skip
+            return replace(out, reason="the camera position needs a focal length and the photo's EXIF has none: "
+                                       "give the lens's field of view (--fov DEG; ?fov=DEG over HTTP); the "
+                                       "look-at point and footprint are given")  # fmt: skip
         radius = max(cfg.radius_floor_m, cfg.radius_scale * pose.radius95_m())
         if radius > cfg.max_radius_m:
             return replace(out, reason=f"the fit pins the camera only to +/- {radius:.0f} m (more than "
@@ -264,14 +277,32 @@ class Localizer:
                           f"(allowed {cfg.min_height_m:g}..{cfg.max_height_m:g} m)")  # fmt: skip
         return pose, ""
 
-    def localize_files(self, paths: Sequence[str], batch_size: int = 16, k: int | None = None) -> list[Localization]:
-        """Localize photos on disk, their focal lengths read from EXIF."""
+    def localize_files(self, paths: Sequence[str], batch_size: int = 16, k: int | None = None,
+                       errors: list[tuple[str, str]] | None = None) -> list[Localization]:  # fmt: skip
+        """Localize photos on disk, their focal lengths read from EXIF.
+
+        A photo that cannot be read (or whose EXIF lens is refused) raises ValueError/FileNotFoundError, or, when
+        `errors` is a list, is skipped and listed there as (path, message) so the other photos are still answered.
+        """
         out: list[Localization] = []
         for start in range(0, len(paths), batch_size):
-            chunk = [str(p) for p in paths[start : start + batch_size]]
-            photos = [open_photo(p) for p in chunk]
-            intr = [self.intrinsics(img, exif, p) for (img, exif), p in zip(photos, chunk, strict=True)]
-            out.extend(self.localize([img for img, _ in photos], chunk, k=k, intrinsics=intr))
+            chunk, photos, intr = [], [], []
+            for path in (str(p) for p in paths[start : start + batch_size]):
+                try:
+                    img, exif = open_photo(path)
+                    lens = self.intrinsics(img, exif, path)
+                    if min(img.size) < MIN_PHOTO_PX:
+                        raise ValueError(f"{path} is {img.size[0]}x{img.size[1]} px; photos need at least "
+                                         f"{MIN_PHOTO_PX} px on each side")  # fmt: skip
+                except (ValueError, FileNotFoundError) as exc:
+                    if errors is None:
+                        raise
+                    errors.append((path, str(exc)))
+                    continue
+                chunk.append(path)
+                photos.append(img)
+                intr.append(lens)
+            out.extend(self.localize(photos, chunk, k=k, intrinsics=intr))
         return out
 
 
@@ -338,18 +369,19 @@ def format_table(results: Sequence[Localization]) -> str:
             c = r.camera
             lines.append(f"{r.name}: camera {c['latitude']:.7f}, {c['longitude']:.7f} +/- {r.radius_m:.1f} m (95 %), "
                          f"{c['height_m']:.1f} m above ground, heading {c['heading_deg']:.1f} deg, "
-                         f"pitch {c['pitch_deg']:.1f} deg; {r.inliers} inliers ({timing})")  # fmt: skip
+                         f"pitch {c['pitch_deg']:.1f} deg; pose from {r.inliers} matches ({timing})")  # fmt: skip
         else:
-            lines.append(f"{r.name}: no camera fix ({r.reason}); tile-level estimate {r.latitude:.6f}, "
-                         f"{r.longitude:.6f} +/- {r.radius:.0f} m ({timing})")  # fmt: skip
+            lines.append(f"{r.name}: no camera fix ({r.reason}); the photo shows ground near {r.latitude:.6f}, "
+                         f"{r.longitude:.6f} +/- {r.radius:.0f} m (tile level; the camera is elsewhere) "
+                         f"({timing})")  # fmt: skip
         if r.look_at:
             lines.append(f"  looks at {r.look_at['latitude']:.7f}, {r.look_at['longitude']:.7f}"
                          + (f"; focal length from {r.intrinsics}" if r.intrinsics else ""))  # fmt: skip
         lines.extend(f"  warning: {w}" for w in r.warnings)
         lines.append(f"  {'rank':>4}  {'tile':<28} {'score':>7}  {'latitude':>11} {'longitude':>11} "
-                     f"{'inliers':>7} {'verified':>8}")  # fmt: skip
+                     f"{'inliers':>7} {'rank after verification':>23}")  # fmt: skip
         for m in r.matches:
-            vr = "" if m.verified_rank is None else str(m.verified_rank)
+            done = m.verified_rank is not None
             lines.append(f"  {m.rank:>4}  {m.id:<28} {m.score:>7.4f}  {m.latitude:>11.6f} {m.longitude:>11.6f} "
-                         f"{m.inliers:>7} {vr:>8}")  # fmt: skip
+                         f"{m.inliers if done else '':>7} {m.verified_rank if done else '':>23}")  # fmt: skip
     return "\n".join(lines)

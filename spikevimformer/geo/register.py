@@ -53,11 +53,11 @@ class RegisterConfig:
         if self.features not in FEATURES:
             raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {self.features!r}")
         if not 0 < self.ratio < 1:
-            raise ValueError(f"ratio must lie in (0, 1), got {self.ratio}")
+            raise ValueError(f"the ratio test's ratio must lie in (0, 1), got {self.ratio}")
         if self.min_inliers < 6:
-            raise ValueError(f"min_inliers must be at least 6 (a pose has 6 unknowns), got {self.min_inliers}")
+            raise ValueError(f"--min-inliers must be at least 6 (a pose has 6 unknowns), got {self.min_inliers}")
         if self.margin < 0:
-            raise ValueError(f"margin must not be negative, got {self.margin}")
+            raise ValueError(f"--margin must not be negative, got {self.margin}")
 
 
 @dataclass(frozen=True)

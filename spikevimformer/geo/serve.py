@@ -123,14 +123,16 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         return Response(buf.getvalue(), media_type="image/jpeg")
 
     @app.post("/localize")
-    async def localize(request: Request, k: int | None = None):
+    async def localize(request: Request, k: int | None = None, fov: float | None = None):
+        """A photo (form field `image`, or the raw body) -> JSON; `k` candidates, `fov` the lens in degrees when
+        the photo's EXIF has no (or no believable) focal length."""
         if k is not None and not 1 <= k <= max_k:
             raise HTTPProblem(400, f"k must be between 1 and {max_k}")
         body = await _read_bounded(request, max_upload_bytes)
         data, ctype, name = await _image_part(request, body)
         image, exif = _decode(data, ctype, name)
         try:
-            intrinsics = localizer.intrinsics(image, exif, name)
+            intrinsics = localizer.intrinsics(image, exif, name, fov)
             result = (await run_in_threadpool(localizer.localize, [image], [name], k, [intrinsics]))[0]
         except ValueError as exc:  # a nonsense EXIF focal length, a photo too small to use
             raise HTTPProblem(400, str(exc)) from exc
