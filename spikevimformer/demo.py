@@ -105,7 +105,7 @@ def _train(cfg: DemoConfig, world: Path, name: str, init: str, lr: float) -> tup
         "warmup": 0.0, "warmup_min_steps": 20, "anneal_by": "time",
         **cfg.extra,
     }
-    result = train(load_config(None, settings), progress=sys.stderr.isatty())
+    result = train(load_config(None, settings), progress=sys.stderr.isatty(), overwrite=True)  # a rerun redoes it
     return run, result
 
 

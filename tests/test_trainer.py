@@ -370,3 +370,26 @@ def test_a_signal_to_the_whole_process_group_saves_at_a_step_boundary(world, tmp
     assert "SIGTERM: saving and stopping after this step" in err and "DataLoader worker" not in err
     step = load_checkpoint(run / "last.pt")["train_state"]["progress"]["step"]
     assert step == len(losses(run)) >= 3
+
+
+def test_a_second_train_into_the_same_folder_is_refused_and_the_first_kept(world, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    argv = ["train", "--data-root", str(world), "--out", str(run), "--max-steps", "1", "--no-progress",
+            "--set", *(f"{k}={v}" for k, v in TINY.items())]  # fmt: skip
+    assert main(argv) == 0
+    before = {name: (run / name).read_bytes() for name in ("last.pt", "log.csv", "config.yaml")}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and f"--resume {run}" in err and "--overwrite" in err
+    assert {name: (run / name).read_bytes() for name in before} == before  # untouched
+    assert main([*argv, "--overwrite"]) == 0
+    # without --out a run never lands on an earlier one: runs/train, then runs/train-2
+    monkeypatch.chdir(tmp_path)
+    bare = [a for a in argv if a not in ("--out", str(run))]
+    assert main(bare) == 0 and main(bare) == 0
+    assert (tmp_path / "runs/train/last.pt").is_file() and (tmp_path / "runs/train-2/last.pt").is_file()
+    assert "this one goes to runs/train-2" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main([*argv[:3], "--out", str(tmp_path / "file"), *argv[5:]]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip", action="store_true", help="test-time flip (descriptor of image + mirror)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="encode unreadable images as black and list them, instead of stopping at the first")
     p.add_argument("--cache", help="folder for cached descriptors (re-scoring is then free)")
     p.add_argument("--out", help="folder for metrics.json and metrics.txt")
     p.set_defaults(func=run)
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     protocols = ("paper", "official") if args.protocol == "both" else (args.protocol,)
     start = time.monotonic()
     rows = evaluate_sets(model, pairs, args.image_size, device, protocols=protocols, ap=args.ap,
-                         batch_size=args.batch_size, workers=args.workers, flip=args.flip, cache_dir=args.cache)
+                         batch_size=args.batch_size, workers=args.workers, flip=args.flip, cache_dir=args.cache,
+                         on_bad_image="skip" if args.skip_bad_images else "fail")
     header = {
         "benchmark": bench.name, "root": str(bench.root), "model": source, "image_size": args.image_size,
         "flip": args.flip, "device": str(device), "seconds": round(time.monotonic() - start, 1),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import replace
 
 # flag -> config key; a flag left out keeps the config file's (or the default) value
 FLAGS = {
@@ -36,12 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any setting, e.g. w_hral=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still written)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (default: refuse)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable images and list them, instead of stopping at the first "
+                        "(= --set on_bad_image=skip)")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.config import load_config
-    from ..engine.trainer import train
+    from ..engine.config import TrainConfig, load_config
+    from ..engine.trainer import fresh_run_folder, train
 
     given = {key: getattr(args, key) for key in FLAGS if getattr(args, key) is not None}
     overrides = [f"{key}={json.dumps(v) if isinstance(v, list) else v}" for key, v in given.items()]
@@ -51,8 +57,14 @@ def run(args: argparse.Namespace) -> int:
 
         saved = Path(args.resume) / "config.yaml"
         config_path = saved if saved.is_file() else None
-    cfg = load_config(config_path, overrides + list(args.set))
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    skip = ["on_bad_image=skip"] if args.skip_bad_images else []
+    cfg = load_config(config_path, overrides + skip + list(args.set))
+    if args.resume is None and not args.overwrite and cfg.out_dir == TrainConfig.out_dir:
+        fresh = fresh_run_folder(cfg.out_dir)  # no --out: never over an earlier run
+        if str(fresh) != cfg.out_dir:
+            print(f"{cfg.out_dir} holds an earlier run; this one goes to {fresh}", file=sys.stderr)
+            cfg = replace(cfg, out_dir=str(fresh))
+    result = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in result.items() if k != "metrics"}))
     from ..metrics import format_metrics_table
 

@@ -238,7 +238,7 @@ def _common(report: CheckReport, folders: dict[str, _Folder], pairs: list[tuple[
         report.bad_images = scan_images(sorted(set(paths)), full=full, progress=progress)
         if report.bad_images:
             report.warnings.append(f"{len(report.bad_images)} unreadable or truncated image(s); remove or replace "
-                                   "them, or train with bad images skipped")
+                                   "them, or pass --skip-bad-images to train and evaluate")
         for rel, f in folders.items():
             imgs = set(f.images())
             if imgs and imgs <= {p for p, _ in report.bad_images}:

@@ -24,6 +24,13 @@ class BadImageError(ValueError):
         self.reason = reason
         super().__init__(f"cannot read image {self.path}: {reason}")
 
+    @classmethod
+    def from_message(cls, message: str) -> BadImageError:
+        """Rebuild one from its message (a DataLoader worker sends back only the text)."""
+        body = message.removeprefix("cannot read image ")
+        path, _, reason = body.rpartition(": ") if ": " in body else (body, "", "unreadable")
+        return cls(Path(path), reason)
+
 
 @dataclass
 class ImageReport:

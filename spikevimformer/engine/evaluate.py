@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data import Benchmark, ImageDataset, ImageSet, eval_transform
+from ..data.loader import batches
 from ..metrics import retrieval_metrics
 from ..models import SpikeViMFormer
 from .signals import ignore_stop_signals
@@ -49,12 +50,16 @@ def extract(
     dataset: Dataset | None = None,
     dataset_tag: str = "",
     model_tag: str | None = None,
+    on_bad_image: str = "fail",
 ) -> np.ndarray:
     """L2-normalised descriptors (N x d, float32) of every image of the set, in fp32 eval mode.
 
     `dataset` replaces the plain resize-and-normalise loading (e.g. a corrupted view of the same
     images for robustness); it must yield (tensor, index) and `dataset_tag` must name it for the cache.
+    on_bad_image="skip" encodes an unreadable image as black (warning with its path) instead of stopping.
     """
+    if dataset is None and on_bad_image != "fail":
+        dataset_tag = f"{dataset_tag}bad-image-{on_bad_image}"
     cache = None
     if cache_dir is not None:
         key = _cache_key(image_set, image_size, flip, model_tag or weights_tag(model), dataset_tag)
@@ -63,11 +68,13 @@ def extract(
             return np.load(cache)
     was_training = model.training
     model.eval()
-    dataset = dataset if dataset is not None else ImageDataset(image_set.paths, eval_transform(image_size))
+    dataset = dataset if dataset is not None else ImageDataset(image_set.paths, eval_transform(image_size),
+                                                               on_bad_image=on_bad_image)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         worker_init_fn=ignore_stop_signals if workers else None)
     out = np.zeros((len(image_set), model.descriptor_dim), dtype=np.float32)
-    for images, index in tqdm(loader, desc=f"descriptors {image_set.name}", leave=False, disable=not progress):
+    for images, index in tqdm(batches(loader), desc=f"descriptors {image_set.name}", total=len(loader), leave=False,
+                              disable=not progress):  # fmt: skip
         out[index.numpy()] = model.encode(images.to(device), flip=flip).float().cpu().numpy()
     model.train(was_training)
     if cache is not None:
@@ -90,6 +97,7 @@ def evaluate_sets(
     flip: bool = False,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    on_bad_image: str = "fail",
 ) -> list[dict[str, Any]]:
     """One metrics row per (direction, protocol); each image set is encoded once."""
     encoded: dict[int, np.ndarray] = {}
@@ -98,7 +106,7 @@ def evaluate_sets(
     def descriptors(s: ImageSet) -> np.ndarray:
         if id(s) not in encoded:
             encoded[id(s)] = extract(model, s, image_size, device, batch_size, workers, flip, cache_dir, progress,
-                                     model_tag=tag)
+                                     model_tag=tag, on_bad_image=on_bad_image)
         return encoded[id(s)]
 
     rows = []

@@ -37,6 +37,7 @@ from ..data import (
     merge_train_pairs,
     train_pair_transform,
 )
+from ..data.loader import batches
 from ..device import resolve_device
 from ..losses import Objective
 from ..models import SpikeViMFormer, build_model
@@ -328,7 +329,7 @@ class Trainer:
         sets = {**self.val_sets, **self.bench.test}
         rows = evaluate_sets(self.model, sets, self.cfg.image_size, self.device, protocols=("paper",),
                              batch_size=self.cfg.eval_batch_size, workers=min(self.cfg.workers, 2),
-                             progress=self.progress)
+                             progress=self.progress, on_bad_image=self.cfg.on_bad_image)
         return rows
 
     def _selection_score(self, rows: list[dict[str, Any]]) -> tuple[float, str]:
@@ -383,7 +384,7 @@ class Trainer:
                 bar = tqdm(total=per_epoch, initial=self.batches_done, desc=f"epoch {self.epoch + 1}",
                            disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
                 tick = self.clock()
-                for drone, satellite, labels in self._loader():
+                for drone, satellite, labels in batches(self._loader()):
                     lr = self.optimizer.param_groups[0]["lr"]
                     values = self.train_step(drone, satellite, labels)
                     self.batches_done += 1
@@ -485,8 +486,35 @@ def _planned_steps(labels: np.ndarray, batch_size: int, seed: int, epochs: int) 
     return total
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Python API behind `spikevimformer train`."""
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "config.yaml")
+
+
+def check_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool) -> None:
+    """Refuse, before any work, to write a new run over another one (or into a file)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder; choose a folder for the run")
+    if resume is not None or overwrite:
+        return
+    held = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if held:
+        raise ValueError(f"{out_dir} already holds a run ({', '.join(held)}); continue it with --resume {out_dir}, "
+                         "replace it with --overwrite, or choose another --out")  # fmt: skip
+
+
+def fresh_run_folder(base: str | Path) -> Path:
+    """`base`, or base-2, base-3, ... : the first that holds no run, for runs started without --out."""
+    base = Path(base)
+    candidate, n = base, 1
+    while any((candidate / name).exists() for name in RUN_FILES) or (candidate.exists() and not candidate.is_dir()):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True,
+          overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Python API behind `spikevimformer train`; refuses an `out_dir` holding a run unless resuming or `overwrite`."""
+    check_run_folder(Path(cfg.out_dir), resume, overwrite)
     return Trainer(cfg, resume=resume, progress=progress).fit()
 
 
