@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
+from ..data.images import displayed
 from ..fileio import atomic_write
 
 RIGHT, WRONG, QUERY = "#1a9e3a", "#d62728", "#1f5fbf"
@@ -44,7 +45,7 @@ def _thumbnail(path: str | Path, side: int = 192) -> np.ndarray:
         raise FileNotFoundError(f"image {path} does not exist")
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = displayed(im)[0]  # as every reader decodes: upright, 16-bit scaled
             im.thumbnail((side, side))
             return np.asarray(im)
     except (UnidentifiedImageError, OSError) as exc:

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 BAD_IMAGE_MODES = ("fail", "skip")
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+ORIENTATION = 0x0112  # EXIF tag
 _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
@@ -72,13 +73,37 @@ def list_subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """8-bit RGB as a viewer shows it; 16-bit greyscale (GIS exports, thermal and mapping cameras) is scaled by
+    1/257, where Pillow's own conversion would clip it to white."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        return Image.fromarray(np.clip(grey * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":  # float rasters: their own range
+        grey = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(grey)), float(np.nanmax(grey))
+        scaled = (np.nan_to_num(grey, nan=lo) - lo) * (255.0 / max(hi - lo, 1e-12))
+        return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
+
+
+def displayed(img: Image.Image) -> tuple[Image.Image, Image.Exif]:
+    """The one decoder of every reader (datasets, tiles, orthophotos, photos, uploads): the fully decoded image,
+    upright by its EXIF orientation and in 8-bit RGB as a photo viewer shows it, and the EXIF it carried."""
+    img.load()
+    exif = img.getexif()
+    upright = ImageOps.exif_transpose(img) if exif.get(ORIENTATION, 1) != 1 else img
+    return to_rgb8(upright), exif
+
+
 def load_rgb(path: Path | str) -> np.ndarray:
-    """Decode an image fully to RGB uint8 HxWx3; a corrupt or truncated file raises BadImageError."""
+    """Decode an image fully to RGB uint8 HxWx3 (see `displayed`); a corrupt or truncated file raises
+    BadImageError."""
     path = Path(path)
     try:
         with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+            return np.asarray(displayed(img)[0], dtype=np.uint8)
     except FileNotFoundError:
         raise
     except _READ_ERRORS as exc:

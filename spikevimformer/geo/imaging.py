@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-ORIENTATION = 0x0112  # EXIF tag
+from ..data.images import displayed
 
 
 @contextmanager
@@ -21,16 +21,6 @@ def unbounded_pixels() -> Iterator[None]:
         yield
     finally:
         Image.MAX_IMAGE_PIXELS = saved
-
-
-def to_rgb8(img: Image.Image) -> Image.Image:
-    """8-bit RGB as a viewer shows it; 16-bit greyscale (GIS exports, thermal and mapping cameras) is scaled by
-    1/257, where Pillow's own conversion would clip it to white."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        grey = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or grey.max() > 255 else 255.0
-        return Image.fromarray(np.clip(grey * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    return img.convert("RGB")
 
 
 def open_photo(source: str | Path | bytes, name: str | None = None) -> tuple[Image.Image, Image.Exif]:
@@ -45,10 +35,7 @@ def open_photo(source: str | Path | bytes, name: str | None = None) -> tuple[Ima
         raise FileNotFoundError(f"image {label} does not exist")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            img.load()
-            exif = img.getexif()
-            upright = ImageOps.exif_transpose(img) if exif.get(ORIENTATION, 1) != 1 else img
-            return to_rgb8(upright), exif
+            return displayed(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"{label} is not a readable image ({exc})") from exc
     except Image.DecompressionBombError as exc:
