@@ -20,8 +20,11 @@ def test_info_json_and_forward(capsys):
 
 
 def test_bad_image_size_is_a_clean_error(capsys):
-    assert main(["info", "--image-size", "70", "--forward", "--device", "cpu"]) == 2
-    assert "multiples of 16" in capsys.readouterr().err
+    import pytest
+
+    with pytest.raises(SystemExit) as info:  # refused by the argument parser, before any work
+        main(["info", "--image-size", "70", "--forward", "--device", "cpu"])
+    assert info.value.code == 2 and "multiple of 16" in capsys.readouterr().err
 
 
 def test_threads_flag_sets_torch_threads_and_refuses_zero(capsys):

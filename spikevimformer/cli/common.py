@@ -15,8 +15,20 @@ def add_variant(parser: argparse._ActionsContainer, default: str | None = "tiny"
     parser.add_argument("--variant", choices=sorted(VARIANTS), default=default, help=help)
 
 
+def image_size(text: str) -> int:
+    """argparse type: a square input side the backbone takes (a multiple of 16, at least 32), checked before work."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, got {text!r}") from None
+    if value < 32 or value % 16:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 16 of at least 32 px, got {value}")
+    return value
+
+
 def add_image_size(parser: argparse.ArgumentParser, default: int = 384) -> None:
-    parser.add_argument("--image-size", type=int, default=default, help="square input side (multiple of 16)")
+    parser.add_argument("--image-size", type=image_size, default=default,
+                        help="square input side (multiple of 16, at least 32; default: %(default)s)")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from .common import image_size
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="generate a world, train, evaluate, measure energy, localize, write a report")
     p.add_argument("--out", default="runs/demo", help="output folder (report.html inside)")
     p.add_argument("--minutes", type=float, default=None, help="training budget of each run (default 5)")
     p.add_argument("--epochs", type=int, default=None, help="upper bound on epochs of each run")
-    p.add_argument("--image-size", type=int, default=None, help="training and evaluation size (default 64)")
+    p.add_argument("--image-size", type=image_size, default=None, help="training and evaluation size (default 64)")
     p.add_argument("--device", default="auto")
     p.add_argument("--from-scratch", action="store_true", help="do not start from the shipped pretrained checkpoint")
     p.add_argument("--no-scratch-comparison", action="store_true", help="skip the from-scratch comparison run")

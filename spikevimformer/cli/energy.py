@@ -61,8 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.image_size <= 0 or args.image_size % 16:
-        raise ValueError(f"--image-size must be a positive multiple of 16, got {args.image_size}")
     if args.num_images < 1 or args.batch_size < 1:
         raise ValueError("--num-images and --batch-size must be at least 1")
     device = resolve_device(args.device)

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import evaluate_sets
     from ..metrics import format_metrics_table, save_report
 
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; --out names a folder for metrics.json and metrics.txt")
     bench = load_benchmark(args.data_root, args.dataset, args.altitude)
     model, source = load_model(args)
     device = resolve_device(args.device)

@@ -7,6 +7,8 @@ import json
 import sys
 from dataclasses import replace
 
+from .common import image_size
+
 # flag -> config key; a flag left out keeps the config file's (or the default) value
 FLAGS = {
     "data_root": ("--data-root", str, "dataset folder (University-1652, SUES-200, or a synthetic world)"),
@@ -14,7 +16,7 @@ FLAGS = {
                           "--data-root's, e.g. other synthetic worlds (evaluation stays on --data-root)"),
     "out_dir": ("--out", str, "run folder (config, log.csv, last.pt, best.pt)"),
     "variant": ("--variant", str, "tiny or small"),
-    "image_size": ("--image-size", int, "square training and evaluation size"),
+    "image_size": ("--image-size", image_size, "square training and evaluation size (multiple of 16, >= 32)"),
     "epochs": ("--epochs", int, "number of epochs"),
     "batch_size": ("--batch-size", int, "global pairs per step (over all ranks)"),
     "lr": ("--lr", float, "peak learning rate"),

@@ -126,7 +126,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"config file {path}: YAML syntax error{where}: {what}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping of settings")
         values.update(loaded)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import (
     CheckpointError,
+    detect_variant,
     is_ours,
     load_checkpoint,
     load_official_backbone,
@@ -229,8 +230,18 @@ class Trainer:
                 return
             state = payload["model"]
         own = self.model.state_dict()
+        backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        found = detect_variant(backbone)
+        if found is not None and found != self.cfg.variant:
+            raise CheckpointError(f"--init {path} holds a {found} model, not {self.cfg.variant}; pass --variant "
+                                  f"{found} (or --init a {self.cfg.variant} checkpoint)")  # fmt: skip
         # Our checkpoint may come from a world with another number of classes: keep all but the classifier's head.
         state = {k: v for k, v in state.items() if not (k.startswith("classifier.fc.") and v.shape != own[k].shape)}
+        wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if wrong:
+            raise CheckpointError(f"--init {path} does not fit the {self.cfg.variant} model: {len(wrong)} tensors "
+                                  f"differ in shape (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} vs "
+                                  f"{tuple(own[wrong[0]].shape)})")  # fmt: skip
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("classifier.fc.") for k in missing):
             raise CheckpointError(f"{path} does not fit the {self.cfg.variant} model: missing {missing[:3]}, "

@@ -1,0 +1,45 @@
+"""Ordinary mistakes end in one line and exit 2, before any work is done."""
+
+from __future__ import annotations
+
+import pytest
+
+from spikevimformer import build_model, save_checkpoint
+from spikevimformer.cli import main
+from tests.fake_datasets import make_university
+
+
+@pytest.mark.parametrize("argv", [["info", "--image-size", "-16"], ["info", "--image-size", "0"],
+                                  ["synth", "--out", "x", "--image-size", "50"],
+                                  ["train", "--data-root", "x", "--image-size", "50"]])  # fmt: skip
+def test_image_sizes_are_checked_at_parse_time(argv, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "multiple of 16 of at least 32" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing created
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [1, 2\nx: 3\n")
+    assert main(["train", "--config", str(bad), "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"config file {bad}: YAML syntax error at line 2, column 2" in err and "Traceback" not in err
+
+
+def test_evaluate_refuses_a_file_as_out_before_reading_anything(tmp_path, capsys) -> None:
+    (tmp_path / "metrics").write_text("x")
+    assert main(["evaluate", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "metrics")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_init_with_the_other_variant_says_so_in_one_line(tmp_path, capsys) -> None:
+    world = make_university(tmp_path / "world", train=4, test=2, distractors=0, drone=2)
+    small = tmp_path / "small.pt"
+    save_checkpoint(small, build_model("small", num_classes=4))
+    argv = ["train", "--data-root", str(world), "--init", str(small), "--out", str(tmp_path / "run"),
+            "--image-size", "32", "--batch-size", "2", "--max-steps", "1", "--no-progress", "--set", "workers=0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a small model, not tiny; pass --variant small" in err[0]
