@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or Ctrl-C leaves the old file or none, never half of one."""
+"""Atomic file writes (a crash or Ctrl-C leaves the old file or none, never half of one), and the folder checks
+behind one-line messages for paths the user named."""
 
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def require_dir(path: str | Path, what: str) -> Path:
+    """A folder the user named: a missing one and a file given in its place get different one-line errors."""
+    path = Path(path)
+    if path.is_file():
+        raise ValueError(f"{what} {path} is a file, not a folder")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    return path

@@ -43,3 +43,20 @@ def test_init_with_the_other_variant_says_so_in_one_line(tmp_path, capsys) -> No
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds a small model, not tiny; pass --variant small" in err[0]
+
+
+def test_a_file_where_a_folder_belongs_and_a_missing_run_are_named(tmp_path, capsys) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8 not really")
+    cases = [
+        (["energy", "--images", str(photo), "--out", str(tmp_path / "e")], "--images", "is a file, not a folder"),
+        (["index", "build", "--tiles", str(photo), "--csv", "x.csv", "--out", str(tmp_path / "i")], "--tiles",
+         "is a file, not a folder"),
+        (["train", "--resume", str(tmp_path / "nope"), "--data-root", str(tmp_path)], "--resume", "does not exist"),
+        (["train", "--resume", str(tmp_path), "--data-root", str(tmp_path)], "--resume", "holds no last.pt"),
+    ]  # fmt: skip
+    for argv, flag, words in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and flag in err and words in err, err

@@ -14,14 +14,14 @@ from ..analysis.complexity import ATTENTION_ORDERS
 from ..analysis.energy import measure_energy, plot_energy
 from ..data.images import IMAGE_SUFFIXES, load_rgb
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from ..fileio import require_dir
 from ..metrics import save_report
 from .common import add_device, add_image_size, add_model, load_model, resolve_device
 
 
 def find_images(folder: Path, count: int) -> list[Path]:
     """`count` images spread evenly over the sorted files under `folder` (all subfolders)."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
+    require_dir(folder, "--images")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from .common import image_size
 
@@ -51,12 +52,16 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.config import TrainConfig, load_config
     from ..engine.trainer import fresh_run_folder, train
 
+    if args.resume:
+        run = Path(args.resume)
+        if not run.exists():
+            raise FileNotFoundError(f"--resume {run} does not exist")
+        if run.is_dir() and not (run / "last.pt").is_file():
+            raise ValueError(f"--resume {run} holds no last.pt: not a run folder, or its run saved nothing yet")
     given = {key: getattr(args, key) for key in FLAGS if getattr(args, key) is not None}
     overrides = [f"{key}={json.dumps(v) if isinstance(v, list) else v}" for key, v in given.items()]
     config_path = args.config
     if args.resume and config_path is None:
-        from pathlib import Path
-
         saved = Path(args.resume) / "config.yaml"
         config_path = saved if saved.is_file() else None
     skip = ["on_bad_image=skip"] if args.skip_bad_images else []

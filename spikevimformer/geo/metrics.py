@@ -78,6 +78,9 @@ def load_queries(source: str | Path, truth: str = "camera", split: str = "test")
     csv_path = source / "cameras.csv" if source.is_dir() else source
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path} does not exist")
+    if csv_path.suffix.lower() != ".csv":
+        raise ValueError(f"{csv_path} is not a CSV; --evaluate takes a synthetic world folder (with cameras.csv) "
+                         "or a CSV of image, latitude, longitude")  # fmt: skip
     root = csv_path.parent
     locations = read_locations(root) if (root / "locations.csv").is_file() else None
     if truth == "location" and locations is None:

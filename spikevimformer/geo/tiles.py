@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..fileio import require_dir
 from ..geodesy import LocalFrame, WorldFile, canonical_crs, check_latlon, find_world_file, parse_crs
 from .geotiff import geotiff_crs, is_tiff, read_geotiff
 from .imaging import open_image, unbounded_pixels
@@ -128,9 +129,7 @@ def _find_image(folder: Path, tile_id: str) -> Path | None:
 
 def folder_tiles(folder: str | Path, csv_path: str | Path, default_footprint_m: float | None = None) -> list[Tile]:
     """Source (a): tiles in a folder, coordinates in a CSV with id, latitude, longitude, footprint_m[, image]."""
-    folder, csv_path = Path(folder), Path(csv_path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"tile folder {folder} does not exist")
+    folder, csv_path = require_dir(folder, "tile folder (--tiles)"), Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"tile CSV {csv_path} does not exist")
     tiles: list[Tile] = []
