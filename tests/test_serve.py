@@ -97,3 +97,14 @@ def test_concurrent_requests_get_their_own_answers(server) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(pool.map(ask, locs))
     assert answers == locs
+
+
+def test_uploads_are_judged_by_their_bytes_not_their_label(server) -> None:
+    url, world = server
+    png = _query(world, "0002")
+    for label in ("image/jpg", "image/x-png", "application/octet-stream", "text/plain", ""):
+        r = httpx.post(f"{url}/localize", content=png, headers={"content-type": label})
+        assert r.status_code == 200, (label, r.text)
+        assert r.json()["matches"][0]["id"] == "0002"
+    form = httpx.post(f"{url}/localize", files={"image": ("q.jpeg", png, "image/pjpeg")})
+    assert form.status_code == 200

@@ -17,7 +17,6 @@ from .imaging import open_photo
 from .localize import Localizer
 from .tiles import load_tile
 
-ACCEPTED_TYPES = ("image/jpeg", "image/png", "image/webp", "image/tiff", "image/bmp")
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO")  # MPO: JPEGs written by many drone cameras
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAP_POINTS = 5000
@@ -65,15 +64,18 @@ async def _image_part(request, body: bytes) -> tuple[bytes, str, str]:
 
 
 def _decode(data: bytes, ctype: str, name: str) -> tuple[Image.Image, Image.Exif]:
-    if ctype not in (*ACCEPTED_TYPES, "application/octet-stream"):
-        raise HTTPProblem(415, f"unsupported content type {ctype or 'none'!r}; send one of {', '.join(ACCEPTED_TYPES)}")
+    """The upload's image, its format decided from the bytes whatever the client's label says ('image/jpg',
+    'image/pjpeg', 'application/octet-stream', ...)."""
     if not data:
         raise HTTPProblem(400, "the uploaded file is empty")
     try:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format
     except Exception as exc:
-        raise HTTPProblem(400, f"{name} is not a readable image ({type(exc).__name__})") from exc
+        if ctype.startswith("image/") or ctype in ("", "application/octet-stream"):
+            raise HTTPProblem(400, f"{name} is not a readable image ({type(exc).__name__})") from exc
+        raise HTTPProblem(415, f"{name} is {ctype or 'unlabelled'} and not an image; send one of "
+                               f"{', '.join(ACCEPTED_FORMATS[:5])}") from exc  # fmt: skip
     if fmt not in ACCEPTED_FORMATS:
         raise HTTPProblem(415, f"{name} is a {fmt} image; accepted formats are {', '.join(ACCEPTED_FORMATS[:5])}")
     try:
