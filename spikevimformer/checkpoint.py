@@ -174,20 +174,52 @@ def is_ours(payload: Any) -> bool:
     return isinstance(payload, Mapping) and payload.get("format") == FORMAT
 
 
+def _bare_model_state(payload: Any) -> tuple[str, int, dict[str, Tensor]] | None:
+    """(variant, classes, state) of a bare `torch.save(model.state_dict())` of a SpikeViMFormer, else None."""
+    try:
+        state = _unwrap(payload, "")
+    except CheckpointError:
+        return None
+    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    variant = detect_variant(backbone) if backbone else None
+    if variant is None:
+        return None
+    fc = state.get("classifier.fc.weight")
+    return variant, int(fc.shape[0]) if fc is not None else 0, state
+
+
+def _not_ours(payload: Any, path: str | Path) -> CheckpointError:
+    """What a file that is not one of our checkpoints is, and what to pass on the command line instead."""
+    try:
+        official = detect_variant(_official_state(payload, path))
+    except CheckpointError:
+        official = None
+    if official is not None:
+        return CheckpointError(f"{path} holds official E-SpikeFormer ImageNet weights ({official}), not a "
+                               "spikevimformer checkpoint: pass it with --init (Python: load_backbone_checkpoint)")
+    return CheckpointError(f"{path} is not a spikevimformer checkpoint (no format tag {FORMAT!r}) nor a state_dict "
+                           "of a tiny or small model; pass a runs/<name>/best.pt or last.pt of `spikevimformer "
+                           "train`, or ImageNet weights with --init")  # fmt: skip
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read one of our checkpoints safely and check that it is one."""
     payload = _read(path)
     if not is_ours(payload):
-        raise CheckpointError(
-            f"{path} is not a spikevimformer checkpoint (no format tag {FORMAT!r}); "
-            "for official E-SpikeFormer ImageNet weights use load_backbone_checkpoint"
-        )
+        raise _not_ours(payload, path)
     return dict(payload)
 
 
 def model_from_checkpoint(path: str | Path) -> SpikeViMFormer:
-    """Rebuild the model a checkpoint was saved from and load its weights strictly."""
-    payload = load_checkpoint(path)
+    """Rebuild the model a checkpoint was saved from and load its weights strictly; a bare state_dict of our model
+    (`torch.save(model.state_dict())`, the common PyTorch habit) loads too, its variant read from the shapes."""
+    payload = _read(path)
+    if not is_ours(payload):
+        bare = _bare_model_state(payload)
+        if bare is None:
+            raise _not_ours(payload, path)
+        variant, classes, state = bare
+        return _assemble(asdict(VARIANTS[variant]), classes, variant, state, path)
     return _assemble(payload["backbone_cfg"], payload["num_classes"], payload["variant"], payload["model"], path)
 
 

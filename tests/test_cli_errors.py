@@ -60,3 +60,23 @@ def test_a_file_where_a_folder_belongs_and_a_missing_run_are_named(tmp_path, cap
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and flag in err and words in err, err
+
+
+def test_checkpoints_as_people_save_them(tmp_path, capsys) -> None:
+    import torch
+
+    from spikevimformer.checkpoint import CheckpointError, load_model
+    from tests.test_checkpoint import official_state
+
+    model = build_model("small", num_classes=7).eval()
+    torch.save(model.state_dict(), tmp_path / "bare.pt")  # the common PyTorch habit
+    loaded, _ = load_model(tmp_path / "bare.pt")
+    assert loaded.variant == "small" and loaded.classifier.fc.out_features == 7
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    torch.save({"model": official_state("tiny")}, tmp_path / "V3_10.0M_1x4.pth")
+    with pytest.raises(CheckpointError, match=r"official E-SpikeFormer ImageNet weights \(tiny\).*--init"):
+        load_model(tmp_path / "V3_10.0M_1x4.pth")
+    torch.save({"x": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="nor a state_dict of a tiny or small model"):
+        load_model(tmp_path / "other.pt")
