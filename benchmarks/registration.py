@@ -111,7 +111,7 @@ def main() -> None:
         start = time.perf_counter()
         (r,) = localizer.localize_files([str(big)], k=5)
         times.append(time.perf_counter() - start)
-        est = r.to_dict()["estimate"]
+        est = r.estimate
         errors.append(float(haversine_m(truth[0], truth[1], est["latitude"], est["longitude"])))
     rows.append({"photo": "4000x3000 (EXIF focal length)", "k": 5, "photos": 1, "s_per_photo_median":
                  statistics.median(times), "registration_s_median": r.register_s, "fix_rate": float(r.fix),

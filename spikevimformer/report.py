@@ -32,11 +32,6 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -> 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _is_fraction(key: str) -> bool:
-    """Registration metrics held as fractions in [0, 1] (shown as percentages), as geo.metrics.format_report does."""
-    return "within" in key or key.startswith(("SDM", "R@")) or key.endswith(("_rate", "_coverage"))
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -44,7 +39,9 @@ def _number(value: Any) -> bool:
 def _registration_table(rows: list[dict[str, Any]]) -> str:
     """One row per query set: fractions as percentages, a missing metric (no fixes, no true heading) left blank;
     headers are the metric names with spaces, so that the wide table wraps its headers instead of the page."""
-    shown = [{c.replace("_", " "): f"{100 * v:.1f}\u00a0%" if _is_fraction(c) and _number(v) else v
+    from .geo.metrics import is_fraction
+
+    shown = [{c.replace("_", " "): f"{100 * v:.1f}\u00a0%" if is_fraction(c) and _number(v) else v
               for c, v in row.items() if c in REGISTRATION_COLUMNS and v is not None} for row in rows]  # fmt: skip
     table = _table(shown, [c.replace("_", " ") for c in REGISTRATION_COLUMNS])
     return f'<div style="overflow-x:auto">{table}</div>'

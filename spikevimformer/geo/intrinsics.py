@@ -46,16 +46,18 @@ class Intrinsics:
     def hfov_deg(self) -> float:
         return math.degrees(2 * math.atan(self.width / (2 * self.focal_px)))
 
-    def resized(self, width: int, height: int) -> Intrinsics:
-        """The same lens for the image resampled to width x height."""
-        return Intrinsics(self.focal_px * width / self.width, width, height, self.source)
+
+
+def check_fov(fov_deg: float) -> None:
+    """Refuse a field of view no lens has."""
+    if not FOV_RANGE_DEG[0] <= fov_deg <= FOV_RANGE_DEG[1]:
+        lo, hi = FOV_RANGE_DEG
+        raise ValueError(f"field of view must lie in {lo:g}..{hi:g} degrees, got {fov_deg:g}")
 
 
 def from_fov(fov_deg: float, width: int, height: int) -> Intrinsics:
     """Horizontal field of view in degrees -> focal length in pixels."""
-    if not FOV_RANGE_DEG[0] <= fov_deg <= FOV_RANGE_DEG[1]:
-        lo, hi = FOV_RANGE_DEG
-        raise ValueError(f"field of view must lie in {lo:g}..{hi:g} degrees, got {fov_deg:g}")
+    check_fov(fov_deg)
     return Intrinsics((width / 2) / math.tan(math.radians(fov_deg) / 2), width, height, f"--fov {fov_deg:g}")
 
 

@@ -15,9 +15,9 @@ from ..geodesy import LocalFrame, weighted_position
 from .encoders import Encoder, TorchEncoder, open_onnx
 from .imaging import open_photo, preprocess
 from .index import GalleryIndex
-from .intrinsics import Intrinsics, from_exif, from_fov
+from .intrinsics import Intrinsics, check_fov, from_exif, from_fov
 from .pose import Pose, ground_at_pixels, solve_pose
-from .register import Plane, RegisterConfig, Registrar, Registration
+from .register import Plane, RegisterConfig, Registrar, Registration, homography_jacobian
 from .tiles import NoReference, Tile
 
 
@@ -61,16 +61,19 @@ class Localization:
     register_s: float = 0.0
     warnings: list = field(default_factory=list)
 
+    @property
+    def estimate(self) -> dict:
+        """{latitude, longitude, radius_m, source}: the camera when there is a fix, else the tile-level estimate."""
+        if self.fix:
+            return {"latitude": self.camera["latitude"], "longitude": self.camera["longitude"],
+                    "radius_m": self.radius_m, "source": "camera"}  # fmt: skip
+        return {"latitude": self.latitude, "longitude": self.longitude, "radius_m": self.radius, "source": "tiles"}
+
     def to_dict(self) -> dict:
         out = asdict(self)
-        source = "camera" if self.fix else "tiles"
-        if self.fix:
-            lat, lon, radius = self.camera["latitude"], self.camera["longitude"], self.radius_m
-        else:
-            lat, lon, radius = out["latitude"], out["longitude"], out["radius"]
         for key in ("latitude", "longitude", "radius"):
             out.pop(key)
-        out["estimate"] = {"latitude": lat, "longitude": lon, "radius_m": radius, "source": source}
+        out["estimate"] = self.estimate
         return out
 
 
@@ -114,7 +117,7 @@ class Localizer:
             raise ValueError(f"-k (candidates to verify) must be at least 1, got {k}")
         softmax_weights(np.zeros(1), temperature)  # validates the temperature
         if fov_deg is not None:
-            from_fov(fov_deg, 100, 100)  # validates the lens
+            check_fov(fov_deg)
         self.encoder, self.index, self.k, self.temperature = encoder, index, k, temperature
         self.registrar = Registrar(register) if register is not None else None
         self.fov_deg = fov_deg
@@ -132,7 +135,7 @@ class Localizer:
         """
         fov = fov_deg if fov_deg is not None else self.fov_deg
         if fov is not None:
-            from_fov(fov, 100, 100)  # validates the lens
+            check_fov(fov)
         try:
             found = from_exif(exif, *image.size, label=name)
         except ValueError as exc:
@@ -150,9 +153,7 @@ class Localizer:
             return []
         names = list(names) if names is not None else [f"image-{i}" for i in range(len(images))]
         for name, img in zip(names, images, strict=True):
-            if min(img.size) < MIN_PHOTO_PX:
-                raise ValueError(f"{name} is {img.size[0]}x{img.size[1]} px; photos need at least {MIN_PHOTO_PX} px "
-                                 "on each side")  # fmt: skip
+            check_photo_size(img, name)
         if intrinsics is None:
             intrinsics = [from_fov(self.fov_deg, *img.size) if self.fov_deg else None for img in images]
         k = k or self.k
@@ -291,9 +292,7 @@ class Localizer:
                 try:
                     img, exif = open_photo(path)
                     lens = self.intrinsics(img, exif, path)
-                    if min(img.size) < MIN_PHOTO_PX:
-                        raise ValueError(f"{path} is {img.size[0]}x{img.size[1]} px; photos need at least "
-                                         f"{MIN_PHOTO_PX} px on each side")  # fmt: skip
+                    check_photo_size(img, path)
                 except (ValueError, FileNotFoundError) as exc:
                     if errors is None:
                         raise
@@ -306,6 +305,13 @@ class Localizer:
         return out
 
 
+def check_photo_size(img: Image.Image, name: str) -> None:
+    """Refuse photos under MIN_PHOTO_PX a side, naming them."""
+    if min(img.size) < MIN_PHOTO_PX:
+        raise ValueError(f"{name} is {img.size[0]}x{img.size[1]} px; photos need at least {MIN_PHOTO_PX} px on "
+                         "each side")  # fmt: skip
+
+
 def _reranked(result: Localization, regs: Sequence[Registration], order: Sequence[int]) -> Localization:
     """Each match with its inliers and its rank after verification (`order`: candidate positions, best first)."""
     rank = {i: r + 1 for r, i in enumerate(order)}
@@ -315,9 +321,7 @@ def _reranked(result: Localization, regs: Sequence[Registration], order: Sequenc
 
 def photo_m_per_px(h_pix_to_ground: np.ndarray, uv) -> float:
     """Ground metres per photo pixel at pixel uv: the square root of the homography's local area scale."""
-    p = h_pix_to_ground @ np.array([uv[0], uv[1], 1.0])
-    jac = (h_pix_to_ground[:2, :2] * p[2] - np.outer(p[:2], h_pix_to_ground[2, :2])) / p[2] ** 2
-    return float(np.sqrt(abs(np.linalg.det(jac))))
+    return float(np.sqrt(abs(np.linalg.det(homography_jacobian(h_pix_to_ground, uv)))))
 
 
 def _latlon(frame: LocalFrame, en) -> dict:

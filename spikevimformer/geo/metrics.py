@@ -126,7 +126,7 @@ def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds
     estimate), the fix and false-fix rates (fixes farther than `false_fix_m` from the truth), the share of fixes
     whose 95 % radius covers the truth, heading and height errors, and R@1 before and after verification."""
     n = len(queries)
-    est = np.array([[r.to_dict()["estimate"]["latitude"], r.to_dict()["estimate"]["longitude"]] for r in results])
+    est = np.array([[r.estimate["latitude"], r.estimate["longitude"]] for r in results])
     true = np.array([[q.latitude, q.longitude] for q in queries])
     err = haversine_m(true[:, 0], true[:, 1], est[:, 0], est[:, 1])
     fix = np.array([r.fix for r in results])
@@ -198,12 +198,17 @@ def evaluate_localizer(localizer, queries: Sequence[Query], ks: Sequence[int] = 
     report["backend"] = localizer.backend
     report["points"] = [
         {"image": str(q.image), "true": [q.latitude, q.longitude],
-         "estimate": [r.to_dict()["estimate"]["latitude"], r.to_dict()["estimate"]["longitude"]], "fix": r.fix,
+         "estimate": [r.estimate["latitude"], r.estimate["longitude"]], "fix": r.fix,
          "look_at": [r.look_at["latitude"], r.look_at["longitude"]] if r.look_at else None,
          "true_look_at": list(q.look_at) if q.look_at else None}
         for q, r in zip(queries, results, strict=True)
     ]  # fmt: skip
     return report
+
+
+def is_fraction(key: str) -> bool:
+    """Metrics held as fractions in [0, 1], shown as percentages (here and in the demo report)."""
+    return "within" in key or key.startswith(("SDM", "R@")) or key.endswith(("_rate", "_coverage"))
 
 
 def format_report(report: dict) -> str:
@@ -212,8 +217,7 @@ def format_report(report: dict) -> str:
     for key, value in report.items():
         if key == "points":
             continue
-        if isinstance(value, float) and ("within" in key or key.startswith(("SDM", "R@")) or key.endswith(
-                ("_rate", "_coverage"))):  # fmt: skip
+        if isinstance(value, float) and is_fraction(key):
             lines.append(f"{key:<28} {100 * value:.2f} %")
         elif isinstance(value, float):
             lines.append(f"{key:<28} {value:.2f}")

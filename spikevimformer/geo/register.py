@@ -136,16 +136,23 @@ def photo_gray(photo: Image.Image, cfg: RegisterConfig) -> tuple[np.ndarray, flo
     return gray, scale
 
 
+def homography_jacobian(h: np.ndarray, uv) -> np.ndarray | None:
+    """2x2 derivative of the homography's mapping at pixel uv (None where it sends uv to infinity)."""
+    p = h @ np.array([uv[0], uv[1], 1.0])
+    if abs(p[2]) < 1e-12:
+        return None
+    return (h[:2, :2] * p[2] - np.outer(p[:2], h[2, :2])) / p[2] ** 2
+
+
 def _degenerate(h: np.ndarray, uv: np.ndarray, max_anisotropy: float) -> str:
     """Why a photo -> window homography cannot be a camera looking at the ground near uv, or ''.
 
     Both images have y down, so a real view keeps orientation (positive Jacobian determinant); a collapsed or
     extremely stretched mapping is a fit to a repeated pattern, not a view.
     """
-    p = h @ np.array([uv[0], uv[1], 1.0])
-    if abs(p[2]) < 1e-12:
+    jac = homography_jacobian(h, uv)
+    if jac is None:
         return "the homography sends the inliers to infinity"
-    jac = (h[:2, :2] * p[2] - np.outer(p[:2], h[2, :2])) / p[2] ** 2
     s = np.linalg.svd(jac, compute_uv=False)
     if np.linalg.det(jac) <= 0:
         return "the homography mirrors the photo (no camera sees the ground that way)"
