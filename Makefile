@@ -21,7 +21,7 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	$(VENV)/bin/spikevimformer demo --out runs/demo
+	$(VENV)/bin/spikevimformer demo
 
 lint: setup
 	$(VENV)/bin/ruff check spikevimformer tests benchmarks

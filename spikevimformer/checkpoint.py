@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -41,12 +43,24 @@ def _read(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for bad input; all mean the same here
-        size = path.stat().st_size
-        reason = (str(exc).splitlines() or [""])[0][:200]
-        raise CheckpointError(
-            f"{path} ({size} bytes) is not a readable PyTorch checkpoint: it may be truncated, corrupt, "
-            f"or hold objects other than tensors ({type(exc).__name__}: {reason})"
-        ) from exc
+        raise CheckpointError(f"{path} ({path.stat().st_size:,} bytes) is not a readable PyTorch checkpoint: "
+                              f"{_why_unreadable(path, exc)}") from exc
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """The cause of a failed torch.load in words, with what to do about it (torch's own text is pages long)."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return ("it is truncated (the zip archive torch.save writes has no end record); "
+                "the copy or download was probably cut short, so fetch it again")  # fmt: skip
+    if isinstance(exc, EOFError) or "unexpected EOF" in str(exc):
+        return "it is truncated (the file ends early); the copy or download was probably cut short, so fetch it again"
+    if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(exc)):
+        return (f"it holds a Python object ({found.group(1)}) that safe (weights-only) loading refuses; if you trust "
+                "the file, load it in Python and torch.save its state_dict alone to a new file")  # fmt: skip
+    first = re.split(r"(?<=\.)\s", str(exc).strip(), maxsplit=1)[0][:300]
+    return f"it is corrupt, truncated or not a torch.save file ({type(exc).__name__}{': ' + first if first else ''})"
 
 
 def _unwrap(obj: Any, path: str | Path) -> dict[str, Tensor]:

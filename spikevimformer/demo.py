@@ -20,6 +20,8 @@ import torch
 PRETRAINED = "synth-pretrain-tiny.safetensors"
 DEMO_SEED = 2026  # pretraining worlds use seeds >= 10000, so the demo world is never seen in pretraining
 
+DEMO_FILES = ("report.html", "report.json")  # a folder holding these holds a finished demo
+
 
 @dataclass
 class DemoConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -42,3 +42,34 @@ def require_dir(path: str | Path, what: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{what} {path} does not exist")
     return path
+
+
+def next_free_folder(base: str | Path, names: Iterable[str]) -> Path:
+    """`base`, or base-2, base-3, ...: the first holding none of `names`, for outputs made without --out."""
+    base, names = Path(base), tuple(names)
+    candidate, n = base, 1
+    while any((candidate / name).exists() for name in names) or (candidate.exists() and not candidate.is_dir()):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def refuse_overwrite(outputs: Iterable[str | Path], overwrite: bool) -> None:
+    """The rule every command that writes follows: files it would write that already exist are replaced only with
+    --overwrite; a folder given where a file belongs (or the reverse) is refused either way.
+
+    Raises FileExistsError naming what is there, or ValueError for a file/folder mix-up.
+    """
+    held = []
+    for out in map(Path, outputs):
+        if out.is_dir():
+            raise ValueError(f"{out} is a folder; --out names a file here")
+        for parent in out.parents:
+            if parent.is_file():
+                raise ValueError(f"{parent} is a file; --out names a folder here")
+        if out.exists():
+            held.append(out)
+    if held and not overwrite:
+        shown = ", ".join(map(str, held[:3])) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise FileExistsError(f"{shown} already exist{'s' if len(held) == 1 else ''}; pass --overwrite to replace, "
+                              "or choose another --out")  # fmt: skip

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 
-def write_image(path: Path, size: int = 16) -> Path:
+def write_image(path: Path, size: int = 32) -> Path:
     """A distinct noise image per path (so hash-based duplicate checks see no false matches)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(zlib.crc32(str(path).encode()))

@@ -1,3 +1,4 @@
+import argparse
 import pickle
 
 import pytest
@@ -54,7 +55,19 @@ def test_truncated_file_is_refused(tmp_path):
     torch.save({"model": official_state("tiny")}, path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint: it is truncated") as err:
+        load_backbone_checkpoint(build_model("tiny"), path)
+    assert str(err.value).endswith("so fetch it again")  # a whole sentence, not torch's text cut off
+    torch.save({"model": official_state("tiny")}, path, _use_new_zipfile_serialization=False)  # the pre-1.6 format
+    path.write_bytes(path.read_bytes()[:-5000])
+    with pytest.raises(CheckpointError, match="it is truncated \\(the file ends early\\)"):
+        load_backbone_checkpoint(build_model("tiny"), path)
+
+
+def test_pickled_python_objects_are_named_not_run(tmp_path):
+    path = tmp_path / "with-args.pt"
+    torch.save({"model": official_state("tiny"), "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(CheckpointError, match=r"holds a Python object \(argparse.Namespace\).*state_dict alone"):
         load_backbone_checkpoint(build_model("tiny"), path)
 
 

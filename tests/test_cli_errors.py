@@ -31,7 +31,51 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path, capsys) -> None:
 def test_evaluate_refuses_a_file_as_out_before_reading_anything(tmp_path, capsys) -> None:
     (tmp_path / "metrics").write_text("x")
     assert main(["evaluate", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "metrics")]) == 2
-    assert "is a file" in capsys.readouterr().err
+    assert "metrics is a file; --out names a folder here" in capsys.readouterr().err
+
+
+# command line (after `--out OUT`), and the files it would write under OUT ("" = OUT itself)
+WRITERS = [
+    (["evaluate", "--data-root", "nowhere"], ["metrics.json", "metrics.txt"]),
+    (["robustness", "--data-root", "nowhere"], ["robustness.json"]),
+    (["energy", "--image-size", "32", "--num-images", "1"], ["energy.png"]),
+    (["export", "--image-size", "32", "--check-images", "0"], [""]),
+    (["localize", "photo.jpg", "--index", "nowhere"], [""]),
+    (["visualize", "strips", "--data-root", "nowhere"], [""]),
+    (["visualize", "heatmap", "photo.jpg"], ["photo-heatmap.png"]),
+    (["demo", "--toy"], ["report.html"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "outputs"), WRITERS, ids=[" ".join(a[:2]) for a, _ in WRITERS])
+def test_existing_outputs_are_refused_before_any_work(argv, outputs, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    files = [out / name if name else out for name in outputs]
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("earlier work")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already exist" in err and "pass --overwrite" in err, err
+    assert all(f.read_text() == "earlier work" for f in files)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing else created
+    # with --overwrite the same command gets past the check (and then fails on its missing inputs, not on OUT)
+    if argv[0] != "demo":
+        main([*argv, "--out", str(out), "--overwrite"])
+        assert "already exist" not in capsys.readouterr().err
+
+
+def test_a_second_demo_without_out_goes_to_a_fresh_folder(tmp_path, monkeypatch) -> None:
+    from spikevimformer.demo import DEMO_FILES
+    from spikevimformer.fileio import next_free_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/demo").mkdir(parents=True)
+    assert next_free_folder("runs/demo", DEMO_FILES) == tmp_path.joinpath("runs/demo").relative_to(tmp_path)
+    (tmp_path / "runs/demo/report.html").write_text("first")
+    assert str(next_free_folder("runs/demo", DEMO_FILES)) == "runs/demo-2"
 
 
 def test_init_with_the_other_variant_says_so_in_one_line(tmp_path, capsys) -> None:

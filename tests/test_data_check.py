@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from PIL import Image
 
 from spikevimformer.cli import main
 from spikevimformer.data import sues200
@@ -108,3 +109,18 @@ def test_wrong_dataset_name_is_an_error(tmp_path, name):
     (tmp_path / "x").mkdir()
     with pytest.raises(FileNotFoundError):
         check_dataset(tmp_path / "x", name)
+
+
+def test_suspect_shapes_are_warned_about_and_listed(tmp_path, capsys):
+    ds = make_university(tmp_path, train=3, test=3, distractors=0, drone=1)
+    tiny = ds / "test/gallery_satellite/0004/0004.jpg"
+    strip = ds / "train/drone/0002/image-01.jpeg"
+    Image.new("RGB", (20, 20), (90, 120, 60)).save(tiny)
+    Image.new("RGB", (600, 100), (90, 120, 60)).save(strip)
+    code, out, _ = _check(capsys, ds)
+    assert code == 0 and "verdict: usable" in out  # used, but flagged
+    assert "2 image(s) with a suspect shape" in out and "suspect shapes:" in out
+    assert f"{tiny}: 20x20 px is below 32 px on a side" in out
+    assert f"{strip}: 600x100 px has aspect ratio 6.0:1" in out
+    code, out, _ = _check(capsys, ds, "--json", "--full")
+    assert {item["path"] for item in json.loads(out)["odd_shapes"]} == {str(tiny), str(strip)}

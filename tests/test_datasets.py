@@ -142,7 +142,7 @@ def test_sues_raw_release_applies_fixed_split(tmp_path):
 
 def test_load_rgb_names_the_corrupt_file(tmp_path):
     good = write_image(tmp_path / "ok.png")
-    assert load_rgb(good).shape == (16, 16, 3)
+    assert load_rgb(good).shape == (32, 32, 3)
     bad = corrupt_jpeg(tmp_path / "broken.jpg")
     with pytest.raises(BadImageError, match="broken.jpg"):
         load_rgb(bad)
@@ -165,7 +165,7 @@ def test_pair_dataset_fail_or_skip_on_bad_image(tmp_path):
     skipping = PairDataset(bench.train, _pair_fn, on_bad_image="skip")
     with pytest.warns(RuntimeWarning, match="image-"):
         drone, sat, cls = skipping[bad_index]
-    assert cls == bad_cls and drone.shape == (16, 16, 3)   # a sibling pair of the same location
+    assert cls == bad_cls and drone.shape == (32, 32, 3)   # a sibling pair of the same location
     assert [p for p, _ in skipping.report.bad] == [bad_drone]
     with warnings.catch_warnings():
         warnings.simplefilter("error")

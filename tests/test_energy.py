@@ -122,6 +122,8 @@ def test_energy_cli_writes_its_files(tmp_path, capsys):
     payload = json.loads((out / "energy.json").read_text())
     assert payload["config"]["images"] == 2 and payload["config"]["image_size"] == [64, 64]
     assert "block3.0.attn.q(k^T v)" in (out / "energy.txt").read_text()
+    assert main(argv) == 2  # a second report into the same folder
+    assert "already exist; pass --overwrite" in capsys.readouterr().err
     argv[4] = str(tmp_path / "nope")
-    assert main(argv) == 2
+    assert main([*argv, "--overwrite"]) == 2
     assert "does not exist" in capsys.readouterr().err

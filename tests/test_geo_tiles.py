@@ -123,3 +123,42 @@ def test_world_tiles(tmp_path) -> None:
     (world / "University-1652/test/gallery_satellite/0001/0001.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="1 gallery tiles"):
         world_tiles(world)
+
+
+def test_rotated_orthophoto_gives_north_up_tiles_and_mirrored_is_refused(tmp_path) -> None:
+    # A north-up raster in UTM 32N (on the central meridian: no grid convergence), and the same ground drawn into
+    # a raster whose columns run 30 degrees north of east, geo-referenced by a world file with rotation terms.
+    import cv2
+
+    g, e0, n0 = 0.5, 499_900.0, 5_206_000.0
+    rng = np.random.default_rng(3)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (400, 400, 3), dtype=np.uint8), (0, 0), 3)
+    alpha = np.radians(30)
+    a, d, b, e = g * np.cos(alpha), g * np.sin(alpha), g * np.sin(alpha), -g * np.cos(alpha)
+    ec, nc = e0 + g * 199.5, n0 - g * 199.5  # both rasters centred on the same ground point
+    c, f = ec - (a + b) * 149.5, nc - (d + e) * 149.5
+    to_base = np.array([[a / g, b / g, (c - e0) / g], [-d / g, -e / g, (n0 - f) / g]])
+    turned = cv2.warpAffine(base, to_base, (300, 300), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
+    Image.fromarray(turned).save(tmp_path / "turned.png")
+    (tmp_path / "turned.pgw").write_text("\n".join(repr(float(v)) for v in (a, d, b, e, c, f)) + "\n")
+
+    tiles = orthophoto_tiles(tmp_path / "turned.png", OrthoConfig(tile_m=40, stride_m=10, crs="UTM:32N"))
+    assert all(t.rotation == pytest.approx(30, abs=0.1) for t in tiles)
+    middle = min(tiles, key=lambda t: abs((t.box[0] + t.box[2]) / 2 - 150) + abs((t.box[1] + t.box[3]) / 2 - 150))
+    cx, cy = (middle.box[0] + middle.box[2] - 1) / 2, (middle.box[1] + middle.box[3] - 1) / 2
+    bx, by = to_base @ np.array([cx, cy, 1.0])  # the same ground point in the north-up raster
+    want = base[round(by) - 40 : round(by) + 40, round(bx) - 40 : round(bx) + 40].astype(float)
+    got = np.asarray(load_tile(middle), dtype=float)
+    assert got.shape == want.shape == (80, 80, 3)
+    inner = (slice(4, -4), slice(4, -4))  # half-pixel rounding of the centre aside
+    assert np.corrcoef(got[inner].ravel(), want[inner].ravel())[0, 1] > 0.95
+    unturned = np.asarray(_whole_image_crop(tmp_path / "turned.png", middle.box), dtype=float)
+    assert np.corrcoef(unturned[inner].ravel(), want[inner].ravel())[0, 1] < 0.5  # what the tile was before
+
+    (tmp_path / "turned.pgw").write_text("\n".join(repr(float(v)) for v in (g, 0, 0, g, e0, n0)) + "\n")
+    with pytest.raises(ValueError, match="mirrored"):
+        orthophoto_tiles(tmp_path / "turned.png", OrthoConfig(tile_m=40, stride_m=10, crs="UTM:32N"))
+
+
+def _whole_image_crop(path, box):
+    return Image.open(path).convert("RGB").crop(box)

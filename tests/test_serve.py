@@ -108,3 +108,14 @@ def test_uploads_are_judged_by_their_bytes_not_their_label(server) -> None:
         assert r.json()["matches"][0]["id"] == "0002"
     form = httpx.post(f"{url}/localize", files={"image": ("q.jpeg", png, "image/pjpeg")})
     assert form.status_code == 200
+
+
+def test_suspect_photo_shapes_answer_with_a_warning(server) -> None:
+    url, world = server
+    wide = io.BytesIO()
+    Image.open(io.BytesIO(_query(world, "0004"))).convert("RGB").resize((400, 64)).save(wide, "PNG")
+    r = httpx.post(f"{url}/localize", content=wide.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    assert r.json()["warnings"] == ["400x64 px has aspect ratio 6.2:1, beyond 4:1; is this a whole photo?"]
+    plain = httpx.post(f"{url}/localize", content=_query(world, "0004"), headers={"content-type": "image/png"})
+    assert plain.json()["warnings"] == []

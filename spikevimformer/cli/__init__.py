@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("\ninterrupted", file=sys.stderr)  # on a line of its own, not after a progress bar
         return 130
-    except (FileNotFoundError, ValueError) as exc:  # bad input: one readable line, no traceback
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:  # bad input: one readable line, no traceback
         print(f"spikevimformer {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -31,6 +31,11 @@ def add_image_size(parser: argparse.ArgumentParser, default: int = 384) -> None:
                         help="square input side (multiple of 16, at least 32; default: %(default)s)")
 
 
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """The one switch that lets a command replace outputs already at --out (fileio.refuse_overwrite)."""
+    parser.add_argument("--overwrite", action="store_true", help="replace files already at --out (default: refuse)")
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present, else CPU), 'cpu', 'cuda:0'...")
 

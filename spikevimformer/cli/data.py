@@ -34,6 +34,7 @@ def run_check(args: argparse.Namespace) -> int:
             "errors": report.errors, "warnings": report.warnings, "notes": report.notes,
             "empty_folders": [str(p) for p in report.empty_folders],
             "bad_images": [{"path": str(p), "reason": why} for p, why in report.bad_images],
+            "odd_shapes": [{"path": str(p), "reason": why} for p, why in report.odd_shapes],
             "images_checked": report.images_checked,
         }, indent=2))
     else:

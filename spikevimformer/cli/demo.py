@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
+from ..fileio import next_free_folder, refuse_overwrite
 from .common import image_size
+
+DEFAULT_OUT = Path("runs/demo")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="generate a world, train, evaluate, measure energy, localize, write a report")
-    p.add_argument("--out", default="runs/demo", help="output folder (report.html inside)")
+    p.add_argument("--out", help="output folder (report.html inside; default runs/demo, or runs/demo-2, ... when "
+                                 "that holds an earlier demo)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out (default: refuse)")
     p.add_argument("--minutes", type=float, default=None, help="training budget of each run (default 5)")
     p.add_argument("--epochs", type=int, default=None, help="upper bound on epochs of each run")
     p.add_argument("--image-size", type=image_size, default=None, help="training and evaluation size (default 64)")
@@ -23,9 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import DemoConfig, run_demo
+    from ..demo import DEMO_FILES, DemoConfig, run_demo
 
-    cfg = DemoConfig.toy(args.out) if args.toy else DemoConfig(out_dir=args.out)
+    if args.out is None:
+        out = next_free_folder(DEFAULT_OUT, DEMO_FILES)
+        if out != DEFAULT_OUT:
+            print(f"{DEFAULT_OUT} holds an earlier demo; this one goes to {out}", file=sys.stderr)
+    else:
+        out = Path(args.out)
+        refuse_overwrite([out / name for name in DEMO_FILES], args.overwrite)
+    cfg = DemoConfig.toy(str(out)) if args.toy else DemoConfig(out_dir=str(out))
     for key, value in (("minutes", args.minutes), ("epochs", args.epochs), ("image_size", args.image_size),
                        ("localize_image_size", args.localize_image_size)):
         if value is not None:

@@ -14,9 +14,9 @@ from ..analysis.complexity import ATTENTION_ORDERS
 from ..analysis.energy import measure_energy, plot_energy
 from ..data.images import IMAGE_SUFFIXES, load_rgb
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from ..fileio import require_dir
+from ..fileio import atomic_write_text, refuse_overwrite, require_dir
 from ..metrics import save_report
-from .common import add_device, add_image_size, add_model, load_model, resolve_device
+from .common import add_device, add_image_size, add_model, add_overwrite, load_model, resolve_device
 
 
 def find_images(folder: Path, count: int) -> list[Path]:
@@ -57,12 +57,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random images")
     add_device(p)
     p.add_argument("--out", type=Path, required=True, help="folder for energy.json, energy.txt, energy.png")
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.num_images < 1 or args.batch_size < 1:
         raise ValueError("--num-images and --batch-size must be at least 1")
+    refuse_overwrite([args.out / name for name in ("energy.json", "energy.txt", "energy.png")], args.overwrite)
     device = resolve_device(args.device)
     model, source = load_model(args)
     model.to(device)
@@ -81,10 +83,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = f"model: {source}\ndata: {data}\n\n{report.table()}\n"
     json_path = save_report(out / "energy.json", report.to_dict())
-    txt_path = out / "energy.txt"
-    tmp = txt_path.with_name(f".{txt_path.name}.tmp")
-    tmp.write_text(table, encoding="utf-8")
-    tmp.replace(txt_path)
+    txt_path = atomic_write_text(out / "energy.txt", table)
     png_path = plot_energy(report, out / "energy.png")
     t = report.totals
     print(f"model: {source}; data: {data}; {args.image_size} px; attention order {args.attention_order}")

@@ -7,7 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from .common import add_device, add_image_size, add_model, load_model, resolve_device
+from ..fileio import atomic_write_text, refuse_overwrite
+from .common import add_device, add_image_size, add_model, add_overwrite, load_model, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="encode unreadable images as black and list them, instead of stopping at the first")
     p.add_argument("--cache", help="folder for cached descriptors (re-scoring is then free)")
     p.add_argument("--out", help="folder for metrics.json and metrics.txt")
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
@@ -37,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import evaluate_sets
     from ..metrics import format_metrics_table, save_report
 
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a file; --out names a folder for metrics.json and metrics.txt")
+    if args.out:
+        refuse_overwrite([Path(args.out) / name for name in ("metrics.json", "metrics.txt")], args.overwrite)
     bench = load_benchmark(args.data_root, args.dataset, args.altitude)
     model, source = load_model(args)
     device = resolve_device(args.device)
@@ -60,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         save_report(out / "metrics.json", {**header, "rows": rows})
-        (out / "metrics.txt").write_text(json.dumps(header) + "\n" + format_metrics_table(rows) + "\n")
+        atomic_write_text(out / "metrics.txt", json.dumps(header) + "\n" + format_metrics_table(rows) + "\n")
         print(f"wrote {out / 'metrics.json'} and {out / 'metrics.txt'}")
     return 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from ..checkpoint import load_model
 from ..export import export_onnx, onnx_parity, quantize_int8
-from .common import add_image_size, add_model, describe_model
+from ..fileio import refuse_overwrite
+from .common import add_image_size, add_model, add_overwrite, describe_model
 
 PARITY_MIN = 0.9999
 
@@ -20,10 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--check-images", type=int, default=4, help="random images for the parity check (0: skip)")
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (dynamic int8), kept only on parity")
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    refuse_overwrite([out] + ([out.with_suffix(".int8.onnx")] if args.int8 else []), args.overwrite)
     model, tag = load_model(args.checkpoint, args.variant, args.init)
     path = export_onnx(model, args.out, args.image_size, tag)
     print(f"wrote {path} ({describe_model(args, model.variant, tag)}, {model.descriptor_dim}-d, "

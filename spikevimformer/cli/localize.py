@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from ..fileio import atomic_write_text, refuse_overwrite
 from ..geo.localize import format_table, open_localizer
 from ..geo.metrics import evaluate_localizer, format_report, load_queries
-from .common import add_device, add_model, add_registration, register_config, resolve_device
+from .common import add_device, add_model, add_overwrite, add_registration, register_config, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,12 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_registration(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--out", help="also write the JSON to this file")
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if bool(args.images) == bool(args.evaluate):
         raise ValueError("give query images, or --evaluate WORLD_OR_CSV, but not both")
+    if args.out:
+        refuse_overwrite([args.out], args.overwrite)
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
                                args.top_k, args.temperature, args.init, register_config(args), args.fov)  # fmt: skip
     errors: list[tuple[str, str]] = []  # unreadable photos are listed; the others are still answered
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                    "errors": [{"image": path, "error": message} for path, message in errors]}  # fmt: skip
         text = format_table(results)
     if args.out:
-        Path(args.out).write_text(json.dumps(payload, indent=2))
+        atomic_write_text(args.out, json.dumps(payload, indent=2))
     if payload.get("results") or args.evaluate:
         print(json.dumps(payload, indent=2) if args.json else text)
     for _, message in errors:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_device, add_image_size, add_model, load_model, resolve_device
+from ..fileio import atomic_write_text, refuse_overwrite
+from .common import add_device, add_image_size, add_model, add_overwrite, load_model, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", help="folder for robustness.json and robustness.txt")
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_benchmark
     from ..metrics import format_metrics_table, save_report
 
+    if args.out:
+        refuse_overwrite([Path(args.out) / name for name in ("robustness.json", "robustness.txt")], args.overwrite)
     bench = load_benchmark(args.data_root, args.dataset, args.altitude)
     if args.direction not in bench.test:
         raise ValueError(f"{bench.root} has no {args.direction} test split")
@@ -54,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         save_report(out / "robustness.json", {"benchmark": bench.name, "model": source, "direction": args.direction,
                                               "image_size": args.image_size, "rows": rows})
-        (out / "robustness.txt").write_text(table + "\n")
+        atomic_write_text(out / "robustness.txt", table + "\n")
     return 0

@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.config import TrainConfig, load_config
-    from ..engine.trainer import fresh_run_folder, train
+    from ..engine.trainer import RUN_FILES, train
+    from ..fileio import next_free_folder
 
     if args.resume:
         run = Path(args.resume)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     skip = ["on_bad_image=skip"] if args.skip_bad_images else []
     cfg = load_config(config_path, overrides + skip + list(args.set))
     if args.resume is None and not args.overwrite and cfg.out_dir == TrainConfig.out_dir:
-        fresh = fresh_run_folder(cfg.out_dir)  # no --out: never over an earlier run
+        fresh = next_free_folder(cfg.out_dir, RUN_FILES)  # no --out: never over an earlier run
         if str(fresh) != cfg.out_dir:
             print(f"{cfg.out_dir} holds an earlier run; this one goes to {fresh}", file=sys.stderr)
             cfg = replace(cfg, out_dir=str(fresh))

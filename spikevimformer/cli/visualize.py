@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_device, add_image_size, add_model, load_model, resolve_device
+from ..fileio import refuse_overwrite
+from .common import add_device, add_image_size, add_model, add_overwrite, load_model, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_image_size(s)
     add_device(s)
     s.add_argument("--out", required=True, help="PNG file")
+    add_overwrite(s)
     s.set_defaults(func=run_strips)
 
     h = kinds.add_parser("heatmap", help="last backbone map's activation blended over each image")
@@ -31,11 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("images", nargs="+")
     add_image_size(h)
     h.add_argument("--out", required=True, help="folder for <image>-heatmap.png")
+    add_overwrite(h)
     h.set_defaults(func=run_heatmap)
 
     c = kinds.add_parser("curves", help="every logged quantity of a run against the step")
     c.add_argument("run", help="run folder (or its log.csv)")
-    c.add_argument("--out", help="PNG file (default RUN/curves.png)")
+    c.add_argument("--out", help="PNG file (default RUN/curves.png, remade from the log each time)")
+    add_overwrite(c)
     c.set_defaults(func=run_curves)
 
 
@@ -44,6 +48,7 @@ def run_strips(args: argparse.Namespace) -> int:
     from ..data import load_benchmark
     from ..engine.evaluate import strip_inputs
 
+    refuse_overwrite([args.out], args.overwrite)
     bench = load_benchmark(args.data_root, args.dataset, args.altitude)
     model, _ = load_model(args)
     device = resolve_device(args.device)
@@ -57,9 +62,10 @@ def run_heatmap(args: argparse.Namespace) -> int:
     from ..analysis.visualize import activation_heatmap
     from ..data import eval_transform, load_rgb
 
+    out = Path(args.out)
+    refuse_overwrite([out / f"{Path(p).stem}-heatmap.png" for p in args.images], args.overwrite)
     model, _ = load_model(args)
     transform = eval_transform(args.image_size)
-    out = Path(args.out)
     for path in map(Path, args.images):
         rgb = load_rgb(path)
         png = activation_heatmap(model, transform(rgb)[None], rgb, out / f"{path.stem}-heatmap.png")
@@ -74,5 +80,7 @@ def run_curves(args: argparse.Namespace) -> int:
     log = run / "log.csv" if run.is_dir() else run
     if not log.is_file():
         raise FileNotFoundError(f"no training log at {log}")
+    if args.out:
+        refuse_overwrite([args.out], args.overwrite)
     print(f"wrote {training_curves(log, args.out or log.parent / 'curves.png')}")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import sues200, university1652
 from .benchmark import short_ids
-from .images import list_images, list_subfolders, scan_images
+from .images import MAX_ASPECT, MIN_SIDE_PX, list_images, list_subfolders, scan_images
 
 MAX_LISTED = 20
 
@@ -43,6 +43,7 @@ class CheckReport:
     rows: list[SplitRow] = field(default_factory=list)
     empty_folders: list[Path] = field(default_factory=list)
     bad_images: list[tuple[Path, str]] = field(default_factory=list)
+    odd_shapes: list[tuple[Path, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -235,10 +236,14 @@ def _common(report: CheckReport, folders: dict[str, _Folder], pairs: list[tuple[
     if check_images:
         paths = [p for f in folders.values() for p in f.images()]
         report.images_checked = len(set(paths))
-        report.bad_images = scan_images(sorted(set(paths)), full=full, progress=progress)
+        scan = scan_images(sorted(set(paths)), full=full, progress=progress)
+        report.bad_images, report.odd_shapes = scan.bad, scan.odd_shapes
         if report.bad_images:
             report.warnings.append(f"{len(report.bad_images)} unreadable or truncated image(s); remove or replace "
                                    "them, or pass --skip-bad-images to train and evaluate")
+        if report.odd_shapes:
+            report.warnings.append(f"{len(report.odd_shapes)} image(s) with a suspect shape (below {MIN_SIDE_PX} px "
+                                   f"on a side or beyond {MAX_ASPECT:.0f}:1); they are used, but check them")
         for rel, f in folders.items():
             imgs = set(f.images())
             if imgs and imgs <= {p for p, _ in report.bad_images}:
@@ -268,11 +273,12 @@ def format_report(report: CheckReport) -> str:
         lines += [f"  {p}" for p in report.empty_folders[:MAX_LISTED]]
         if len(report.empty_folders) > MAX_LISTED:
             lines.append(f"  ... and {len(report.empty_folders) - MAX_LISTED} more")
-    if report.bad_images:
-        lines.append("unreadable images:")
-        lines += [f"  {p}: {why}" for p, why in report.bad_images[:MAX_LISTED]]
-        if len(report.bad_images) > MAX_LISTED:
-            lines.append(f"  ... and {len(report.bad_images) - MAX_LISTED} more")
+    for title, found in (("unreadable images", report.bad_images), ("suspect shapes", report.odd_shapes)):
+        if found:
+            lines.append(f"{title}:")
+            lines += [f"  {p}: {why}" for p, why in found[:MAX_LISTED]]
+            if len(found) > MAX_LISTED:
+                lines.append(f"  ... and {len(found) - MAX_LISTED} more")
     verdict = "usable" if report.usable else "NOT usable"
     lines.append(f"verdict: {verdict} ({len(report.errors)} error(s), {len(report.warnings)} warning(s))")
     return "\n".join(lines)

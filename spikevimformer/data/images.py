@@ -15,6 +15,8 @@ BAD_IMAGE_MODES = ("fail", "skip")
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 ORIENTATION = 0x0112  # EXIF tag
 _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
+MIN_SIDE_PX = 32  # the smallest input the backbone's four stride-2 stages turn into a feature map worth matching
+MAX_ASPECT = 4.0  # wider than any drone camera, satellite tile or panorama crop we expect
 
 
 class BadImageError(ValueError):
@@ -110,46 +112,71 @@ def load_rgb(path: Path | str) -> np.ndarray:
         raise BadImageError(path, str(exc) or type(exc).__name__) from exc
 
 
+def shape_warning(width: int, height: int) -> str | None:
+    """Why a width x height image is a suspect input (below MIN_SIDE_PX a side, or beyond MAX_ASPECT), else None."""
+    if min(width, height) < MIN_SIDE_PX:
+        return f"{width}x{height} px is below {MIN_SIDE_PX} px on a side"
+    aspect = max(width, height) / min(width, height)
+    if aspect > MAX_ASPECT:
+        return f"{width}x{height} px has aspect ratio {aspect:.1f}:1, beyond {MAX_ASPECT:.0f}:1; is this a whole photo?"
+    return None
+
+
 def quick_check(path: Path | str) -> str | None:
     """Fast integrity test (header verify plus JPEG end marker); returns a reason, or None when it looks fine."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except _READ_ERRORS as exc:
-        return str(exc) or type(exc).__name__
-    if path.suffix.lower() in _JPEG_SUFFIXES:
-        # PIL's verify does not look at JPEG scan data; a cut-off download lacks the end-of-image marker.
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 64))
-            if b"\xff\xd9" not in fh.read():
-                return "truncated JPEG (no end-of-image marker)"
-    return None
+    return _inspect(Path(path), full=False)[0]
 
 
 def full_check(path: Path | str) -> str | None:
     """Thorough integrity test: decode every pixel; slower than quick_check."""
+    return _inspect(Path(path), full=True)[0]
+
+
+def _inspect(path: Path, full: bool) -> tuple[str | None, tuple[int, int] | None]:
+    """(reason it is unreadable or None, (width, height) or None)."""
+    if full:
+        try:
+            h, w = load_rgb(path).shape[:2]
+        except BadImageError as exc:
+            return exc.reason, None
+        return None, (w, h)
     try:
-        load_rgb(path)
-    except BadImageError as exc:
-        return exc.reason
-    return None
+        with Image.open(path) as img:
+            size = img.size
+            img.verify()
+    except _READ_ERRORS as exc:
+        return str(exc) or type(exc).__name__, None
+    if path.suffix.lower() in _JPEG_SUFFIXES:
+        # PIL's verify does not look at JPEG scan data; a cut-off download lacks the end-of-image marker.
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 64))
+            if b"\xff\xd9" not in fh.read():
+                return "truncated JPEG (no end-of-image marker)", size
+    return None, size
 
 
-def scan_images(paths: Iterable[Path], full: bool = False, progress: bool = False) -> list[tuple[Path, str]]:
-    """(path, reason) for every unreadable image among `paths`."""
+@dataclass
+class ImageScan:
+    """What scan_images found: unreadable images and readable ones with suspect shapes, each with its reason."""
+
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+    odd_shapes: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def scan_images(paths: Iterable[Path], full: bool = False, progress: bool = False) -> ImageScan:
+    """Check every image among `paths`: readable (header, or every pixel with `full`) and of a plausible shape."""
     from tqdm import tqdm
 
-    check = full_check if full else quick_check
     paths = list(paths)
-    bad = []
+    scan = ImageScan()
     for p in tqdm(paths, desc="checking images", unit="img", disable=None if progress else True, leave=False):
-        reason = check(p)
+        reason, size = _inspect(Path(p), full)
         if reason is not None:
-            bad.append((Path(p), reason))
-    return bad
+            scan.bad.append((Path(p), reason))
+        elif size is not None and (odd := shape_warning(*size)):
+            scan.odd_shapes.append((Path(p), odd))
+    return scan
 
 
 def load_or_report(path: Path, on_bad_image: str, report: ImageReport | None) -> np.ndarray | None:

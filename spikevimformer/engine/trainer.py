@@ -512,16 +512,6 @@ def check_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool) 
                          "replace it with --overwrite, or choose another --out")  # fmt: skip
 
 
-def fresh_run_folder(base: str | Path) -> Path:
-    """`base`, or base-2, base-3, ... : the first that holds no run, for runs started without --out."""
-    base = Path(base)
-    candidate, n = base, 1
-    while any((candidate / name).exists() for name in RUN_FILES) or (candidate.exists() and not candidate.is_dir()):
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
-
-
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True,
           overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
     """Python API behind `spikevimformer train`; refuses an `out_dir` holding a run unless resuming or `overwrite`."""

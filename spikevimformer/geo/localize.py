@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..checkpoint import IMAGENET_TAG
+from ..data.images import shape_warning
 from ..geodesy import LocalFrame, weighted_position
 from .encoders import Encoder, TorchEncoder, open_onnx
 from .imaging import open_photo, preprocess
@@ -330,12 +331,9 @@ def _latlon(frame: LocalFrame, en) -> dict:
 
 
 def photo_warnings(img: Image.Image) -> list[str]:
-    """Shapes no drone camera makes: answers for them deserve less trust."""
-    w, h = img.size
-    out = []
-    if max(w, h) / min(w, h) > 4:
-        out.append(f"aspect ratio {max(w, h) / min(w, h):.1f}:1 is beyond 4:1; is this a whole photo?")
-    return out
+    """Shapes no drone camera makes (data.images.shape_warning): answers for them deserve less trust."""
+    odd = shape_warning(*img.size)
+    return [odd] if odd else []
 
 
 def open_localizer(

@@ -33,7 +33,7 @@ class Tile:
     source: str
     image: str  # absolute path of the image file holding the pixels
     box: tuple[int, int, int, int] | None = None  # crop (left, top, right, bottom) inside `image`
-    rotation: int = 0  # degrees counter-clockwise, a multiple of 90
+    rotation: float = 0.0  # degrees counter-clockwise; multiples of 90 are exact, others resample (rotated rasters)
     scale: float = 1.0
     ref_image: str = ""  # north-up imagery around the tile at native resolution, for registration ("" = none)
     ref_affine: tuple[float, ...] | None = None  # (a, b, c, d, e, f): ref_image pixel centre (col, row) ->
@@ -51,7 +51,7 @@ class Tile:
         return cls(
             id=row["id"], latitude=float(row["latitude"]), longitude=float(row["longitude"]),
             footprint_m=float(row["footprint_m"]), source=row.get("source", ""), image=row.get("image", ""),
-            box=box, rotation=int(float(row.get("rotation") or 0)), scale=float(row.get("scale") or 1.0),
+            box=box, rotation=float(row.get("rotation") or 0), scale=float(row.get("scale") or 1.0),
             ref_image=row.get("ref_image") or "",
             ref_affine=tuple(float(v) for v in row["ref_affine"].split()) if row.get("ref_affine") else None,
         )  # fmt: skip
@@ -66,10 +66,27 @@ def _whole_image(path: str) -> Image.Image:
 
 def load_tile(tile: Tile) -> Image.Image:
     """The tile's pixels, cropped and rotated as recorded."""
-    img = _whole_image(tile.image).crop(tile.box) if tile.box is not None else open_image(tile.image)
+    if tile.box is None:
+        img = open_image(tile.image)
+    elif tile.rotation % 90:
+        return _rotated_crop(_whole_image(tile.image), tile.box, tile.rotation)
+    else:
+        img = _whole_image(tile.image).crop(tile.box)
     if tile.rotation % 360:
         img = img.rotate(tile.rotation, expand=True)
     return img
+
+
+def _rotated_crop(img: Image.Image, box: tuple[int, int, int, int], degrees: float) -> Image.Image:
+    """The `box`-sized window about the box centre, turned `degrees` counter-clockwise: crop enough around it that
+    no corner comes from outside the crop, rotate about the centre, cut the middle."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    c, s = abs(math.cos(math.radians(degrees))), abs(math.sin(math.radians(degrees)))
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = math.ceil(max(w * c + h * s, w * s + h * c) / 2) + 1
+    wide = img.crop((round(cx) - half, round(cy) - half, round(cx) + half, round(cy) + half))
+    turned = wide.rotate(degrees, resample=Image.Resampling.BICUBIC)
+    return turned.crop((half - w // 2, half - h // 2, half - w // 2 + w, half - h // 2 + h))
 
 
 class NoReference(ValueError):
@@ -225,6 +242,19 @@ def georeference(
     return world, crs or "EPSG:4326"
 
 
+NORTH_UP_TOLERANCE_DEG = 1.0  # grid convergence near the middle of a UTM zone; less is not worth a resampling
+
+
+def _north_up_turn(image: Path, col_step: tuple[float, float], row_step: tuple[float, float]) -> float:
+    """Degrees counter-clockwise that turn the raster north-up, from the ground (east, north) metres of one step
+    along a column and a row; 0 within NORTH_UP_TOLERANCE_DEG. A mirrored raster (rows running north) is refused."""
+    if col_step[0] * row_step[1] - col_step[1] * row_step[0] > 0:
+        raise ValueError(f"{image} is geo-referenced mirrored (its rows run north, or its columns west); "
+                         "flip the image or fix the signs in its world file")  # fmt: skip
+    turn = math.degrees(math.atan2(col_step[1], col_step[0]))
+    return 0.0 if abs(turn) < NORTH_UP_TOLERANCE_DEG else turn
+
+
 def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path | None = None) -> list[Tile]:
     """Source (b): overlapping square ground tiles of an orthophoto geo-referenced by a world file or GeoTIFF tags."""
     image = Path(image)
@@ -241,6 +271,7 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
     check_latlon(lat, lon, f"{image} geo-referenced in {crs}")
     e, n = LocalFrame(float(lat[0]), float(lon[0])).to_local(lat, lon)
     gsd_col, gsd_row = math.hypot(e[1] - e[0], n[1] - n[0]), math.hypot(e[2] - e[0], n[2] - n[0])
+    north_up = _north_up_turn(image, (e[1] - e[0], n[1] - n[0]), (e[2] - e[0], n[2] - n[0]))
     tiles: list[Tile] = []
     for scale in cfg.scales:
         size_m, stride_m = cfg.tile_m * scale, cfg.stride_m * scale
@@ -260,8 +291,8 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
                 affine = local_affine(world, to_geo, col, row, tlat, tlon)
                 for rot in cfg.rotations:
                     tiles.append(Tile(
-                        f"{image.stem}_s{scale:g}_y{top}_x{left}_r{rot % 360}", tlat, tlon, size_m,
-                        "orthophoto", str(image.resolve()), (left, top, left + w, top + h), rot % 360, float(scale),
+                        f"{image.stem}_s{scale:g}_y{top}_x{left}_r{rot % 360}", tlat, tlon, size_m, "orthophoto",
+                        str(image.resolve()), (left, top, left + w, top + h), (rot + north_up) % 360, float(scale),
                         str(image.resolve()), affine,
                     ))  # fmt: skip
     return tiles
