@@ -78,9 +78,10 @@ def main() -> None:
     if not args.world:
         print("rendering the demo world at 256 px ...", flush=True)
         generate_world(cfg, world, workers=2)
-    from spikevimformer.demo import load_pretrained
+    from spikevimformer.pretrained import load_pretrained
 
-    encoder = TorchEncoder(load_pretrained(), 64, "pretrained")
+    model = load_pretrained()
+    encoder = TorchEncoder(model, model.image_size, "pretrained")
     tiles = world_tiles(world)
     index = GalleryIndex.create(tmp / "index", encoder.identity, IndexConfig())
     index.add(tiles, encode_tiles(encoder, tiles, progress=False))

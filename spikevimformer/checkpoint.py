@@ -161,18 +161,26 @@ def save_checkpoint(
     config: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    half_heads: bool = False,
 ) -> Path:
     """Save model (+ optimizer, resolved config, metrics, extra state) atomically.
 
-    Everything stored is tensors or plain Python values, so it loads with `weights_only=True`.
+    Everything stored is tensors or plain Python values, so it loads with `weights_only=True`. `half_heads` stores
+    the training-only blocks (SSA, SHS, classifier) in fp16: the backbone, hence inference, stays exact, and the
+    heads only seed further training (a tiny checkpoint: 46 -> 43 MB). Loaders return them in fp32.
     """
     bare = model.module if hasattr(model, "module") else model
+    state = bare.state_dict()
+    if half_heads:
+        state = {k: v.half() if v.is_floating_point() and not k.startswith("backbone.") else v
+                 for k, v in state.items()}  # fmt: skip
     payload: dict[str, Any] = {
         "format": FORMAT,
         "variant": bare.variant,
         "num_classes": bare.num_classes,
+        "image_size": bare.image_size or dict(config or {}).get("image_size"),
         "backbone_cfg": asdict(bare.backbone.cfg),
-        "model": bare.state_dict(),
+        "model": state,
         "config": dict(config or {}),
         "metrics": dict(metrics or {}),
     }
@@ -234,7 +242,9 @@ def model_from_checkpoint(path: str | Path) -> SpikeViMFormer:
             raise _not_ours(payload, path)
         variant, classes, state = bare
         return _assemble(asdict(VARIANTS[variant]), classes, variant, state, path)
-    return _assemble(payload["backbone_cfg"], payload["num_classes"], payload["variant"], payload["model"], path)
+    model = _assemble(payload["backbone_cfg"], payload["num_classes"], payload["variant"], payload["model"], path)
+    model.image_size = payload.get("image_size") or (payload.get("config") or {}).get("image_size")
+    return model
 
 
 def _assemble(
@@ -263,8 +273,9 @@ def load_model(
 ) -> tuple[SpikeViMFormer, str]:  # fmt: skip
     """The one way to get a model, in eval mode, with an identity tag that says which weights it holds.
 
-    - `checkpoint`: one of our checkpoints (.pt, or a `save_release` .safetensors; its own variant);
-      tag = the file's SHA-256.
+    - `checkpoint`: one of our checkpoints (.pt, or a `save_release` .safetensors; its own variant), or the name
+      of a shipped release (`pretrained`, see spikevimformer.pretrained; checked against its SHA-256);
+      tag = the file's SHA-256. `model.image_size` is the size it was trained at, when recorded.
     - `init`: official E-SpikeFormer ImageNet weights for the backbone of `variant` (default: the
       variant the file holds); tag = "imagenet-init:sha256=" + the file's SHA-256.
     - neither: a seeded, BN-calibrated random init of `variant` (default tiny);
@@ -278,8 +289,15 @@ def load_model(
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
     if checkpoint is not None:
-        release = Path(checkpoint).suffix == ".safetensors"
-        model = load_release(checkpoint) if release else model_from_checkpoint(checkpoint)
+        checkpoint = resolve_checkpoint(checkpoint)
+        shipped = release_for(checkpoint)
+        if shipped is not None:
+            model = load_release(checkpoint, sha256=shipped.sha256)
+            model.image_size = shipped.image_size
+        elif Path(checkpoint).suffix == ".safetensors":
+            model = load_release(checkpoint)
+        else:
+            model = model_from_checkpoint(checkpoint)
         if variant is not None and variant != model.variant:
             raise ValueError(f"{checkpoint} holds the {model.variant} variant, not {variant}; leave --variant out")
         return model.eval(), file_sha256(checkpoint)
@@ -291,6 +309,31 @@ def load_model(
     model = build_model(variant or "tiny")
     model.load_state_dict(_random_init_state(variant or "tiny", seed))
     return model.eval(), random_init_tag(seed)
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A --checkpoint value as a file: an existing path as given, else a shipped release's name -> its file.
+
+    Raises CheckpointError for a missing file and ValueError for a name that is no release (listing the names).
+    """
+    from .pretrained import find_release, get_release
+
+    path = Path(checkpoint)
+    if path.exists() or (release := find_release(str(checkpoint))) is None:
+        if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+            get_release(str(checkpoint))  # a bare word: a mistyped release name, said as such
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist")
+        return path
+    return release.path
+
+
+def release_for(path: str | Path):
+    """The shipped Release whose file `path` is, else None (a release copied elsewhere is just a file)."""
+    from .pretrained import RELEASES
+
+    resolved = Path(path).resolve()
+    return next((r for r in RELEASES.values() if r.path.resolve() == resolved), None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -329,6 +372,8 @@ def save_release(model: SpikeViMFormer, path: str | Path, metadata: Mapping[str,
     }
     header = {"format": FORMAT, "variant": bare.variant, "num_classes": str(bare.num_classes),
               "backbone_cfg": json.dumps(asdict(bare.backbone.cfg)), **dict(metadata or {})}
+    if bare.image_size:
+        header["image_size"] = str(bare.image_size)
     return file_sha256(atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header)))
 
 
@@ -354,4 +399,6 @@ def load_release(path: str | Path, sha256: str | None = None) -> SpikeViMFormer:
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a spikevimformer release (no format tag {FORMAT!r})")
     cfg, num_classes = json.loads(header["backbone_cfg"]), int(header["num_classes"])
-    return _assemble(cfg, num_classes, header["variant"], _read(path), path)
+    model = _assemble(cfg, num_classes, header["variant"], _read(path), path)
+    model.image_size = int(header["image_size"]) if header.get("image_size") else None
+    return model

@@ -10,14 +10,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-PRETRAINED = "synth-pretrain-tiny.safetensors"
 DEMO_SEED = 2026  # pretraining worlds use seeds >= 10000, so the demo world is never seen in pretraining
 
 DEMO_FILES = ("report.html", "report.json")  # a folder holding these holds a finished demo
@@ -77,22 +75,6 @@ class Stages:
         stage = Stage(name, time.monotonic() - start)
         self.done.append(stage)
         print(f"   {name}: {stage.seconds:.1f} s", flush=True)
-
-
-def pretrained_path() -> Path:
-    return Path(str(resources.files("spikevimformer") / "resources" / PRETRAINED))
-
-
-def pretrained_info() -> dict[str, Any]:
-    """The shipped checkpoint's record: SHA-256, command, training log summary, held-out evaluation."""
-    return json.loads((resources.files("spikevimformer") / "resources" / "synth-pretrain-tiny.json").read_text())
-
-
-def load_pretrained():
-    """The shipped pretrained SpikeViMFormer-T, refused unless its SHA-256 matches the record."""
-    from .checkpoint import load_release
-
-    return load_release(pretrained_path(), sha256=pretrained_info()["sha256"])
 
 
 def _train(cfg: DemoConfig, world: Path, name: str, init: str, lr: float) -> tuple[Path, dict[str, Any]]:
@@ -248,6 +230,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from .data import load_benchmark
     from .data.synth import SynthConfig, generate_world
     from .device import resolve_device
+    from .pretrained import get_release, load_pretrained
     from .report import write_report
 
     out = Path(cfg.out_dir)
@@ -272,9 +255,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     init = "scratch"
     if not cfg.from_scratch:
         with stages("pretrained checkpoint, before fine-tuning"):
-            pretrained = load_pretrained()  # SHA-256 checked here; training then reads the same file
-            init = str(pretrained_path())
-            payload["pretrained"] = pretrained_info()
+            release = get_release("pretrained")
+            pretrained = load_pretrained(release.name)  # SHA-256 checked here; training then reads the same file
+            init = str(release.path)
+            payload["pretrained"] = release.info()
             rows += _evaluate(pretrained, bench, cfg, device, "pretrained (no fine-tuning)")
 
     runs: dict[str, Path] = {}

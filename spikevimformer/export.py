@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fileio import atomic_write
 from .models.fuse import fuse_backbone
 
 OPSET = 17
@@ -39,9 +38,8 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     net = InferenceModel(model.backbone).eval()
     example = torch.randn(batch, 3, image_size, image_size)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation; onnxscript is absent
             torch.onnx.export(
@@ -53,11 +51,8 @@ def export_onnx(
             "format": "spikevimformer-onnx/1", "variant": model.variant, "checkpoint_sha256": checkpoint_sha256,
             "image_size": int(image_size), "descriptor_dim": int(model.descriptor_dim), "bn_folded": True,
         })  # fmt: skip
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write, suffix=".onnx")
 
 
 def _add_metadata(path: str, info: dict) -> None:
@@ -76,10 +71,8 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".onnx", dir=dst.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8)
         proto = onnx.load(tmp)
         meta = json.loads(next(p.value for p in onnx.load(str(src)).metadata_props if p.key == "spikevimformer"))
@@ -87,11 +80,8 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
         entry = proto.metadata_props.add()
         entry.key, entry.value = "spikevimformer", json.dumps({**meta, "quantization": "dynamic-int8"})
         onnx.save(proto, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
+
+    return atomic_write(dst, write, suffix=".onnx")
 
 
 def onnx_parity(model, onnx_path: str | Path, images: Tensor) -> float:

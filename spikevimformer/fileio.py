@@ -9,8 +9,20 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
+def umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path, folder: bool = False) -> None:
+    """Give a file or folder made by mkstemp/mkdtemp (0600/0700) the mode open() or mkdir() would have given."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "") -> Path:
-    """Call `write(temporary_path)` in the target folder, fsync, then rename over `path` (mode 0644).
+    """Call `write(temporary_path)` in the target folder, fsync, then rename over `path` (mode by the umask).
 
     `suffix` keeps writers that look at the extension (matplotlib, onnx) happy.
     """
@@ -22,7 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; written files are meant to be shared
+        follow_umask(tmp)  # mkstemp makes 0600; written files follow the umask like any other
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

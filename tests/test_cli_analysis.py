@@ -13,7 +13,8 @@ def world(tmp_path_factory):
 
 def test_robustness_grid_reports_drops(world, tmp_path, capsys):
     out = tmp_path / "rob"
-    rc = main(["robustness", "--data-root", str(world), "--image-size", "32", "--keep", "20", "60", "100",
+    rc = main(["robustness", "--random-init", "--data-root", str(world), "--image-size", "32", "--keep", "20",
+               "60", "100",
                "--patches", "5", "--weather", "fog", "dark", "--workers", "0", "--out", str(out), "--device", "cpu"])
     assert rc == 0
     rows = json.loads((out / "robustness.json").read_text())["rows"]
@@ -24,18 +25,21 @@ def test_robustness_grid_reports_drops(world, tmp_path, capsys):
 
 
 def test_unknown_weather_condition_is_refused(world, capsys):
-    rc = main(["robustness", "--data-root", str(world), "--image-size", "32", "--keep", "--weather", "tornado",
+    rc = main(["robustness", "--random-init", "--data-root", str(world), "--image-size", "32", "--keep",
+               "--weather", "tornado",
                "--workers", "0"])
     assert rc == 2 and "tornado" in capsys.readouterr().err
 
 
 def test_visualize_writes_pngs(world, tmp_path):
     strip = tmp_path / "strip.png"
-    assert main(["visualize", "strips", "--data-root", str(world), "--image-size", "32", "--queries", "2",
+    assert main(["visualize", "strips", "--random-init", "--data-root", str(world), "--image-size", "32",
+                 "--queries", "2",
                  "--k", "3", "--out", str(strip), "--device", "cpu"]) == 0
     assert strip.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = next((world / "test" / "query_drone").rglob("*.jpeg"))
-    assert main(["visualize", "heatmap", str(image), "--image-size", "32", "--out", str(tmp_path / "hm")]) == 0
+    assert main(["visualize", "heatmap", str(image), "--random-init", "--image-size", "32", "--out",
+                 str(tmp_path / "hm")]) == 0  # fmt: skip
     assert (tmp_path / "hm" / f"{image.stem}-heatmap.png").stat().st_size > 0
     log = tmp_path / "run" / "log.csv"
     log.parent.mkdir()

@@ -93,8 +93,10 @@ def test_a_file_where_a_folder_belongs_and_a_missing_run_are_named(tmp_path, cap
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(b"\xff\xd8 not really")
     cases = [
-        (["energy", "--images", str(photo), "--out", str(tmp_path / "e")], "--images", "is a file, not a folder"),
-        (["index", "build", "--tiles", str(photo), "--csv", "x.csv", "--out", str(tmp_path / "i")], "--tiles",
+        (["energy", "--random-init", "--images", str(photo), "--out", str(tmp_path / "e")], "--images",
+         "is a file, not a folder"),
+        (["index", "build", "--random-init", "--tiles", str(photo), "--csv", "x.csv", "--out", str(tmp_path / "i")],
+         "--tiles",
          "is a file, not a folder"),
         (["train", "--resume", str(tmp_path / "nope"), "--data-root", str(tmp_path)], "--resume", "does not exist"),
         (["train", "--resume", str(tmp_path), "--data-root", str(tmp_path)], "--resume", "holds no last.pt"),

@@ -7,7 +7,8 @@ from tests.fake_datasets import make_university
 def test_evaluate_both_protocols_writes_report(tmp_path, capsys):
     world = make_university(tmp_path, train=2, test=4, distractors=2, drone=2)
     out = tmp_path / "eval"
-    rc = main(["evaluate", "--data-root", str(world), "--image-size", "32", "--protocol", "both", "--workers", "0",
+    rc = main(["evaluate", "--random-init", "--data-root", str(world), "--image-size", "32", "--protocol",
+               "both", "--workers", "0",
                "--out", str(out), "--cache", str(tmp_path / "cache"), "--device", "cpu"])
     assert rc == 0
     report = json.loads((out / "metrics.json").read_text())
@@ -23,5 +24,5 @@ def test_evaluate_both_protocols_writes_report(tmp_path, capsys):
 
 
 def test_evaluate_missing_folder_is_a_clean_error(tmp_path, capsys):
-    assert main(["evaluate", "--data-root", str(tmp_path / "nope"), "--image-size", "32"]) != 0
+    assert main(["evaluate", "--random-init", "--data-root", str(tmp_path / "nope"), "--image-size", "32"]) != 0
     assert "nope" in capsys.readouterr().err

@@ -7,8 +7,9 @@ import yaml
 
 from spikevimformer.checkpoint import CheckpointError, load_release, save_release
 from spikevimformer.cli import main
-from spikevimformer.demo import DemoConfig, load_pretrained, pretrained_info, pretrained_path
+from spikevimformer.demo import DemoConfig
 from spikevimformer.models import build_model
+from spikevimformer.pretrained import get_release, load_pretrained, release_names
 from spikevimformer.report import SECTIONS
 
 
@@ -37,11 +38,15 @@ def test_toy_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
 
 def test_shipped_checkpoint_matches_its_hash_and_a_tampered_copy_is_refused(tmp_path):
     model = load_pretrained()
-    assert model.variant == "tiny" and model.descriptor_dim == 240
-    info = pretrained_info()
-    assert {"sha256", "command", "evaluation"} <= set(info)
+    release = get_release("pretrained")
+    assert (model.variant, model.descriptor_dim, model.image_size) == (release.variant, release.descriptor_dim, 64)
+    assert not model.training and release_names()[0] == "pretrained"
+    info = release.info()
+    assert {"sha256", "command", "evaluation"} <= set(info) and info["image_size"] == release.image_size
+    with pytest.raises(ValueError, match="unknown pretrained model 'pretrianed'; known: pretrained, synth-pretrain"):
+        load_pretrained("pretrianed")
     tampered = tmp_path / "tampered.safetensors"
-    shutil.copy(pretrained_path(), tampered)
+    shutil.copy(release.path, tampered)
     data = bytearray(tampered.read_bytes())
     data[-100] ^= 0xFF
     tampered.write_bytes(bytes(data))

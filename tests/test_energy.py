@@ -114,7 +114,7 @@ def test_energy_cli_writes_its_files(tmp_path, capsys):
     for i in range(2):
         Image.new("RGB", (70, 50), (40 * i, 120, 200)).save(folder / f"{i}.jpg")
     out = tmp_path / "out"
-    argv = ["energy", "--variant", "tiny", "--images", str(tmp_path / "images"), "--image-size", "64",
+    argv = ["energy", "--random-init", "--variant", "tiny", "--images", str(tmp_path / "images"), "--image-size", "64",
             "--batch-size", "2", "--out", str(out)]
     assert main(argv) == 0
     assert "ANN" in capsys.readouterr().out
@@ -124,6 +124,6 @@ def test_energy_cli_writes_its_files(tmp_path, capsys):
     assert "block3.0.attn.q(k^T v)" in (out / "energy.txt").read_text()
     assert main(argv) == 2  # a second report into the same folder
     assert "already exist; pass --overwrite" in capsys.readouterr().err
-    argv[4] = str(tmp_path / "nope")
+    argv[argv.index("--images") + 1] = str(tmp_path / "nope")
     assert main([*argv, "--overwrite"]) == 2
     assert "does not exist" in capsys.readouterr().err

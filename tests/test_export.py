@@ -84,11 +84,12 @@ def test_onnx_export_parity_and_metadata(model, tmp_path) -> None:
 
 
 def test_export_cli_and_errors(tmp_path, capsys) -> None:
-    assert main(["export", "--variant", "tiny", "--image-size", "32", "--out", str(tmp_path / "t.onnx")]) == 0
+    assert main(["export", "--random-init", "--variant", "tiny", "--image-size", "32", "--out",
+                 str(tmp_path / "t.onnx")]) == 0  # fmt: skip
     assert "parity: min cosine" in capsys.readouterr().out
     assert OnnxEncoder(tmp_path / "t.onnx").identity.checkpoint_sha256.startswith("random-init")
     with pytest.raises(SystemExit) as info:  # refused by the argument parser, before any work
-        main(["export", "--variant", "tiny", "--image-size", "30", "--out", str(tmp_path / "x.onnx")])
+        main(["export", "--random-init", "--variant", "tiny", "--image-size", "30", "--out", str(tmp_path / "x.onnx")])
     assert info.value.code == 2 and "multiple of 16" in capsys.readouterr().err
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a loadable ONNX model"):

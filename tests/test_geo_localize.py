@@ -21,7 +21,8 @@ SIZE = "32"
 def world_index(tmp_path_factory):
     root = tmp_path_factory.mktemp("geo")
     world = make_world(root / "world")
-    assert main(["index", "build", "--out", str(root / "idx"), "--world", str(world), "--image-size", SIZE]) == 0
+    assert main(["index", "build", "--out", str(root / "idx"), "--world", str(world), "--image-size", SIZE,
+                 "--random-init"]) == 0  # fmt: skip
     return world, root / "idx"
 
 
@@ -46,13 +47,13 @@ def test_index_info_cli(world_index, capsys) -> None:
     info = _run_json(capsys, ["index", "info", str(idx), "--json"])
     assert info["count"] == 7 and info["index"]["kind"] == "flat"
     assert info["model"] == {"variant": "tiny", "checkpoint_sha256": "random-init:seed=0+bn-calibrated",
-                             "image_size": 32, "dim": 240}  # fmt: skip
+                             "image_size": 32, "dim": 240, "weights": ""}  # fmt: skip
 
 
 def test_localize_cli_json(world_index, capsys) -> None:
     world, idx = world_index
     query = world / "University-1652/test/query_drone/0004/image-01.png"
-    out = _run_json(capsys, ["localize", str(query), "--index", str(idx), "-k", "3", "--json"])
+    out = _run_json(capsys, ["localize", str(query), "--index", str(idx), "-k", "3", "--json", "--random-init"])
     (res,) = out["results"]
     assert res["matches"][0]["id"] == "0004" and len(res["matches"]) == 3
     assert [m["rank"] for m in res["matches"]] == [1, 2, 3]
@@ -61,32 +62,32 @@ def test_localize_cli_json(world_index, capsys) -> None:
     est = res["estimate"]
     err = float(haversine_m(top["latitude"], top["longitude"], est["latitude"], est["longitude"]))
     assert err < 5 and res["estimate"]["radius_m"] >= FOOTPRINT_M / 2 and res["model_s"] > 0
-    assert main(["localize", str(query), "--index", str(idx)]) == 0
+    assert main(["localize", str(query), "--index", str(idx), "--random-init"]) == 0
     assert "0004" in capsys.readouterr().out
 
 
 def test_evaluate_cli(world_index, capsys, tmp_path) -> None:
     world, idx = world_index
     rep = _run_json(capsys, ["localize", "--index", str(idx), "--evaluate", str(world), "--json",
-                             "--out", str(tmp_path / "r.json")])  # fmt: skip
+                             "--out", str(tmp_path / "r.json"), "--random-init"])  # fmt: skip
     assert rep["queries"] == 5 and rep["gallery"] == 7 and rep["R@1"] == 1.0
     assert rep["Dis@1_m"] == pytest.approx(10.0, abs=0.1)  # the cameras sit 10 m north of the tile centres
     assert rep["within_25m"] == 1.0 and rep["SDM@1"] == pytest.approx(float(torch.exp(torch.tensor(-0.01))), 1e-3)
     assert json.loads((tmp_path / "r.json").read_text())["R@1"] == 1.0
     loc = _run_json(capsys, ["localize", "--index", str(idx), "--evaluate", str(world), "--json",
-                             "--truth", "location"])  # fmt: skip
+                             "--truth", "location", "--random-init"])  # fmt: skip
     assert loc["Dis@1_m"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_onnx_backend_agrees(world_index, tmp_path, capsys) -> None:
     world, idx = world_index
     onnx_path = tmp_path / "m.onnx"
-    assert main(["export", "--variant", "tiny", "--image-size", SIZE, "--out", str(onnx_path)]) == 0
+    assert main(["export", "--random-init", "--variant", "tiny", "--image-size", SIZE, "--out", str(onnx_path)]) == 0
     rep = _run_json(capsys, ["localize", "--index", str(idx), "--onnx", str(onnx_path), "--evaluate", str(world),
                              "--json"])  # fmt: skip
     assert rep["backend"] == "onnxruntime" and rep["R@1"] == 1.0
     query = str(world / "University-1652/test/query_drone/0002/image-01.png")
-    a = _run_json(capsys, ["localize", query, "--index", str(idx), "--json"])["results"][0]["matches"]
+    a = _run_json(capsys, ["localize", query, "--index", str(idx), "--json", "--random-init"])["results"][0]["matches"]
     b = _run_json(capsys, ["localize", query, "--index", str(idx), "--onnx", str(onnx_path), "--json"])
     b = b["results"][0]["matches"]
     assert [m["id"] for m in a] == [m["id"] for m in b]
@@ -102,11 +103,14 @@ def test_add_folder_tiles_then_localize(world_index, tmp_path, capsys) -> None:
     (tmp_path / "new").mkdir()
     tile_image(50, 64).save(tmp_path / "new" / "n1.png")
     (tmp_path / "new.csv").write_text("id,latitude,longitude,footprint_m\nn1,47.5,8.6,120\n")
-    assert main(["index", "add", str(idx), "--tiles", str(tmp_path / "new"), "--csv", str(tmp_path / "new.csv")]) == 0
+    assert main(["index", "add", str(idx), "--random-init", "--tiles", str(tmp_path / "new"), "--csv",
+                 str(tmp_path / "new.csv")]) == 0  # fmt: skip
     assert _run_json(capsys, ["index", "info", str(idx), "--json"])["count"] == 8
-    out = _run_json(capsys, ["localize", str(tmp_path / "new" / "n1.png"), "--index", str(idx), "--json"])
+    out = _run_json(capsys, ["localize", str(tmp_path / "new" / "n1.png"), "--index", str(idx), "--json",
+                             "--random-init"])  # fmt: skip
     assert out["results"][0]["matches"][0]["id"] == "n1"
-    assert main(["index", "add", str(idx), "--tiles", str(tmp_path / "new"), "--csv", str(tmp_path / "new.csv")]) == 2
+    assert main(["index", "add", str(idx), "--random-init", "--tiles", str(tmp_path / "new"), "--csv",
+                 str(tmp_path / "new.csv")]) == 2  # fmt: skip
     assert "already in the gallery" in capsys.readouterr().err
 
 
@@ -121,8 +125,7 @@ def test_checkpoint_identity_enforced(world_index, tmp_path, capsys) -> None:
                  "--checkpoint", str(ckpt_a)]) == 0  # fmt: skip
     query = str(world / "University-1652/test/query_drone/0000/image-01.png")
     capsys.readouterr()
-    assert main(["localize", query, "--index", str(idx)]) == 2
-    assert "pass it with --checkpoint" in capsys.readouterr().err
+    assert main(["localize", query, "--index", str(idx)]) == 0  # the index remembers a.pt
     assert main(["localize", query, "--index", str(idx), "--checkpoint", str(ckpt_b)]) == 2
     assert "different model" in capsys.readouterr().err
     assert main(["localize", query, "--index", str(idx), "--checkpoint", str(ckpt_a)]) == 0

@@ -28,7 +28,7 @@ def world(tmp_path_factory) -> tuple[Path, Path]:
     cfg = SynthConfig(seed=7, locations=16, views=2, image_size=256, test_fraction=0.4)
     generate_world(cfg, root / "world")
     assert main(["index", "build", "--out", str(root / "idx"), "--world", str(root / "world"),
-                 "--image-size", "32"]) == 0  # fmt: skip
+                 "--image-size", "32", "--random-init"]) == 0  # fmt: skip
     return root / "world", root / "idx"
 
 
@@ -39,7 +39,7 @@ def _truth(world: Path) -> dict[str, dict]:
 
 def _localize(capsys, *argv: str) -> dict:
     capsys.readouterr()
-    assert main(["localize", *argv, "--json"]) == 0
+    assert main(["localize", *argv, "--json", "--random-init"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -113,13 +113,13 @@ def test_photos_that_match_nothing_or_lie_about_the_lens(world, capsys, tmp_path
     exif.get_ifd(0x8769)[0xA405] = 1  # a 1 mm "35 mm equivalent" lens
     Image.open(root / "University-1652/test/query_drone/0008/image-01.jpeg").save(liar, exif=exif.tobytes())
     capsys.readouterr()
-    assert main(["localize", str(liar), "--index", str(idx)]) == 2
+    assert main(["localize", str(liar), "--index", str(idx), "--random-init"]) == 2
     assert "FocalLengthIn35mmFilm 1 mm" in capsys.readouterr().err
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (40, 40)).save(tiny)
-    assert main(["localize", str(tiny), "--index", str(idx)]) == 2
+    assert main(["localize", str(tiny), "--index", str(idx), "--random-init"]) == 2
     assert "at least 64 px" in capsys.readouterr().err
-    assert main(["localize", str(tmp_path), "--index", str(idx)]) == 2
+    assert main(["localize", str(tmp_path), "--index", str(idx), "--random-init"]) == 2
     assert "is a folder, not an image" in capsys.readouterr().err
 
 
@@ -142,7 +142,7 @@ def test_greyscale_16bit_and_rotated_photos_register(world, capsys, tmp_path) ->
 
 def test_index_without_reference_imagery_says_rebuild(world) -> None:
     _, idx = world
-    loc = open_localizer(str(idx), k=3, register=RegisterConfig())
+    loc = open_localizer(str(idx), k=3, register=RegisterConfig(), random_init=True)
     loc.index.tiles = [replace(t, ref_image="", ref_affine=None) for t in loc.index.tiles]
     buf = io.BytesIO()
     Image.new("RGB", (128, 128), (80, 90, 70)).save(buf, "PNG")
@@ -188,7 +188,7 @@ def test_serve_answers_with_the_camera_and_takes_a_lens_per_request(world, tmp_p
     exif = Image.Exif()
     exif.get_ifd(0x8769)[0xA405] = 1
     Image.open(root / rel).save(liar, "JPEG", exif=exif.tobytes())
-    with live_server(create_app(open_localizer(str(idx), k=9))) as url:
+    with live_server(create_app(open_localizer(str(idx), k=9, random_init=True))) as url:
         sent = httpx.post(f"{url}/localize", files={"image": ("p.jpeg", (root / rel).read_bytes(), "image/jpeg")})
         assert sent.status_code == 200 and sent.json()["fix"] and sent.json()["camera"]["height_m"] > 100
         plain = httpx.post(f"{url}/localize", content=bare, headers={"content-type": "image/png"}).json()
@@ -208,7 +208,8 @@ def test_one_unreadable_photo_does_not_cost_the_others_their_answers(world, caps
     root, idx = world
     good = root / "University-1652/test/query_drone/0008/image-01.jpeg"
     capsys.readouterr()
-    assert main(["localize", str(good), str(tmp_path / "missing.jpg"), "--index", str(idx), "-k", K, "--json"]) == 2
+    assert main(["localize", str(good), str(tmp_path / "missing.jpg"), "--index", str(idx), "-k", K, "--json",
+                 "--random-init"]) == 2  # fmt: skip
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert len(out["results"]) == 1 and out["results"][0]["fix"]

@@ -186,7 +186,8 @@ def test_cli_index_build_from_geotiff_without_world_file(tmp_path, capsys) -> No
     tif = _write_geotiff(tmp_path / "ortho.tif", **CASES["utm32n-area"][0])
     expected = orthophoto_tiles(tif, OrthoConfig(10, 10))
     idx = tmp_path / "idx"
-    argv = ["index", "build", "--out", str(idx), "--ortho", str(tif), "--tile-m", "10", "--stride-m", "10"]
+    argv = ["index", "build", "--random-init", "--out", str(idx), "--ortho", str(tif), "--tile-m", "10",
+            "--stride-m", "10"]  # fmt: skip
     assert main([*argv, "--image-size", "32"]) == 0
     info = GalleryIndex.load(idx).info()
     assert info["count"] == len(expected) == 12 and info["sources"] == ["orthophoto"]

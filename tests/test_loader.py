@@ -90,8 +90,8 @@ def _group_is_empty(pgid: int) -> bool:
 
 def test_evaluate_with_workers_stops_at_a_truncated_jpeg(broken_world) -> None:
     start = time.monotonic()
-    done, pgid = _run(["evaluate", "--data-root", str(broken_world), "--image-size", "32", "--workers", "2",
-                       "--batch-size", "4"])  # fmt: skip
+    done, pgid = _run(["evaluate", "--random-init", "--data-root", str(broken_world), "--image-size", "32",
+                       "--workers", "2", "--batch-size", "4"])  # fmt: skip
     assert done.returncode == 2 and time.monotonic() - start < 90
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "cannot read image" in errors[0] and "truncated" in errors[0]
@@ -100,8 +100,8 @@ def test_evaluate_with_workers_stops_at_a_truncated_jpeg(broken_world) -> None:
 
 
 def test_skip_bad_images_lists_the_file_and_finishes(broken_world) -> None:
-    done, pgid = _run(["evaluate", "--data-root", str(broken_world), "--image-size", "32", "--workers", "2",
-                       "--skip-bad-images"])  # fmt: skip
+    done, pgid = _run(["evaluate", "--random-init", "--data-root", str(broken_world), "--image-size", "32",
+                       "--workers", "2", "--skip-bad-images"])  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "skipping unreadable image" in done.stderr and "drone2satellite" in done.stdout
     assert _group_is_empty(pgid)

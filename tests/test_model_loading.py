@@ -161,8 +161,11 @@ def test_index_built_from_imagenet_init_asks_for_it_back(tmp_path) -> None:
     index = GalleryIndex.create(tmp_path / "idx", encoder.identity)
     index.add(tiles, encode_tiles(encoder, tiles, progress=False))
     index.save()
-    with pytest.raises(ValueError, match="built from ImageNet backbone weights .*pass them with --init"):
+    assert open_localizer(str(tmp_path / "idx")).encoder.identity == index.identity  # remembered
+    init.rename(tmp_path / "moved.pth")
+    with pytest.raises(ValueError, match="which is gone: pass the same weights with --init"):
         open_localizer(str(tmp_path / "idx"))
+    (tmp_path / "moved.pth").rename(init)
     with pytest.raises(ValueError, match="built with the tiny variant, not small"):
         open_localizer(str(tmp_path / "idx"), variant="small", init=str(init))
     assert open_localizer(str(tmp_path / "idx"), init=str(init)).encoder.identity == index.identity

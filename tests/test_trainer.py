@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from spikevimformer.checkpoint import CheckpointError, load_checkpoint
+from spikevimformer.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from spikevimformer.cli import main
 from spikevimformer.engine import NonFiniteLoss, Trainer, load_config
 from spikevimformer.engine.config import TrainConfig
@@ -148,6 +148,10 @@ def test_cli_end_to_end_writes_run_folder(world, tmp_path, capsys):
                "--set", *(f"{k}={v}" for k, v in TINY.items())])
     assert rc == 0
     assert {"config.yaml", "log.csv", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
+    best = load_checkpoint(run / "best.pt")  # what inference and fine-tuning need, no optimizer or HRAL memory
+    assert "optimizer" not in best and "train_state" not in best and best["image_size"] == TINY["image_size"]
+    assert (run / "best.pt").stat().st_size < min(45e6, 0.5 * (run / "last.pt").stat().st_size)  # README: sizes
+    assert model_from_checkpoint(run / "best.pt").image_size == TINY["image_size"]
     log = list(csv.DictReader((run / "log.csv").open()))
     assert [int(r["step"]) for r in log] == [1, 2, 3]
     assert {"loss", "infonce", "ssa", "shs", "hral", "lr", "pairs_per_s"} <= set(log[0])

@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..models.backbone import SpikeAttention, count_parameters
 from ..models.neuron import NILIF, record_spikes
+from ..progress import progress_bar
 from .complexity import ATTENTION_ORDERS, count_macs
 
 E_MAC_PJ = 4.6  # 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
@@ -187,7 +187,7 @@ def measure_energy(
     images = 0
     try:
         with record_spikes(backbone, histogram=True) as recorder, torch.inference_mode():
-            for batch in tqdm(batches, desc="energy", unit="batch", disable=not progress):
+            for batch in progress_bar(batches, desc="energy", unit="batch", progress=progress):
                 if not isinstance(batch, Tensor) or batch.ndim != 4 or batch.shape[1] != 3:
                     shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
                     raise ValueError(f"each batch must be an image tensor (B, 3, H, W), got {shape}")

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from .. import __version__
+from ..progress import set_progress
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 COMMANDS = (
@@ -27,7 +28,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name.replace('-', '_')}").register(sub)
+    for path, command in _commands(parser):
+        command.formatter_class = DefaultsFormatter
+        for action in command._actions:  # flags without help text still show their default
+            if action.option_strings and action.help is None and action.default not in (None, False, argparse.SUPPRESS):
+                action.help = "default: %(default)s"
+        if path in LONG and "--no-progress" not in command._option_string_actions:
+            command.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway "
+                                 "when stderr is not a terminal)")  # fmt: skip
     return parser
+
+
+# Commands that run long enough for progress bars, hence take --no-progress.
+LONG = {"demo", "synth", "data check", "train", "evaluate", "robustness", "energy", "visualize strips",
+        "index build", "index add", "localize"}  # fmt: skip
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """argparse's ArgumentDefaultsHelpFormatter without its noise: no "(default: None)" or "(default: False)",
+    and nothing added where the help already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text or action.default in (None, False)
+                or action.default is argparse.SUPPRESS):  # fmt: skip
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def _commands(parser: argparse.ArgumentParser, path: str = ""):
+    """(path such as "index build", parser) of every command and sub-command below `parser`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                here = f"{path} {name}".strip()
+                yield here, child
+                yield from _commands(child, here)
 
 
 def _positive_int(text: str) -> int:
@@ -39,6 +75,8 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "no_progress", False):
+        set_progress(False)
     if args.threads:
         import torch
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..device import resolve_device
 from ..models import VARIANTS
 
 __all__ = ["add_device", "add_image_size", "add_model", "add_registration", "add_variant", "describe_model",
-           "load_model", "register_config", "resolve_device"]
+           "load_model", "load_weights", "register_config", "require_weights", "resolve_device", "settle_image_size"]
 
 
 def add_variant(parser: argparse._ActionsContainer, default: str | None = "tiny", help: str = "backbone size") -> None:
@@ -26,9 +27,15 @@ def image_size(text: str) -> int:
     return value
 
 
-def add_image_size(parser: argparse.ArgumentParser, default: int = 384) -> None:
+DEFAULT_IMAGE_SIZE = 384  # University-1652's usual input side, for weights that do not record their own
+
+
+def add_image_size(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    """--image-size; default None: the size the model's weights were trained at (settle_image_size)."""
+    told = (f"default: {default}" if default is not None else
+            f"default: the size the weights were trained at, else {DEFAULT_IMAGE_SIZE}")  # fmt: skip
     parser.add_argument("--image-size", type=image_size, default=default,
-                        help="square input side (multiple of 16, at least 32; default: %(default)s)")
+                        help=f"square input side (multiple of 16, at least 32; {told})")
 
 
 def add_overwrite(parser: argparse.ArgumentParser) -> None:
@@ -40,17 +47,55 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present, else CPU), 'cpu', 'cuda:0'...")
 
 
-def add_model(parser: argparse.ArgumentParser, onnx: bool = False) -> None:
-    """The model flags of every command that runs a model: --checkpoint | --init | seeded random init [| --onnx]."""
-    given = "--checkpoint, --init or --onnx" if onnx else "--checkpoint or --init"
-    group = parser.add_argument_group("model", f"without {given}: a seeded, BN-calibrated random init "
-                                      "(the same weights every run)")  # fmt: skip
-    group.add_argument("--checkpoint", help="a trained spikevimformer checkpoint (runs/<name>/best.pt or last.pt)")
+def add_model(parser: argparse.ArgumentParser, onnx: bool = False, index: bool = False) -> None:
+    """The model flags of every command that runs a model: --checkpoint | --init | --random-init [| --onnx].
+
+    `index`: the command reads a gallery index, which names the model it was built with (the default there).
+    """
+    names = ", ".join(release_names())
+    about = ("default: the model the gallery index was built with" if index else
+             f"one of these is needed; --checkpoint pretrained is the shipped model ({names})")  # fmt: skip
+    group = parser.add_argument_group("model", about)
+    group.add_argument("--checkpoint", metavar="NAME_OR_FILE",
+                       help=f"a shipped model by name ({names}; `spikevimformer info` describes them) or a "
+                            "checkpoint file (runs/<name>/best.pt or last.pt, a .safetensors release)")  # fmt: skip
     add_variant(group, default=None,
                 help="tiny | small (default: what --checkpoint, --init or the gallery index holds, else tiny)")
     group.add_argument("--init", help="official E-SpikeFormer ImageNet weights (V3_*M_1x4.pth) for the backbone")
+    group.add_argument("--random-init", action="store_true",
+                       help="a seeded, BN-calibrated random init (the same weights every run): for tests and "
+                            "cost measurements, never for answers")  # fmt: skip
     if onnx:
         group.add_argument("--onnx", help="an exported model (spikevimformer export), run with ONNX Runtime")
+
+
+def release_names() -> list[str]:
+    from ..pretrained import release_names as names
+
+    return names()
+
+
+def require_weights(args: argparse.Namespace) -> None:
+    """Random weights only when asked for: a forgotten --checkpoint must not give confident nonsense."""
+    given = [f for f, v in (("--checkpoint", args.checkpoint), ("--init", args.init),
+                            ("--onnx", getattr(args, "onnx", None))) if v]  # fmt: skip
+    if args.random_init and given:
+        raise ValueError(f"--random-init and {given[0]} exclude each other")
+    if not given and not args.random_init:
+        raise ValueError("no model given: pass --checkpoint pretrained (the shipped model), --checkpoint FILE, "
+                         "--init IMAGENET.pth, or --random-init for random weights")  # fmt: skip
+
+
+def settle_image_size(args: argparse.Namespace, trained: int | None) -> str:
+    """Fill in --image-size from the weights when it was not given, warn when a given one differs from theirs;
+    returns the note for the command's header line."""
+    if args.image_size is None:
+        args.image_size = trained or DEFAULT_IMAGE_SIZE
+        return f"{args.image_size} px, the size it was trained at" if trained else f"{args.image_size} px (default)"
+    if trained and args.image_size != trained:
+        print(f"warning: --image-size {args.image_size} differs from the {trained} px these weights were trained at; "
+              "expect lower accuracy", file=sys.stderr)  # fmt: skip
+    return f"{args.image_size} px"
 
 
 def describe_model(args: argparse.Namespace, variant: str, tag: str) -> str:
@@ -62,12 +107,20 @@ def describe_model(args: argparse.Namespace, variant: str, tag: str) -> str:
     return f"{variant}, random initialisation ({tag})"
 
 
-def load_model(args: argparse.Namespace):
-    """The model the flags name, in eval mode, and a one-line description of where it came from."""
+def load_weights(args: argparse.Namespace):
+    """(model in eval mode, weights tag, header line) for the flags; --image-size settled from the weights."""
     from ..checkpoint import load_model as load
 
+    require_weights(args)
     model, tag = load(args.checkpoint, args.variant, args.init)
-    return model, describe_model(args, model.variant, tag)
+    size = settle_image_size(args, model.image_size) if hasattr(args, "image_size") else ""
+    return model, tag, describe_model(args, model.variant, tag) + (f", {size}" if size else "")
+
+
+def load_model(args: argparse.Namespace):
+    """The model the flags name, in eval mode, and a one-line description of where it came from."""
+    model, _, source = load_weights(args)
+    return model, source
 
 
 def add_registration(parser: argparse.ArgumentParser) -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model
 from ..export import export_onnx, onnx_parity, quantize_int8
 from ..fileio import refuse_overwrite
-from .common import add_image_size, add_model, add_overwrite, describe_model
+from .common import add_image_size, add_model, add_overwrite, load_weights
 
 PARITY_MIN = 0.9999
 
@@ -29,10 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     refuse_overwrite([out] + ([out.with_suffix(".int8.onnx")] if args.int8 else []), args.overwrite)
-    model, tag = load_model(args.checkpoint, args.variant, args.init)
+    model, tag, source = load_weights(args)
     path = export_onnx(model, args.out, args.image_size, tag)
-    print(f"wrote {path} ({describe_model(args, model.variant, tag)}, {model.descriptor_dim}-d, "
-          f"{args.image_size} px, weights tag {tag})")
+    print(f"wrote {path} ({source}, {model.descriptor_dim}-d, weights tag {tag})")
     if args.check_images <= 0:
         return 0
     gen = torch.Generator().manual_seed(0)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from ..geo.encoders import encode_tiles, open_encoder
+from ..geo.encoders import encode_tiles, index_encoder, open_encoder
 from ..geo.index import GalleryIndex, IndexConfig
 from ..geo.tiles import OrthoConfig, folder_tiles, orthophoto_tiles, world_tiles
-from .common import add_device, add_image_size, add_model, resolve_device
+from .common import add_device, add_image_size, add_model, require_weights, resolve_device
 
 
 def _floats(text: str) -> list[float]:
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = cmds.add_parser("add", help="encode more tiles into an existing index (same model)")
     a.add_argument("index", help="index folder")
-    add_model(a, onnx=True)
+    add_model(a, onnx=True, index=True)
     add_device(a)
     add_sources(a)
     a.add_argument("--batch-size", type=int, default=32)
@@ -84,9 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    require_weights(args)
     tiles = tiles_from_args(args)
     encoder = open_encoder(args.checkpoint, args.variant, args.image_size, args.onnx, resolve_device(args.device),
                            args.init)  # fmt: skip
+    trained = getattr(getattr(encoder, "model", None), "image_size", None)
+    if args.image_size is not None and trained and args.image_size != trained:
+        print(f"warning: --image-size {args.image_size} differs from the {trained} px these weights were trained at; "
+              "expect lower accuracy", file=sys.stderr)  # fmt: skip
     config = IndexConfig(kind=args.index_type, exact_max=args.exact_max)
     index = GalleryIndex.create(args.out, encoder.identity, config, args.overwrite)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
@@ -98,13 +104,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_add(args: argparse.Namespace) -> int:
     tiles = tiles_from_args(args)
-    ident = GalleryIndex.load(args.index).identity
-    if args.variant is not None and args.variant != ident.variant:
-        raise ValueError(f"the gallery index {args.index} was built with the {ident.variant} variant, "
-                         f"not {args.variant}")  # fmt: skip
-    variant = None if args.checkpoint else ident.variant  # a checkpoint brings its own (checked against the index)
-    encoder = open_encoder(args.checkpoint, variant, ident.image_size, args.onnx, resolve_device(args.device),
-                           args.init)  # fmt: skip
+    encoder = index_encoder(GalleryIndex.load(args.index), args.checkpoint, args.variant, args.onnx,
+                            resolve_device(args.device), args.init, args.random_init)  # fmt: skip
     index = GalleryIndex.load(args.index, expect=encoder.identity)
     before = len(index)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
@@ -121,7 +122,8 @@ def run_info(args: argparse.Namespace) -> int:
     m = info["model"]
     print(f"gallery index {info['folder']} (generation {info['generation']})")
     print(f"  tiles       {info['count']} from {', '.join(info['sources'])}")
-    print(f"  model       {m['variant']}, {m['dim']}-d, {m['image_size']} px, weights {m['checkpoint_sha256']}")
+    print(f"  model       {m['variant']}, {m['dim']}-d, {m['image_size']} px, weights {m['checkpoint_sha256']}"
+          + (f" ({m['weights']})" if m.get("weights") else ""))  # fmt: skip
     params = {k: v for k, v in info["index"].items() if k != "calibration"}
     print(f"  faiss       {json.dumps(params)}")
     ref = info["with_reference"]

@@ -10,7 +10,7 @@ import torch
 
 from ..analysis.complexity import count_macs, total_macs
 from ..models import VARIANTS, build_model, count_parameters
-from .common import add_device, add_image_size, resolve_device
+from .common import DEFAULT_IMAGE_SIZE, add_device, add_image_size, resolve_device
 
 E_MAC_PJ = 4.6
 
@@ -52,7 +52,7 @@ def forward_check(variant: str, image_size: int, device: torch.device, batch: in
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="model variants, parameter counts, descriptor sizes, MACs")
-    add_image_size(p)
+    add_image_size(p, default=DEFAULT_IMAGE_SIZE)
     add_device(p)
     p.add_argument("--num-classes", type=int, default=701, help="SHS classes for the training-time count")
     p.add_argument("--forward", action="store_true", help="also run each variant on random images and time it")
@@ -64,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     rows = [variant_summary(v, args.image_size, args.num_classes) for v in VARIANTS]
     device = resolve_device(args.device)
     checks = [forward_check(v, args.image_size, device) for v in VARIANTS] if args.forward else []
+    shipped = shipped_models()
     if args.json:
-        print(json.dumps({"variants": rows, "forward": checks}, indent=2))
+        print(json.dumps({"variants": rows, "forward": checks, "pretrained": shipped}, indent=2))
         return 0
     size = f"{args.image_size}x{args.image_size}"
     print(f"SpikeViMFormer variants at {size} (MACs per image; ANN energy at {E_MAC_PJ} pJ/MAC)")
@@ -85,4 +86,19 @@ def run(args: argparse.Namespace) -> int:
     for c in checks:
         print(f"forward {c['variant']}: descriptor {tuple(c['shape'])}, norms {[round(n, 4) for n in c['norms']]}, "
               f"{c['s_per_image'] * 1000:.0f} ms/image on {device}")
+    print("\nshipped models (--checkpoint NAME; Python: spikevimformer.load_pretrained(NAME))")
+    for m in shipped:
+        also = f" (also: {', '.join(m['aliases'])})" if m["aliases"] else ""
+        print(f"  {m['name']}{also}: {m['variant']}, {m['image_size']} px input, {m['descriptor_dim']}-d, "
+              f"{m['bytes'] / 2**20:.1f} MiB, sha256 {m['sha256'][:12]}")
+        print(f"    {m['summary']}")
     return 0
+
+
+def shipped_models() -> list[dict]:
+    """The releases the package carries, for `info`: name, aliases, shape, input size, file size and hash."""
+    from ..pretrained import ALIASES, RELEASES
+
+    return [{"name": r.name, "aliases": [a for a, n in ALIASES.items() if n == r.name], "variant": r.variant,
+             "image_size": r.image_size, "descriptor_dim": r.descriptor_dim, "bytes": r.path.stat().st_size,
+             "sha256": r.sha256, "summary": r.summary} for r in RELEASES.values()]  # fmt: skip

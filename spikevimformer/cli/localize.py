@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("localize", help="estimate where drone photos were taken, from a gallery index")
     p.add_argument("images", nargs="*", help="query images")
     p.add_argument("--index", required=True, help="gallery index folder (spikevimformer index build)")
-    add_model(p, onnx=True)
+    add_model(p, onnx=True, index=True)
     add_device(p)
     p.add_argument("-k", "--top-k", type=int, default=5,
                    help="tiles to return, verify by registration and fuse into the tile-level estimate")
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         refuse_overwrite([args.out], args.overwrite)
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, args.temperature, args.init, register_config(args), args.fov)  # fmt: skip
+                               args.top_k, args.temperature, args.init, register_config(args), args.fov,
+                               args.random_init)  # fmt: skip
     errors: list[tuple[str, str]] = []  # unreadable photos are listed; the others are still answered
     if args.evaluate:
         queries = load_queries(args.evaluate, args.truth)[: args.limit]

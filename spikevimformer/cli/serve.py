@@ -12,13 +12,15 @@ from .common import add_device, add_model, add_registration, register_config, re
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP service: POST /localize, GET /health, upload page at /")
     p.add_argument("--index", required=True, help="gallery index folder")
-    add_model(p, onnx=True)
+    add_model(p, onnx=True, index=True)
     add_device(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("-k", "--top-k", type=int, default=5)
-    p.add_argument("--temperature", type=float, default=0.02)
-    p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20)
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("-k", "--top-k", type=int, default=5,
+                   help="tiles to return and verify per photo (a request's ?k= overrides it)")
+    p.add_argument("--temperature", type=float, default=0.02, help="softmax temperature on cosine scores")
+    p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
+                   help="largest upload accepted, in MiB (larger: HTTP 413)")
     add_registration(p)
     p.set_defaults(func=run)
 
@@ -27,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, args.temperature, args.init, register_config(args), args.fov)  # fmt: skip
+                               args.top_k, args.temperature, args.init, register_config(args), args.fov,
+                               args.random_init)  # fmt: skip
     app = create_app(localizer, max_upload_bytes=int(args.max_upload_mb * 2**20))
     print(f"serving {len(localizer.index)} tiles ({localizer.backend}) on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--height-scale", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=default_workers(), help="rendering processes")
     p.add_argument("--overwrite", action="store_true", help="replace an existing world in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 

@@ -21,7 +21,8 @@ FLAGS = {
     "epochs": ("--epochs", int, "number of epochs"),
     "batch_size": ("--batch-size", int, "global pairs per step (over all ranks)"),
     "lr": ("--lr", float, "peak learning rate"),
-    "init": ("--init", str, "'scratch', an E-SpikeFormer ImageNet checkpoint, or one of our checkpoints"),
+    "init": ("--init", str, "'scratch', a shipped model's name (pretrained), one of our checkpoints, or "
+                        "E-SpikeFormer ImageNet weights"),
     "device": ("--device", str, "auto, cpu or cuda"),
     "max_steps": ("--max-steps", int, "stop after this many steps"),
     "time_limit_min": ("--time-limit", float, "stop cleanly after this many minutes (of this session; with "

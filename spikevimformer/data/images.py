@@ -166,11 +166,11 @@ class ImageScan:
 
 def scan_images(paths: Iterable[Path], full: bool = False, progress: bool = False) -> ImageScan:
     """Check every image among `paths`: readable (header, or every pixel with `full`) and of a plausible shape."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     paths = list(paths)
     scan = ImageScan()
-    for p in tqdm(paths, desc="checking images", unit="img", disable=None if progress else True, leave=False):
+    for p in progress_bar(paths, progress=progress, desc="checking images", unit="img", leave=False):
         reason, size = _inspect(Path(p), full)
         if reason is not None:
             scan.bad.append((Path(p), reason))

@@ -154,3 +154,23 @@ class EvalTransform:
 def eval_transform(image_size: int) -> Callable[[np.ndarray], torch.Tensor]:
     """Evaluation path: resize and normalise only."""
     return EvalTransform(image_size)
+
+
+def preprocess(image, image_size: int) -> torch.Tensor:
+    """One image exactly as every command reads it -> (3, S, S) float32: decoded upright by its EXIF orientation
+    in 8-bit RGB (data.images.displayed), resized to `image_size` and ImageNet-normalised (eval_transform).
+
+    `image`: a path, a PIL image, or an HxWx3 uint8 array (RGB). Stack several with torch.stack for a batch.
+    Raises BadImageError for an unreadable file, ValueError for an array of another shape.
+    """
+    from PIL import Image
+
+    from .images import displayed, load_rgb
+
+    if isinstance(image, Image.Image):
+        rgb = np.asarray(displayed(image)[0], dtype=np.uint8)
+    elif isinstance(image, np.ndarray):
+        rgb = image
+    else:
+        rgb = load_rgb(image)
+    return eval_transform(image_size)(rgb)

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ..data import Benchmark, ImageDataset, ImageSet, eval_transform
 from ..data.loader import batches
 from ..metrics import retrieval_metrics
 from ..models import SpikeViMFormer
+from ..progress import progress_bar
 from .signals import ignore_stop_signals
 
 
@@ -73,8 +73,9 @@ def extract(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         worker_init_fn=ignore_stop_signals if workers else None)
     out = np.zeros((len(image_set), model.descriptor_dim), dtype=np.float32)
-    for images, index in tqdm(batches(loader), desc=f"descriptors {image_set.name}", total=len(loader), leave=False,
-                              disable=not progress):  # fmt: skip
+    bar = progress_bar(batches(loader), progress=progress, desc=f"descriptors {image_set.name}", total=len(loader),
+                       leave=False)  # fmt: skip
+    for images, index in bar:
         out[index.numpy()] = model.encode(images.to(device), flip=flip).float().cpu().numpy()
     model.train(was_training)
     if cache is not None:

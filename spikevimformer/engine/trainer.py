@@ -15,7 +15,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..checkpoint import (
     CheckpointError,
@@ -25,6 +24,7 @@ from ..checkpoint import (
     load_official_backbone,
     load_release,
     read_checkpoint_file,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from ..data import (
@@ -42,6 +42,7 @@ from ..data.loader import batches
 from ..device import resolve_device
 from ..losses import Objective
 from ..models import SpikeViMFormer, build_model
+from ..progress import progress_bar
 from .config import TrainConfig, save_config
 from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
 from .evaluate import evaluate_sets
@@ -220,7 +221,9 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _initialise(self, path: str) -> None:
-        """Backbone from an E-SpikeFormer ImageNet checkpoint, or the whole model from one of ours (.pt or release)."""
+        """Backbone from an E-SpikeFormer ImageNet checkpoint, or the whole model from one of ours (.pt, a release
+        file, or a shipped release's name such as `pretrained`)."""
+        path = str(resolve_checkpoint(path))
         if Path(path).suffix == ".safetensors":
             state = load_release(path).state_dict()
         else:
@@ -271,16 +274,25 @@ class Trainer:
         }
 
     def save(self, name: str = "last.pt", metrics: dict[str, Any] | None = None) -> Path | None:
+        """last.pt holds everything an exact resume needs; best.pt only what inference and fine-tuning need (the
+        weights, training-only heads in fp16, config and metrics; no optimizer moments or HRAL memory: a third of
+        the size)."""
         if not self.dist.is_main:
             return None
-        return save_checkpoint(self.out_dir / name, self.model, optimizer=self.optimizer, config=self.cfg.to_dict(),
-                               metrics=metrics or {}, extra={"train_state": self._state()})
+        resumable = name == "last.pt"
+        return save_checkpoint(self.out_dir / name, self.model, optimizer=self.optimizer if resumable else None,
+                               config=self.cfg.to_dict(), metrics=metrics or {},
+                               extra={"train_state": self._state()} if resumable else None,
+                               half_heads=not resumable)  # fmt: skip
 
     def _resume(self, run_dir: Path) -> None:
         """Restores weights, optimiser, schedule, sampler position, HRAL memory and the global RNGs; each
         sample's augmentation comes from its own seed, so the continued run is the uninterrupted one."""
         path = run_dir / "last.pt" if run_dir.is_dir() else run_dir
         payload = load_checkpoint(path)
+        if "train_state" not in payload or "optimizer" not in payload:
+            raise CheckpointError(f"{path} holds weights only (like best.pt), not a resumable run: resume from "
+                                  "last.pt, or start a new run from these weights with --init")  # fmt: skip
         try:
             self.model.load_state_dict(payload["model"], strict=True)
         except RuntimeError as exc:
@@ -392,8 +404,8 @@ class Trainer:
             while not spent and self.epoch < cfg.epochs and self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)  # the same epoch again keeps a resumed position
                 per_epoch = len(self.sampler)
-                bar = tqdm(total=per_epoch, initial=self.batches_done, desc=f"epoch {self.epoch + 1}",
-                           disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
+                bar = progress_bar(total=per_epoch, initial=self.batches_done, desc=f"epoch {self.epoch + 1}",
+                                   progress=self.progress and self.dist.is_main, dynamic_ncols=True)
                 tick = self.clock()
                 for drone, satellite, labels in batches(self._loader()):
                     lr = self.optimizer.param_groups[0]["lr"]

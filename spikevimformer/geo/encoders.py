@@ -9,9 +9,9 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..checkpoint import load_model
+from ..progress import progress_bar
 from .imaging import preprocess
 from .index import ModelIdentity
 from .tiles import Tile, load_tile
@@ -29,18 +29,21 @@ class TorchEncoder:
 
     backend = "pytorch"
 
-    def __init__(self, model, image_size: int, checkpoint_sha256: str, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model, image_size: int, checkpoint_sha256: str, device: str | torch.device = "cpu",
+                 weights: str = "") -> None:  # fmt: skip
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
-        self.identity = ModelIdentity(model.variant, checkpoint_sha256, int(image_size), int(model.descriptor_dim))
+        self.identity = ModelIdentity(model.variant, checkpoint_sha256, int(image_size), int(model.descriptor_dim),
+                                      weights)  # fmt: skip
 
     @classmethod
     def load(
-        cls, checkpoint=None, variant: str | None = None, image_size: int = 384, device="cpu", init=None,
+        cls, checkpoint=None, variant: str | None = None, image_size: int | None = None, device="cpu", init=None,
     ) -> TorchEncoder:  # fmt: skip
-        """Weights chosen as everywhere else (`spikevimformer.checkpoint.load_model`), tagged for the index."""
+        """Weights chosen as everywhere else (`spikevimformer.checkpoint.load_model`), tagged for the index;
+        `image_size` None: the size the weights were trained at, else 384."""
         model, tag = load_model(checkpoint, variant, init)
-        return cls(model, image_size, tag, device)
+        return cls(model, image_size or model.image_size or 384, tag, device, weights_ref(checkpoint, init))
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -93,8 +96,66 @@ def open_onnx(onnx: str | Path, checkpoint=None, variant: str | None = None, ini
     return encoder
 
 
+def weights_ref(checkpoint=None, init=None) -> str:
+    """How an index names its weights for loading them again: a release's name, else the file's absolute path."""
+    from ..checkpoint import release_for, resolve_checkpoint
+
+    if checkpoint is not None:
+        release = release_for(resolve_checkpoint(checkpoint))
+        return release.name if release is not None else str(Path(checkpoint).resolve())
+    return str(Path(init).resolve()) if init is not None else ""
+
+
+def index_encoder(
+    index, checkpoint=None, variant: str | None = None, onnx=None, device="cpu", init=None, random_init: bool = False,
+) -> Encoder:  # fmt: skip
+    """The encoder for a gallery index: the model flags given, else the weights the index was built with (found
+    again by name or path and checked against their SHA-256). An index of random weights needs `random_init`."""
+    ident = index.identity
+    if onnx is not None:
+        return open_onnx(onnx, checkpoint, variant, init)
+    if variant is not None and variant != ident.variant:
+        raise ValueError(f"the gallery index {index.folder} was built with the {ident.variant} variant, not {variant}")
+    if checkpoint is None and init is None:
+        if ident.checkpoint_sha256.startswith("random-init"):
+            if not random_init:
+                raise ValueError(f"the gallery index {index.folder} was built from random weights (a test index); "
+                                 "pass --random-init to use it anyway, or rebuild it with --checkpoint pretrained")
+        else:
+            checkpoint, init = _remembered_weights(index)
+    elif random_init:
+        raise ValueError("--random-init and --checkpoint/--init exclude each other")
+    return TorchEncoder.load(checkpoint, None if checkpoint else ident.variant, ident.image_size, device, init)
+
+
+def _remembered_weights(index) -> tuple[str | None, str | None]:
+    """(checkpoint, init) the index names, refused in one line when they moved or changed."""
+    from ..checkpoint import IMAGENET_TAG, file_sha256
+    from ..pretrained import find_release
+
+    ident = index.identity
+    imagenet = ident.checkpoint_sha256.startswith(IMAGENET_TAG)
+    flag = "--init" if imagenet else "--checkpoint"
+    if not ident.weights:
+        raise ValueError(f"the gallery index {index.folder} does not name its weights (SHA-256 "
+                         f"{ident.checkpoint_sha256.removeprefix(IMAGENET_TAG)[:12]}...; built by an older version): "
+                         f"pass them with {flag}, or rebuild the index")  # fmt: skip
+    if not imagenet and find_release(ident.weights) is not None:
+        return ident.weights, None
+    path = Path(ident.weights)
+    if not path.is_file():
+        raise ValueError(f"the gallery index {index.folder} was built from {path}, which is gone: pass the same "
+                         f"weights with {flag} (moved?), or rebuild the index")  # fmt: skip
+    found, want = file_sha256(path), ident.checkpoint_sha256.removeprefix(IMAGENET_TAG)
+    if found != want:
+        raise ValueError(f"the gallery index {index.folder} was built from {path}, which has changed since "
+                         f"(SHA-256 {found[:12]}..., was {want[:12]}...): pass the original with {flag}, "
+                         "or rebuild the index")  # fmt: skip
+    return (None, str(path)) if imagenet else (str(path), None)
+
+
 def open_encoder(
-    checkpoint: str | Path | None = None, variant: str | None = None, image_size: int = 384,
+    checkpoint: str | Path | None = None, variant: str | None = None, image_size: int | None = None,
     onnx: str | Path | None = None, device="cpu", init: str | Path | None = None,
 ) -> Encoder:  # fmt: skip
     """The one place the CLI turns model flags into an encoder."""
@@ -113,7 +174,7 @@ def encode_tiles(encoder: Encoder, tiles: Sequence[Tile], batch_size: int = 32, 
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     out = np.empty((len(tiles), encoder.identity.dim), dtype=np.float32)
-    bar = tqdm(total=len(tiles), desc="encoding tiles", unit="tile", disable=not progress)
+    bar = progress_bar(total=len(tiles), desc="encoding tiles", unit="tile", progress=progress)
     done = 0
     for chunk in _batches(tiles, batch_size):
         batch = preprocess([load_tile(t) for t in chunk], encoder.identity.image_size)

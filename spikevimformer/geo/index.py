@@ -28,6 +28,7 @@ class ModelIdentity:
     checkpoint_sha256: str  # weights tag of checkpoint.load_model: a SHA-256, "imagenet-init:..." or "random-init:..."
     image_size: int
     dim: int
+    weights: str = ""  # where the weights came from, to load them again: a release name or an absolute file path
 
     def mismatch(self, other: ModelIdentity) -> str | None:
         """A sentence naming every difference, or None when descriptors are comparable."""

@@ -10,10 +10,9 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from PIL import Image
 
-from ..checkpoint import IMAGENET_TAG
 from ..data.images import shape_warning
 from ..geodesy import LocalFrame, weighted_position
-from .encoders import Encoder, TorchEncoder, open_onnx
+from .encoders import Encoder, index_encoder
 from .imaging import open_photo, preprocess
 from .index import GalleryIndex
 from .intrinsics import Intrinsics, check_fov, from_exif, from_fov
@@ -339,26 +338,12 @@ def photo_warnings(img: Image.Image) -> list[str]:
 def open_localizer(
     index_dir: str, checkpoint: str | None = None, variant: str | None = None, onnx: str | None = None,
     device: str = "cpu", k: int = 5, temperature: float = 0.02, init: str | None = None,
-    register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None,
+    register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None, random_init: bool = False,
 ) -> Localizer:  # fmt: skip
-    """Build the encoder the index asks for (variant, image size from its manifest) and check the weights match."""
+    """A Localizer for the index in `index_dir`: with no model given, the weights the index was built with
+    (see geo.encoders.index_encoder); the variant and image size always come from the index."""
     index = GalleryIndex.load(index_dir)
-    ident = index.identity
-    if onnx is not None:
-        encoder: Encoder = open_onnx(onnx, checkpoint, variant, init)
-    else:
-        tag = ident.checkpoint_sha256
-        if checkpoint is None and init is None and not tag.startswith("random-init"):
-            what, flag = ("a checkpoint", "it with --checkpoint")
-            if tag.startswith(IMAGENET_TAG):
-                what, flag = ("ImageNet backbone weights", "them with --init")
-            raise ValueError(
-                f"the gallery index {index_dir} was built from {what} "
-                f"(SHA-256 {tag.removeprefix(IMAGENET_TAG)[:12]}...); pass {flag} or give an exported model with --onnx"
-            )
-        if variant is not None and variant != ident.variant:
-            raise ValueError(f"the gallery index was built with the {ident.variant} variant, not {variant}")
-        encoder = TorchEncoder.load(checkpoint, None if checkpoint else ident.variant, ident.image_size, device, init)
+    encoder = index_encoder(index, checkpoint, variant, onnx, device, init, random_init)
     return Localizer(encoder, index, k, temperature, register, fov_deg)
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..geodesy import check_latlon, haversine_m
+from ..progress import progress_bar
 from .tiles import read_locations
 
 SDM_SCALE_M = 1e-3  # DenseUAV's s for distances in metres (5e3 for degrees)
@@ -171,7 +171,7 @@ def evaluate_localizer(localizer, queries: Sequence[Query], ks: Sequence[int] = 
     k = localizer.k
     ks = [x for x in ks if x <= k] or [k]
     ret_lat, ret_lon, est_lat, est_lon, results = [], [], [], [], []
-    bar = tqdm(total=len(queries), desc="localizing", unit="image", disable=not progress)
+    bar = progress_bar(total=len(queries), desc="localizing", unit="image", progress=progress)
     for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]
         for r in localizer.localize_files([q.image for q in chunk], batch_size=batch_size, k=k):

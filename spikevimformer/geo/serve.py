@@ -84,6 +84,26 @@ def _decode(data: bytes, ctype: str, name: str) -> tuple[Image.Image, Image.Exif
         raise HTTPProblem(400, str(exc)) from exc
 
 
+# OpenAPI description of /localize: the handler reads the body itself (two encodings, bounded size), so FastAPI
+# cannot infer these from its signature.
+LOCALIZE_BODY = {
+    "required": True,
+    "description": "the photo: a multipart form with the file in field `image`, or the image bytes as the body "
+                   "(any content-type label; the format is read from the bytes)",
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
+                                           "properties": {"image": {"type": "string", "format": "binary"}}}},
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+    },
+}  # fmt: skip
+LOCALIZE_ERRORS = {
+    400: {"description": "unreadable image, photo too small, bad k or fov, no `image` field in a form"},
+    413: {"description": "upload larger than the service's limit (serve --max-upload-mb)"},
+    415: {"description": "not an accepted image format (JPEG, PNG, TIFF, WebP, BMP)"},
+}
+
+
 def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_k: int = 50):
     """The FastAPI app: POST /localize, GET /health, GET /gallery, GET /tiles/{id}, and the page at /."""
     app = FastAPI(title="spikevimformer localize", version="1")
@@ -124,7 +144,7 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         img.save(buf, "JPEG", quality=85)
         return Response(buf.getvalue(), media_type="image/jpeg")
 
-    @app.post("/localize")
+    @app.post("/localize", responses=LOCALIZE_ERRORS, openapi_extra={"requestBody": LOCALIZE_BODY})
     async def localize(request: Request, k: int | None = None, fov: float | None = None):
         """A photo (form field `image`, or the raw body) -> JSON; `k` candidates, `fov` the lens in degrees when
         the photo's EXIF has no (or no believable) focal length."""

@@ -42,6 +42,7 @@ class SpikeViMFormer(nn.Module):
         super().__init__()
         self.variant = variant
         self.num_classes = num_classes
+        self.image_size: int | None = None  # square input side its weights were trained at; set by the loaders
         self.backbone = ESpikeFormer(cfg)
         spike = partial(NILIF, levels=cfg.levels, time_steps=cfg.time_steps, leak=cfg.leak)
         self.ssa = SSA(cfg.out_dim, spike)

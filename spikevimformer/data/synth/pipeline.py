@@ -15,8 +15,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
+from ...progress import progress_bar
 from .baseline import retrieval_baseline
 from .camera import Camera, plan_views, view_reach_m
 from .config import SynthConfig
@@ -219,7 +219,7 @@ def _render_all(cfg: SynthConfig, world: World, locations: list[Location], root:
                 progress: bool) -> list[tuple]:
     """Render every location, in `workers` spawned processes sharing the world's rasters (fork is unsafe
     once OpenCV has started its thread pool). Output does not depend on the number of workers."""
-    bar = tqdm(total=len(locations), desc="rendering locations", unit="loc", disable=not progress)
+    bar = progress_bar(total=len(locations), desc="rendering locations", unit="loc", progress=progress)
     rows: list[tuple] = []
     try:
         if workers > 1 and len(locations) > 2 * workers:

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ...fileio import follow_umask
 from ...geodesy import WorldFile
 
 ROOT = {"university1652": "University-1652", "sues200": "SUES-200"}
@@ -129,6 +130,7 @@ class Staging:
         parent = self.out.parent if self.fresh else self.out
         parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix=f".synth-{self.out.name}-", dir=parent))
+        follow_umask(self.path, folder=True)  # it becomes the world folder itself
 
     def publish(self) -> None:
         if self.fresh and not self.out.exists():
