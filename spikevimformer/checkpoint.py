@@ -31,6 +31,8 @@ class CheckpointError(ValueError):
 
 def _read(path: str | Path) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give a checkpoint file in it (such as {path / 'best.pt'})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
@@ -224,6 +226,20 @@ def _not_ours(payload: Any, path: str | Path) -> CheckpointError:
                            "train`, or ImageNet weights with --init")  # fmt: skip
 
 
+def read_init(path: str | Path) -> tuple[str, dict[str, Tensor]]:
+    """What `train --init` names, as ("ours", whole-model state) or ("official", E-SpikeFormer backbone state):
+    a release name or file, one of our checkpoints, a bare state_dict of our model, or ImageNet weights."""
+    path = resolve_checkpoint(path)
+    if path.suffix == ".safetensors":
+        return "ours", load_release(path).state_dict()
+    payload = _read(path)
+    if is_ours(payload):
+        return "ours", dict(payload["model"])
+    if (bare := _bare_model_state(payload)) is not None:
+        return "ours", bare[2]
+    return "official", _official_state(payload, path)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read one of our checkpoints safely and check that it is one."""
     payload = _read(path)
@@ -322,6 +338,8 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     if path.exists() or (release := find_release(str(checkpoint))) is None:
         if not path.exists() and path.suffix == "" and len(path.parts) == 1:
             get_release(str(checkpoint))  # a bare word: a mistyped release name, said as such
+        if path.is_dir():
+            raise CheckpointError(f"{path} is a folder; give a checkpoint file in it (such as {path / 'best.pt'})")
         if not path.is_file():
             raise CheckpointError(f"checkpoint {path} does not exist")
         return path

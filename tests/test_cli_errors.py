@@ -126,3 +126,83 @@ def test_checkpoints_as_people_save_them(tmp_path, capsys) -> None:
     torch.save({"x": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="nor a state_dict of a tiny or small model"):
         load_model(tmp_path / "other.pt")
+
+
+def test_training_settings_are_checked_before_the_run_folder_exists(tmp_path, capsys) -> None:
+    world = make_world_quick(tmp_path)
+    (tmp_path / "afile.txt").write_text("x")
+    run = tmp_path / "run"
+    base = ["train", "--data-root", str(world), "--image-size", "32", "--no-progress"]
+    cases = [
+        (["--out", str(tmp_path / "afile.txt/sub")], "afile.txt is a file, not a folder"),
+        (["--out", str(run), "--device", "gpu"], "device 'gpu' is not a device name"),
+        (["--out", str(run), "--set", "workers=-1"], "setting workers must be at least 0"),
+        (["--out", str(run), "--epochs", "0"], "setting epochs must be at least 1"),
+        (["--out", str(run), "--batch-size", "1"], "setting batch_size must be at least 2"),
+        (["--out", str(run), "--time-limit", "-5"], "setting time_limit_min must be at least 0"),
+        (["--out", str(run), "--set", "image_size=50"], "image_size must be a multiple of 16"),
+        (["--out", str(run), "--set", "imagesize=64"], "unknown setting 'imagesize' (did you mean 'image_size'?)"),
+        (["--resume", str(tmp_path / "afile.txt")], "--resume names a run folder"),
+    ]
+    for extra, words in cases:
+        capsys.readouterr()
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+        assert not run.exists()
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("imagesize: 64\n")
+    assert main([*base, "--config", str(typo), "--out", str(run)]) == 2
+    assert f"config file {typo}: unknown setting 'imagesize' (did you mean 'image_size'?)" in capsys.readouterr().err
+    typo.write_bytes(b"\xff\xfe binary")
+    assert main([*base, "--config", str(typo), "--out", str(run)]) == 2
+    assert f"config file {typo} is not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_run_that_saved_nothing_does_not_block_the_next(tmp_path) -> None:
+    from spikevimformer.engine.trainer import check_run_folder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("x")
+    (run / "log.csv").write_text("x")
+    check_run_folder(run, resume=None, overwrite=False)  # a failed start: reused
+    (run / "last.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="already holds a run"):
+        check_run_folder(run, resume=None, overwrite=False)
+
+
+def test_folders_given_for_files_say_so(tmp_path, capsys) -> None:
+    (tmp_path / "afile.txt").write_text("x")
+    cases = [
+        (["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "m.onnx")],
+         "is a folder; give a checkpoint"),
+        (["train", "--config", str(tmp_path), "--data-root", "x"], "is a folder; give a YAML file"),
+        (["localize", "x.jpg", "--index", str(tmp_path / "afile.txt")], "is a file; a gallery index is a folder"),
+        (["localize", "x.jpg", "--index", str(tmp_path / "nope")], "gallery index"),
+        (["index", "build", "--random-init", "--ortho", str(tmp_path), "--tile-m", "50", "--out", str(tmp_path / "i")],
+         "is a folder; give the image file"),
+    ]  # fmt: skip
+    for argv, words in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_official_weights_of_the_other_variant_name_the_flag(tmp_path, capsys) -> None:
+    import torch
+
+    from tests.test_checkpoint import official_state
+
+    world = make_world_quick(tmp_path)
+    init = tmp_path / "V3_10.0M_1x4.pth"
+    torch.save({"model": official_state("tiny")}, init)
+    assert main(["train", "--data-root", str(world), "--variant", "small", "--init", str(init), "--image-size", "32",
+                 "--batch-size", "2", "--out", str(tmp_path / "run"), "--no-progress", "--set", "workers=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds the E-SpikeFormer tiny backbone, not small; pass --variant tiny" in err
+
+
+def make_world_quick(tmp_path):
+    return make_university(tmp_path / "world", train=4, test=2, distractors=0, drone=2)

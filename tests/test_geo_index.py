@@ -66,7 +66,7 @@ def test_bad_input_rejected(tmp_path) -> None:
     idx.add(_tiles(2), _unit(2))
     with pytest.raises(ValueError, match="already in the gallery"):
         idx.add(_tiles(1, start=1), _unit(1))
-    with pytest.raises(FileNotFoundError, match="not a gallery index"):
+    with pytest.raises(FileNotFoundError, match="does not exist; create one with `index build`"):
         GalleryIndex.load(tmp_path / "nothing")
 
 

@@ -119,3 +119,9 @@ def test_suspect_photo_shapes_answer_with_a_warning(server) -> None:
     assert r.json()["warnings"] == ["400x64 px has aspect ratio 6.2:1, beyond 4:1; is this a whole photo?"]
     plain = httpx.post(f"{url}/localize", content=_query(world, "0004"), headers={"content-type": "image/png"})
     assert plain.json()["warnings"] == []
+
+
+def test_malformed_query_parameters_get_one_sentence(server) -> None:
+    url, world = server
+    r = httpx.post(f"{url}/localize?k=abc", content=_query(world, "0001"), headers={"content-type": "image/png"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("k: ") and "'abc'" in r.json()["detail"]

@@ -56,6 +56,13 @@ class DefaultsFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
+def build_parser_flags(command: str) -> set[str]:
+    """The option strings of one top-level command."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices[command]._option_string_actions)
+
+
 def _commands(parser: argparse.ArgumentParser, path: str = ""):
     """(path such as "index build", parser) of every command and sub-command below `parser`."""
     for action in parser._actions:
@@ -87,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)  # on a line of its own, not after a progress bar
         return 130
     except (FileNotFoundError, FileExistsError, ValueError) as exc:  # bad input: one readable line, no traceback
-        print(f"spikevimformer {args.command}: error: {exc}", file=sys.stderr)
+        from ..data.images import BadImageError
+
+        hint = ""
+        if isinstance(exc, BadImageError) and "--skip-bad-images" in build_parser_flags(args.command):
+            hint = "; remove or replace it, or pass --skip-bad-images to skip and list such files"
+        print(f"spikevimformer {args.command}: error: {exc}{hint}", file=sys.stderr)
         return 2
 
 

@@ -43,10 +43,10 @@ def tiles_from_args(args: argparse.Namespace):
             raise ValueError("--tiles needs --csv with the tile coordinates")
         return folder_tiles(args.tiles, args.csv, args.footprint_m)
     if args.ortho:
-        if not args.tile_m:
+        if args.tile_m is None:
             raise ValueError("--ortho needs --tile-m (tile ground side in metres)")
         cfg = OrthoConfig(
-            args.tile_m, args.stride_m or args.tile_m / 2, tuple(_floats(args.scales)),
+            args.tile_m, args.tile_m / 2 if args.stride_m is None else args.stride_m, tuple(_floats(args.scales)),
             tuple(int(r) for r in _floats(args.rotations)), args.crs,
         )  # fmt: skip
         return orthophoto_tiles(args.ortho, cfg, args.world_file)

@@ -59,12 +59,16 @@ def run(args: argparse.Namespace) -> int:
         if not run.exists():
             raise FileNotFoundError(f"--resume {run} does not exist")
         if run.is_dir() and not (run / "last.pt").is_file():
-            raise ValueError(f"--resume {run} holds no last.pt: not a run folder, or its run saved nothing yet")
+            raise ValueError(f"--resume {run} holds no last.pt: not a run folder, or its run saved nothing yet "
+                             f"(start it again with --out {run})")
+        if run.is_file() and run.suffix != ".pt":
+            raise ValueError(f"--resume {run} is a file; --resume names a run folder (or the last.pt inside it)")
     given = {key: getattr(args, key) for key in FLAGS if getattr(args, key) is not None}
     overrides = [f"{key}={json.dumps(v) if isinstance(v, list) else v}" for key, v in given.items()]
     config_path = args.config
     if args.resume and config_path is None:
-        saved = Path(args.resume) / "config.yaml"
+        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+        saved = run_dir / "config.yaml"
         config_path = saved if saved.is_file() else None
     skip = ["on_bad_image=skip"] if args.skip_bad_images else []
     cfg = load_config(config_path, overrides + skip + list(args.set))

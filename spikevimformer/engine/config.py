@@ -77,6 +77,35 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check(self) -> TrainConfig:
+        """Refuse, before any work, values no run can use; one line naming the setting. Returns self."""
+        from ..data.images import check_bad_image_mode
+        from ..device import resolve_device
+        from ..models import VARIANTS
+
+        choices = {"dataset": ("auto", "university1652", "sues200"), "anneal_by": ("steps", "time"),
+                   "amp": ("auto", "bf16", "fp16", "off"), "bn": ("batch", "frozen"), "variant": tuple(VARIANTS)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"setting {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        at_least = {"epochs": 1, "batch_size": 2, "workers": 0, "max_steps": 0, "time_limit_min": 0,
+                    "save_every_steps": 0, "eval_every_epochs": 0, "eval_batch_size": 1, "log_every_steps": 1,
+                    "val_locations": 0, "warmup_min_steps": 0, "weight_decay": 0, "grad_clip": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                why = " (BatchNorm needs two pairs)" if name == "batch_size" else ""
+                raise ValueError(f"setting {name} must be at least {low}{why}, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"setting lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"setting warmup is a share of all steps in [0, 1), got {self.warmup}")
+        if self.image_size < 32 or self.image_size % 16:
+            raise ValueError(f"setting image_size must be a multiple of 16 of at least 32 px, got {self.image_size}")
+        check_bad_image_mode(self.on_bad_image)
+        if not self.device.startswith("cuda") or self.device == "auto":
+            resolve_device(self.device)  # a name torch does not know; CUDA is checked where it is used
+        return self
+
     def objective(self) -> ObjectiveConfig:
         """The loss settings, read by name so a new ObjectiveConfig field cannot be forgotten here."""
         own = {f.name for f in fields(self)}
@@ -124,10 +153,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"config file {path} is a folder; give a YAML file (see configs/)")
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                             "is it a YAML file?") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -135,6 +169,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
             raise ValueError(f"config file {path}: YAML syntax error{where}: {what}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping of settings")
+        if unknown := sorted(set(loaded) - names):
+            raise ValueError(f"config file {path}: {_unknown(unknown, names)}")
         values.update(loaded)
     if isinstance(overrides, dict):
         values.update(overrides)
@@ -145,13 +181,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
             key, raw = item.split("=", 1)
             key = key.strip().replace("-", "_")
             if key not in names:
-                raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(names))}")
+                raise ValueError(f"--set {item}: {_unknown([key], names)}")
             values[key] = yaml.safe_load(raw) if raw.strip() else raw
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown settings {unknown}; known: {', '.join(sorted(names))}")
+    if unknown := sorted(set(values) - names):
+        raise ValueError(_unknown(unknown, names))
     types = {f.name: str(f.type) for f in fields(TrainConfig)}
-    return dataclasses.replace(cfg, **{k: _typed(k, v, types[k]) for k, v in values.items()})
+    return dataclasses.replace(cfg, **{k: _typed(k, v, types[k]) for k, v in values.items()}).check()
+
+
+def _unknown(keys: list[str], names: set[str]) -> str:
+    """'unknown setting X (did you mean Y?)', so a typo is found without reading a list of 60 names."""
+    import difflib
+
+    parts = []
+    for key in keys:
+        close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
+        parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (f"unknown setting{'s' if len(keys) > 1 else ''} {', '.join(parts)}; every setting is a field of "
+            "TrainConfig (spikevimformer/engine/config.py), most with a flag in `spikevimformer train --help`")
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

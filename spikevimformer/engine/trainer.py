@@ -19,12 +19,9 @@ from torch.utils.data import DataLoader
 from ..checkpoint import (
     CheckpointError,
     detect_variant,
-    is_ours,
     load_checkpoint,
     load_official_backbone,
-    load_release,
-    read_checkpoint_file,
-    resolve_checkpoint,
+    read_init,
     save_checkpoint,
 )
 from ..data import (
@@ -223,15 +220,14 @@ class Trainer:
     def _initialise(self, path: str) -> None:
         """Backbone from an E-SpikeFormer ImageNet checkpoint, or the whole model from one of ours (.pt, a release
         file, or a shipped release's name such as `pretrained`)."""
-        path = str(resolve_checkpoint(path))
-        if Path(path).suffix == ".safetensors":
-            state = load_release(path).state_dict()
-        else:
-            payload = read_checkpoint_file(path)
-            if not is_ours(payload):
-                load_official_backbone(self.model, payload, path)
-                return
-            state = payload["model"]
+        kind, state = read_init(path)
+        if kind == "official":
+            found = detect_variant(state)
+            if found is not None and found != self.cfg.variant:
+                raise CheckpointError(f"--init {path} holds the E-SpikeFormer {found} backbone, not "
+                                      f"{self.cfg.variant}; pass --variant {found}")  # fmt: skip
+            load_official_backbone(self.model, state, path)
+            return
         own = self.model.state_dict()
         backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
         found = detect_variant(backbone)
@@ -509,13 +505,16 @@ def _planned_steps(labels: np.ndarray, batch_size: int, seed: int, epochs: int) 
     return total
 
 
-RUN_FILES = ("last.pt", "best.pt", "log.csv", "config.yaml")
+RUN_FILES = ("last.pt", "best.pt")  # a folder holding one holds a run; config.yaml and log.csv alone do not
 
 
 def check_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool) -> None:
-    """Refuse, before any work, to write a new run over another one (or into a file)."""
+    """Refuse, before any work, to write a new run over another one (or into a file). A folder whose run failed
+    before saving anything (config.yaml, log.csv only) is reused."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file, not a folder; choose a folder for the run")
+    if blocker := next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None):
+        raise ValueError(f"--out {out_dir}: {blocker} is a file, not a folder; choose a folder for the run")
     if resume is not None or overwrite:
         return
     held = [name for name in RUN_FILES if (out_dir / name).exists()]

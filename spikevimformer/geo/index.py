@@ -208,6 +208,10 @@ class GalleryIndex:
 
         folder = Path(folder)
         path = folder / MANIFEST
+        if folder.is_file():
+            raise ValueError(f"{folder} is a file; a gallery index is a folder (made by `index build`)")
+        if not folder.exists():
+            raise FileNotFoundError(f"gallery index {folder} does not exist; create one with `index build`")
         if not path.is_file():
             raise FileNotFoundError(f"{folder} is not a gallery index (no {MANIFEST}); create one with `index build`")
         try:

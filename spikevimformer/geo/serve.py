@@ -9,6 +9,7 @@ from importlib.resources import files
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.requests import Request as StarletteRequest
@@ -116,6 +117,14 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
     @app.exception_handler(HTTPProblem)
     async def problem(_request, exc: HTTPProblem):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(_request, exc: RequestValidationError):
+        """FastAPI's own answer is a nested list; a client deserves the one sentence every other error gets."""
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid value')} "
+                                       f"(got {first.get('input')!r})"}, status_code=400)  # fmt: skip
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> str:

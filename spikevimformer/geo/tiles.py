@@ -195,7 +195,7 @@ class OrthoConfig:
 
     def __post_init__(self) -> None:
         if self.tile_m <= 0 or self.stride_m <= 0:
-            raise ValueError(f"tile size and stride must be positive metres, got {self.tile_m} and {self.stride_m}")
+            raise ValueError(f"--tile-m and --stride-m must be positive metres, got {self.tile_m} and {self.stride_m}")
         if not self.scales or any(s <= 0 for s in self.scales):
             raise ValueError(f"scales must be positive factors, got {list(self.scales)}")
         if any(r % 90 for r in self.rotations):
@@ -258,6 +258,9 @@ def _north_up_turn(image: Path, col_step: tuple[float, float], row_step: tuple[f
 def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path | None = None) -> list[Tile]:
     """Source (b): overlapping square ground tiles of an orthophoto geo-referenced by a world file or GeoTIFF tags."""
     image = Path(image)
+    if image.is_dir():
+        raise ValueError(f"orthophoto {image} is a folder; give the image file (a GeoTIFF, or an image with a world "
+                         "file beside it)")  # fmt: skip
     if not image.is_file():
         raise FileNotFoundError(f"orthophoto {image} does not exist")
     world, crs = georeference(image, cfg.crs, world_file)
@@ -268,7 +271,13 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
     cx, cy = (width - 1) / 2, (height - 1) / 2
     xs, ys = world.apply([cx, cx + 1, cx], [cy, cy, cy + 1])
     lat, lon = to_geo(xs, ys)
-    check_latlon(lat, lon, f"{image} geo-referenced in {crs}")
+    try:
+        check_latlon(lat, lon, f"{image} geo-referenced in {crs}")
+    except ValueError as exc:
+        if canonical_crs(crs) != canonical_crs("EPSG:4326"):
+            raise
+        raise ValueError(f"{exc}; its world file looks projected (metres, not degrees): pass its coordinate "
+                         "system with --crs, e.g. EPSG:3857 or UTM:33N") from None
     e, n = LocalFrame(float(lat[0]), float(lon[0])).to_local(lat, lon)
     gsd_col, gsd_row = math.hypot(e[1] - e[0], n[1] - n[0]), math.hypot(e[2] - e[0], n[2] - n[0])
     north_up = _north_up_turn(image, (e[1] - e[0], n[1] - n[0]), (e[2] - e[0], n[2] - n[0]))
