@@ -95,6 +95,7 @@ def test_evaluate_with_workers_stops_at_a_truncated_jpeg(broken_world) -> None:
     assert done.returncode == 2 and time.monotonic() - start < 90
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "cannot read image" in errors[0] and "truncated" in errors[0]
+    assert errors[0].endswith("or pass --skip-bad-images to skip and list such files")
     assert "Traceback" not in done.stderr
     assert _group_is_empty(pgid)  # no worker left behind
 

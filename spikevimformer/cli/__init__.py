@@ -56,13 +56,6 @@ class DefaultsFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
-def build_parser_flags(command: str) -> set[str]:
-    """The option strings of one top-level command."""
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return set(sub.choices[command]._option_string_actions)
-
-
 def _commands(parser: argparse.ArgumentParser, path: str = ""):
     """(path such as "index build", parser) of every command and sub-command below `parser`."""
     for action in parser._actions:
@@ -97,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..data.images import BadImageError
 
         hint = ""
-        if isinstance(exc, BadImageError) and "--skip-bad-images" in build_parser_flags(args.command):
+        if isinstance(exc, BadImageError) and hasattr(args, "skip_bad_images"):
             hint = "; remove or replace it, or pass --skip-bad-images to skip and list such files"
         print(f"spikevimformer {args.command}: error: {exc}{hint}", file=sys.stderr)
         return 2
