@@ -12,7 +12,7 @@ from ..progress import set_progress
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 COMMANDS = (
     "demo", "info", "synth", "data", "train", "evaluate", "robustness", "energy", "visualize",
-    "index", "localize", "serve", "export",
+    "index", "localize", "serve", "export", "adapt",
 )
 
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that run long enough for progress bars, hence take --no-progress.
-LONG = {"demo", "synth", "data check", "train", "evaluate", "robustness", "energy", "visualize strips",
+LONG = {"demo", "adapt", "synth", "data check", "train", "evaluate", "robustness", "energy", "visualize strips",
         "index build", "index add", "localize"}  # fmt: skip
 
 

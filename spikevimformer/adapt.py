@@ -1,0 +1,232 @@
+"""`spikevimformer adapt`: an orthophoto of the user's area -> a model fine-tuned on views rendered from it, the
+gallery index of the whole orthophoto, and before/after figures on held-out views of the same area."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .fileio import atomic_write_text
+
+EVAL_KEYS = ("R@1", "R@5", "AP", "queries", "gallery")
+LOCALIZE_KEYS = ("queries", "fix_rate", "false_fix_rate", "camera_median_error_m", "camera_within_5m",
+                 "camera_within_25m", "radius95_coverage", "look_at_median_error_m")  # fmt: skip
+MAX_NODATA = 0.5  # an area more than half empty (alpha 0 or black) leaves too little to render views from
+
+
+@dataclass
+class AdaptConfig:
+    """One adaptation run: where the area is, how many views to render, and the time budget of the fine-tune."""
+
+    ortho: str
+    out_dir: str = "runs/adapt"
+    world_file: str | None = None
+    crs: str | None = None
+    gsd_m: float | None = None  # metres per pixel when there is no world file
+    origin: tuple[float, float] | None = None  # (lat, lon) of the north-west corner when there is no world file
+    heights: str | None = None
+    init: str = "pretrained"
+    minutes: float = 10.0
+    footprint_m: float = 100.0  # tile ground side, also the index's tiles
+    locations: int = 120  # training locations (spaced half a tile apart where the area allows)
+    views: int = 4
+    heldout_locations: int = 30
+    render_size: int = 128  # side of the rendered views and tiles
+    batch_size: int = 16
+    lr: float = 1e-4
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    localize_queries: int = 60
+    extra: dict[str, Any] | None = None
+
+    def synth(self, seed: int, locations: int, test_fraction: float):
+        from .data.synth import SynthConfig
+
+        return SynthConfig(seed=seed, locations=locations, views=self.views, image_size=self.render_size,
+                           footprint_m=self.footprint_m, gsd_m=self.gsd_m, spacing_m=self.footprint_m / 2,
+                           test_fraction=test_fraction, distractor_fraction=0.0, origin=self.origin,
+                           ground=self.ortho, world_file=self.world_file, crs=self.crs or "EPSG:4326",
+                           heights=self.heights)  # fmt: skip
+
+
+def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Render, evaluate before, fine-tune, evaluate after, index the whole orthophoto, localize held-out views.
+
+    Returns the report (also OUT/report.json and OUT/report.html). `resume` continues an interrupted fine-tune
+    in OUT/finetune; the worlds and the before figures are reused when present.
+    """
+    from .checkpoint import file_sha256, load_model
+    from .data import load_benchmark
+    from .data.synth import generate_world
+    from .device import resolve_device
+    from .engine import load_config, train
+    from .engine.evaluate import evaluate_sets
+    from .geo.encoders import TorchEncoder, encode_tiles
+    from .geo.index import GalleryIndex, IndexConfig
+    from .geo.localize import Localizer
+    from .geo.metrics import evaluate_localizer, load_queries
+    from .geo.tiles import OrthoConfig, orthophoto_tiles
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = _georeferenced(cfg, out)
+    _check_area(cfg)
+    device = resolve_device(cfg.device)
+    seconds: dict[str, float] = {}
+    report: dict[str, Any] = {"config": asdict(cfg)}
+
+    def stage(name: str):
+        print(f"== {name}", flush=True)
+        seconds[name] = time.monotonic()
+
+    def done(name: str) -> None:
+        seconds[name] = round(time.monotonic() - seconds[name], 1)
+        print(f"   {name}: {seconds[name]:.1f} s", flush=True)
+
+    worlds = {"train": (out / "world-train", cfg.synth(cfg.seed, cfg.locations, 0.1)),
+              "heldout": (out / "world-heldout", cfg.synth(cfg.seed + 1000, cfg.heldout_locations, 0.8))}
+    for name, (folder, synth) in worlds.items():
+        if resume and (folder / "world.json").is_file():
+            continue
+        stage(f"render {name} views")
+        generate_world(synth, folder, workers=cfg.workers or 1, overwrite=True, progress=progress)
+        done(f"render {name} views")
+    heldout = load_benchmark(worlds["heldout"][0])
+    pairs = {"drone2satellite": heldout.test["drone2satellite"]}
+
+    def scores(model) -> dict[str, Any]:
+        rows = evaluate_sets(model.to(device), pairs, image_size, device, protocols=("paper",),
+                             workers=min(cfg.workers, 2), progress=False)  # fmt: skip
+        return {k: rows[0][k] for k in EVAL_KEYS}
+
+    base, _ = load_model(cfg.init)
+    image_size = base.image_size or 64
+    stage("held-out views, before adaptation")
+    report["before"] = scores(base)
+    done("held-out views, before adaptation")
+
+    stage(f"fine-tune for {cfg.minutes:g} min")
+    run = out / "finetune"
+    settings = {"data_root": str(worlds["train"][0]), "out_dir": str(run), "image_size": image_size,
+                "batch_size": cfg.batch_size, "epochs": 1000, "time_limit_min": cfg.minutes, "anneal_by": "time",
+                "init": cfg.init, "lr": cfg.lr, "workers": cfg.workers, "device": cfg.device, "warmup": 0.0,
+                "warmup_min_steps": 20, "eval_every_epochs": 0, "final_eval": False, "save_every_steps": 50,
+                **(cfg.extra or {})}  # fmt: skip
+    resumable = resume and (run / "last.pt").is_file()
+    result = train(load_config(None, settings), resume=run if resumable else None, progress=progress,
+                   overwrite=not resumable)  # fmt: skip
+    done(f"fine-tune for {cfg.minutes:g} min")
+    tuned, tag = load_model(run / "last.pt")
+    stage("held-out views, after adaptation")
+    report["after"] = scores(tuned)
+    done("held-out views, after adaptation")
+
+    stage("gallery index of the whole orthophoto")
+    encoder = TorchEncoder(tuned, image_size, file_sha256(run / "last.pt"), device, str((run / "last.pt").resolve()))
+    tiles = orthophoto_tiles(cfg.ortho, OrthoConfig(cfg.footprint_m, cfg.footprint_m / 2, crs=cfg.crs),
+                             cfg.world_file)  # fmt: skip
+    index = GalleryIndex.create(out / "index", encoder.identity, IndexConfig(), overwrite=True)
+    index.add(tiles, encode_tiles(encoder, tiles, progress=progress))
+    index.save()
+    done("gallery index of the whole orthophoto")
+
+    stage("localize held-out views")
+    queries = load_queries(worlds["heldout"][0], truth="camera")[: cfg.localize_queries]
+    located = evaluate_localizer(Localizer(encoder, index), queries, progress=progress)
+    report["localization"] = {k: located[k] for k in LOCALIZE_KEYS if k in located}
+    done("localize held-out views")
+
+    report.update(steps=result.get("steps"), tiles=len(tiles), seconds=seconds, weights_tag=tag,
+                  commands=usage(out))  # fmt: skip
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str))
+    atomic_write_text(out / "report.html", _html(report))
+    return report
+
+
+def _georeferenced(cfg: AdaptConfig, out: Path) -> AdaptConfig:
+    """The area's world file and CRS made explicit (from a world file beside it or a GeoTIFF's tags, written out
+    as OUT/area.wld for the renderer), or --gsd; none of them is an error naming the flags."""
+    from dataclasses import replace
+
+    from .geo.tiles import georeference
+
+    if cfg.gsd_m is not None and cfg.world_file is None:
+        return cfg
+    try:
+        world, crs = georeference(cfg.ortho, cfg.crs, cfg.world_file)
+    except FileNotFoundError:
+        raise ValueError(f"{cfg.ortho} has no georeference (no world file beside it, no GeoTIFF tags): pass "
+                         "--world-file FILE (and --crs), or --gsd M/px (and --origin LAT LON)") from None
+    text = "\n".join(repr(float(v)) for v in (world.a, world.d, world.b, world.e, world.c, world.f)) + "\n"
+    atomic_write_text(out / "area.wld", text)
+    return replace(cfg, world_file=str(out / "area.wld"), crs=crs)
+
+
+def _check_area(cfg: AdaptConfig) -> None:
+    """Refuse areas too small for four tiles, or mostly nodata, in one line with the figures."""
+    import numpy as np
+    from PIL import Image
+
+    from .geo.imaging import unbounded_pixels
+    from .geo.tiles import OrthoConfig, orthophoto_tiles
+
+    if cfg.world_file is not None:
+        try:
+            tiles = orthophoto_tiles(cfg.ortho, OrthoConfig(cfg.footprint_m, cfg.footprint_m, crs=cfg.crs),
+                                     cfg.world_file)  # fmt: skip
+        except ValueError as exc:
+            if "do not fit" not in str(exc):
+                raise
+            tiles = []
+        if len(tiles) < 4:
+            raise ValueError(f"{cfg.ortho} holds {len(tiles)} tile(s) of {cfg.footprint_m:g} m, fewer than 4: give a "
+                             "larger area or a smaller --footprint-m")  # fmt: skip
+    with unbounded_pixels(), Image.open(cfg.ortho) as img:
+        img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEGs decode at 1/8 size
+        small = img.convert("RGBA") if "A" in img.getbands() else img.convert("RGB")
+        small.thumbnail((512, 512))
+        px = np.asarray(small)
+    empty = (px[..., 3] == 0) if px.shape[-1] == 4 else np.zeros(px.shape[:2], dtype=bool)
+    empty |= np.all(px[..., :3] == 0, axis=-1)
+    if empty.mean() > MAX_NODATA:
+        raise ValueError(f"{cfg.ortho} is {100 * empty.mean():.0f} % nodata (transparent or black), more than "
+                         f"{100 * MAX_NODATA:.0f} %: crop it to the imaged area")  # fmt: skip
+
+
+def usage(out: Path) -> list[str]:
+    """The commands that use the result."""
+    return [f"spikevimformer localize PHOTO.jpg --index {out / 'index'}",
+            f"spikevimformer serve --index {out / 'index'} --port 8000"]  # fmt: skip
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The before/after table and the localization line, as printed at the end of `adapt`."""
+    b, a = report["before"], report["after"]
+    lines = [f"{'held-out D->S':<16}{'R@1':>8}{'R@5':>8}{'AP':>8}",
+             f"{'before':<16}{b['R@1']:>8.1f}{b['R@5']:>8.1f}{b['AP']:>8.1f}",
+             f"{'after':<16}{a['R@1']:>8.1f}{a['R@5']:>8.1f}{a['AP']:>8.1f}",
+             f"change: R@1 {a['R@1'] - b['R@1']:+.1f} points ({b['queries']} queries, {b['gallery']} tiles)"]
+    loc = report.get("localization", {})
+    if "fix_rate" in loc:
+        med = loc.get("camera_median_error_m")
+        lines.append(f"localization of {loc['queries']} held-out views on the whole-area index: fix "
+                     f"{100 * loc['fix_rate']:.1f} %, camera median error "
+                     f"{'-' if med is None else f'{med:.2f} m'}, within 25 m {100 * loc['camera_within_25m']:.1f} %")
+    return "\n".join(lines + ["use it:", *(f"  {c}" for c in report["commands"])])
+
+
+def _html(report: dict[str, Any]) -> str:
+    import html
+
+    body = html.escape(summary(report))
+    cfg = html.escape(json.dumps(report["config"], indent=2, default=str))
+    return (f"<!doctype html><meta charset='utf-8'><title>spikevimformer adapt</title>"
+            f"<style>body{{font:14px system-ui;margin:2em;max-width:60em}}pre{{background:#f4f4f4;padding:1em}}"
+            f"</style><h1>Adaptation to {html.escape(Path(report['config']['ortho']).name)}</h1>"
+            f"<h2>Held-out views, before and after</h2><pre>{body}</pre>"
+            f"<h2>Stages (seconds)</h2><pre>{html.escape(json.dumps(report['seconds'], indent=2))}</pre>"
+            f"<h2>Settings</h2><pre>{cfg}</pre>")  # fmt: skip

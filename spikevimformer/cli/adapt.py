@@ -1,0 +1,60 @@
+"""`spikevimformer adapt --ortho AREA`: fine-tune on views rendered from the user's orthophoto, index it, report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_overwrite
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..adapt import AdaptConfig
+
+    d = AdaptConfig(ortho="")
+    p = sub.add_parser("adapt", help="orthophoto of your area -> fine-tuned model, whole-area index, before/after")
+    p.add_argument("--ortho", required=True, help="the area: a GeoTIFF, or an image with a world file beside it "
+                   "(or --world-file), or any RGB image with --gsd (and --origin)")  # fmt: skip
+    p.add_argument("--out", default=d.out_dir, help="output folder (report.html, report.json, finetune/, index/)")
+    p.add_argument("--world-file", help="its world file, when not beside the image")
+    p.add_argument("--crs", help="coordinate system of the world file (EPSG:4326, EPSG:3857, UTM:33N, ...)")
+    p.add_argument("--gsd", type=float, help="metres per pixel, for an image without a world file")
+    p.add_argument("--origin", type=float, nargs=2, metavar=("LAT", "LON"),
+                   help="latitude/longitude of the north-west corner, for an image without a world file")
+    p.add_argument("--heights", metavar="IMAGE", help="a height image to raise buildings in the rendered views")
+    p.add_argument("--checkpoint", default=d.init, metavar="NAME_OR_FILE", help="the weights to adapt")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="fine-tuning budget (the cosine fits it)")
+    p.add_argument("--locations", type=int, default=d.locations, help="training locations to render")
+    p.add_argument("--views", type=int, default=d.views, help="drone views per location")
+    p.add_argument("--heldout-locations", type=int, default=d.heldout_locations,
+                   help="locations of the held-out views (another seed)")
+    p.add_argument("--footprint-m", type=float, default=d.footprint_m, help="tile ground side in metres")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="rendering and data-loading processes")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    add_overwrite(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..adapt import AdaptConfig, adapt, summary
+    from ..fileio import refuse_overwrite
+
+    if not Path(args.ortho).is_file():
+        raise FileNotFoundError(f"--ortho {args.ortho} does not exist" if not Path(args.ortho).exists()
+                                else f"--ortho {args.ortho} is a folder; give the image file")  # fmt: skip
+    if not args.resume:
+        refuse_overwrite([Path(args.out) / "report.json"], args.overwrite)
+    cfg = AdaptConfig(
+        ortho=args.ortho, out_dir=args.out, world_file=args.world_file, crs=args.crs, gsd_m=args.gsd,
+        origin=tuple(args.origin) if args.origin else None, heights=args.heights, init=args.checkpoint,
+        minutes=args.minutes, footprint_m=args.footprint_m, locations=args.locations, views=args.views,
+        heldout_locations=args.heldout_locations, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+        device=args.device,
+    )  # fmt: skip
+    report = adapt(cfg, resume=args.resume, progress=not args.no_progress)
+    print(summary(report))
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0

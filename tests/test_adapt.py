@@ -1,0 +1,73 @@
+"""`spikevimformer adapt` end to end on a small procedural orthophoto, its resume, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spikevimformer.adapt import AdaptConfig, adapt
+from spikevimformer.cli import main
+from spikevimformer.data.synth import SynthConfig, generate_world
+
+
+@pytest.fixture(scope="module")
+def area(tmp_path_factory):
+    """A 320 m x 320 m corner of a procedural world's orthophoto, geo-referenced by its world file."""
+    root = tmp_path_factory.mktemp("adapt")
+    generate_world(SynthConfig(seed=5, locations=4, views=1, image_size=64), root / "w")
+    Image.open(root / "w/ortho.jpg").crop((0, 0, 640, 640)).save(root / "area.jpg", quality=92)
+    shutil.copy(root / "w/ortho.jgw", root / "area.jgw")  # the same upper-left corner and pixel size
+    return root / "area.jpg"
+
+
+def _cfg(area, out, **changes) -> AdaptConfig:
+    settings = {"ortho": str(area), "out_dir": str(out), "minutes": 1.0, "locations": 8, "views": 2,
+                "heldout_locations": 5, "batch_size": 4, "workers": 0, "localize_queries": 4,
+                "extra": {"max_steps": 2}}  # fmt: skip
+    return AdaptConfig(**{**settings, **changes})
+
+
+def test_adapt_renders_tunes_indexes_and_reports(area, tmp_path, capsys):
+    out = tmp_path / "run"
+    report = adapt(_cfg(area, out), progress=False)
+    saved = json.loads((out / "report.json").read_text())
+    for key in ("before", "after"):
+        assert {"R@1", "R@5", "AP"} <= set(saved[key]) and 0 <= saved[key]["R@1"] <= 100
+    assert saved["steps"] == report["steps"] == 2
+    assert "Held-out views, before and after" in (out / "report.html").read_text()
+    manifest = json.loads((out / "index/manifest.json").read_text())
+    assert manifest["count"] == report["tiles"] == 36  # 100 m tiles every 50 m over 320 m: 6 x 6
+    assert manifest["model"]["weights"] == str((out / "finetune/last.pt").resolve())
+    assert {"fix_rate", "camera_median_error_m"} <= set(saved["localization"])
+    photo = next((out / "world-heldout/University-1652/test/query_drone").rglob("*.jpeg"))
+    capsys.readouterr()
+    assert main(["localize", str(photo), "--index", str(out / "index"), "--json"]) == 0  # the printed command works
+    assert json.loads(capsys.readouterr().out)["results"][0]["matches"]
+
+    again = adapt(_cfg(area, out, extra={"max_steps": 4}), resume=True, progress=False)  # continues, not restarts
+    assert again["steps"] == 4
+
+
+def test_bad_areas_are_refused_in_one_line(area, tmp_path, capsys):
+    bare = tmp_path / "bare.png"
+    Image.open(area).save(bare)  # no world file beside it
+    small = tmp_path / "small.jpg"
+    Image.open(area).crop((0, 0, 180, 180)).save(small)  # 90 m: not one 100 m tile
+    shutil.copy(area.with_suffix(".jgw"), small.with_suffix(".jgw"))
+    empty = tmp_path / "empty.png"
+    pixels = np.zeros((640, 640, 3), dtype=np.uint8)
+    pixels[:200, :200] = np.asarray(Image.open(area))[:200, :200]
+    Image.fromarray(pixels).save(empty)
+    shutil.copy(area.with_suffix(".jgw"), empty.with_suffix(".pgw"))
+    cases = [(bare, "has no georeference"), (small, "fewer than 4"), (empty, "% nodata"),
+             (tmp_path / "nope.tif", "does not exist")]  # fmt: skip
+    for ortho, words in cases:
+        capsys.readouterr()
+        assert main(["adapt", "--ortho", str(ortho), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "out/world-train").exists()
