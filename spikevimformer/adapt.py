@@ -33,6 +33,9 @@ class AdaptConfig:
     footprint_m: float = 100.0  # tile ground side, also the index's tiles
     locations: int = 120  # training locations (spaced half a tile apart where the area allows)
     views: int = 4
+    altitudes_m: tuple[float, float] = (70.0, 120.0)  # drone heights above ground, drawn in this range
+    pitch_deg: tuple[float, float] = (45.0, 60.0)  # camera depression below the horizon
+    fov_deg: float | None = None  # the drone lens; None: one that frames about a tile (synth's coverage rule)
     heldout_locations: int = 30
     render_size: int = 128  # side of the rendered views and tiles
     batch_size: int = 16
@@ -48,6 +51,7 @@ class AdaptConfig:
 
         return SynthConfig(seed=seed, locations=locations, views=self.views, image_size=self.render_size,
                            footprint_m=self.footprint_m, gsd_m=self.gsd_m, spacing_m=self.footprint_m / 2,
+                           altitudes_m=tuple(self.altitudes_m), pitch_deg=tuple(self.pitch_deg), fov_deg=self.fov_deg,
                            test_fraction=test_fraction, distractor_fraction=0.0, origin=self.origin,
                            ground=self.ortho, world_file=self.world_file, crs=self.crs or "EPSG:4326",
                            heights=self.heights)  # fmt: skip
@@ -195,6 +199,18 @@ def _check_area(cfg: AdaptConfig) -> None:
     if empty.mean() > MAX_NODATA:
         raise ValueError(f"{cfg.ortho} is {100 * empty.mean():.0f} % nodata (transparent or black), more than "
                          f"{100 * MAX_NODATA:.0f} %: crop it to the imaged area")  # fmt: skip
+
+
+def lens_of(photo: str | Path) -> float:
+    """The horizontal field of view (degrees) of a sample drone photo, from its EXIF focal length (`--like`)."""
+    from .geo.imaging import open_photo
+    from .geo.intrinsics import from_exif
+
+    image, exif = open_photo(photo)
+    found = from_exif(exif, *image.size, label=str(photo))
+    if found is None:
+        raise ValueError(f"--like {photo}: its EXIF has no focal length; give the lens with --fov DEG instead")
+    return found.hfov_deg
 
 
 def usage(out: Path) -> list[str]:

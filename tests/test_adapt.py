@@ -71,3 +71,18 @@ def test_bad_areas_are_refused_in_one_line(area, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err, err
     assert not (tmp_path / "out/world-train").exists()
+
+
+def test_the_lens_comes_from_a_sample_photo(tmp_path):
+    import csv
+
+    from spikevimformer.adapt import lens_of
+
+    world = tmp_path / "w"
+    generate_world(SynthConfig(seed=2, locations=4, views=1, image_size=96, fov_deg=50.0), world)
+    row = next(csv.DictReader((world / "cameras.csv").open()))
+    assert lens_of(world / row["image"]) == pytest.approx(50.0, abs=0.5)
+    bare = tmp_path / "bare.png"
+    Image.new("RGB", (96, 96)).save(bare)
+    with pytest.raises(ValueError, match="no focal length; give the lens with --fov"):
+        lens_of(bare)

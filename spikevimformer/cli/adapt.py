@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=d.minutes, help="fine-tuning budget (the cosine fits it)")
     p.add_argument("--locations", type=int, default=d.locations, help="training locations to render")
     p.add_argument("--views", type=int, default=d.views, help="drone views per location")
+    p.add_argument("--altitude", type=float, nargs=2, default=d.altitudes_m, metavar=("MIN", "MAX"),
+                   help="drone height above ground of the rendered views, metres")
+    p.add_argument("--pitch", type=float, nargs=2, default=d.pitch_deg, metavar=("MIN", "MAX"),
+                   help="camera depression below the horizon, degrees")
+    p.add_argument("--fov", type=float, metavar="DEG", help="the drone lens (default: one framing about a tile)")
+    p.add_argument("--like", metavar="PHOTO", help="take the lens from this drone photo's EXIF focal length")
     p.add_argument("--heldout-locations", type=int, default=d.heldout_locations,
                    help="locations of the held-out views (another seed)")
     p.add_argument("--footprint-m", type=float, default=d.footprint_m, help="tile ground side in metres")
@@ -39,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..adapt import AdaptConfig, adapt, summary
+    from ..adapt import AdaptConfig, adapt, lens_of, summary
     from ..fileio import refuse_overwrite
 
     if not Path(args.ortho).is_file():
@@ -47,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
                                 else f"--ortho {args.ortho} is a folder; give the image file")  # fmt: skip
     if not args.resume:
         refuse_overwrite([Path(args.out) / "report.json"], args.overwrite)
+    fov = lens_of(args.like) if args.like else args.fov
     cfg = AdaptConfig(
         ortho=args.ortho, out_dir=args.out, world_file=args.world_file, crs=args.crs, gsd_m=args.gsd,
         origin=tuple(args.origin) if args.origin else None, heights=args.heights, init=args.checkpoint,
         minutes=args.minutes, footprint_m=args.footprint_m, locations=args.locations, views=args.views,
+        altitudes_m=tuple(args.altitude), pitch_deg=tuple(args.pitch), fov_deg=fov,
         heldout_locations=args.heldout_locations, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
         device=args.device,
     )  # fmt: skip

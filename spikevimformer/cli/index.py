@@ -22,7 +22,7 @@ def add_sources(p: argparse.ArgumentParser) -> None:
     src.add_argument("--csv", help="(a) CSV: id, latitude, longitude, footprint_m [, image]")
     src.add_argument("--footprint-m", type=float, help="(a) tile side in metres when the CSV has no footprint_m")
     src.add_argument("--ortho", help="(b) orthophoto: a GeoTIFF, or an image with a world file "
-                     "(.jgw/.pgw/.tfw/.wld) beside it (a world file wins over GeoTIFF tags)")  # fmt: skip
+                     "(.jgw/.pgw/.tfw/.wld) beside it (beside a GeoTIFF it must agree with the tags)")  # fmt: skip
     src.add_argument("--world-file", help="(b) world file, when not next to the image")
     src.add_argument("--crs", help="(b) coordinate system: EPSG:4326, EPSG:3857, EPSG:326zz/327zz, UTM:33N "
                      "(default: the GeoTIFF's own, else EPSG:4326; must agree with a GeoTIFF's)")  # fmt: skip

@@ -221,7 +221,8 @@ def _agree(image: Path, explicit: str | None, found: str) -> str:
 def georeference(
     image: str | Path, crs: str | None = None, world_file: str | Path | None = None
 ) -> tuple[WorldFile, str]:
-    """An orthophoto's pixel-centre affine and CRS: a given or adjacent world file first, else its GeoTIFF tags."""
+    """An orthophoto's pixel-centre affine and CRS: a given or adjacent world file (beside a GeoTIFF it must agree
+    with the tags), else its GeoTIFF tags."""
     image = Path(image)
     if world_file is None:
         try:
@@ -238,8 +239,25 @@ def georeference(
         except ValueError:  # no usable GeoKeys: the world file alone, as before GeoTIFF support
             pass
         else:
+            _same_place(image, world_file, world)
             return world, _agree(image, crs, found)
     return world, crs or "EPSG:4326"
+
+
+def _same_place(image: Path, world_file: str | Path, world: WorldFile) -> None:
+    """A world file beside a GeoTIFF must put it where its own tags do (within half a pixel), else which one is
+    right is the user's call."""
+    try:
+        tagged, _ = read_geotiff(image)
+    except ValueError:  # GeoKeys without a transform: nothing to compare
+        return
+    corners = np.array([[0.0, 0.0], [1000.0, 0.0], [0.0, 1000.0]])
+    a = np.c_[world.apply(corners[:, 0], corners[:, 1])]
+    b = np.c_[tagged.apply(corners[:, 0], corners[:, 1])]
+    pixel = max(abs(world.a), abs(world.e), abs(world.b), abs(world.d))
+    if np.abs(a - b).max() > pixel / 2:
+        raise ValueError(f"the world file {world_file} and the GeoTIFF tags of {image} put the image in different "
+                         "places; remove the world file or fix it")  # fmt: skip
 
 
 NORTH_UP_TOLERANCE_DEG = 1.0  # grid convergence near the middle of a UTM zone; less is not worth a resampling
