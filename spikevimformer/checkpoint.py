@@ -346,6 +346,24 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     return release.path
 
 
+def trained_image_size(checkpoint: str | Path) -> int | None:
+    """The input size a checkpoint's weights were trained at, when it records one (our .pt files and releases);
+    None for official ImageNet weights and files that do not say."""
+    path = resolve_checkpoint(checkpoint)
+    if (release := release_for(path)) is not None:
+        return release.image_size
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            size = (f.metadata() or {}).get("image_size")
+        return int(size) if size else None
+    payload = _read(path)
+    if not is_ours(payload):
+        return None
+    return payload.get("image_size") or (payload.get("config") or {}).get("image_size")
+
+
 def release_for(path: str | Path):
     """The shipped Release whose file `path` is, else None (a release copied elsewhere is just a file)."""
     from .pretrained import RELEASES

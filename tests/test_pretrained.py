@@ -139,4 +139,38 @@ def test_help_shows_defaults():
     squashed = " ".join(text.split())
     for shown in ("TCP port (default: 8000)", "(default: 127.0.0.1)", "(default: 5)", "(default: 20.0)"):
         assert shown in squashed, shown
+    synth = " ".join(build_parser()._subparsers._group_actions[0].choices["synth"].format_help().split())
+    assert "--seed SEED default: 0" in synth  # a default of 0 is a default too
+    train = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    assert "(default: 384, or the config's)" in train
     assert "(default: None)" not in squashed and "(default: False)" not in squashed
+
+
+def test_train_init_takes_the_size_of_its_weights(tmp_path, capsys):
+    from tests.fake_datasets import make_university
+
+    world = make_university(tmp_path / "w", train=4, test=2, distractors=0, drone=2)
+    base = ["train", "--data-root", str(world), "--init", "pretrained", "--batch-size", "2", "--max-steps", "1",
+            "--no-progress", "--set", "workers=0", "final_eval=false", "eval_every_epochs=0"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert "image size 64 px, the size the --init weights were trained at" in capsys.readouterr().err
+    assert "image_size: 64" in (tmp_path / "a/config.yaml").read_text()
+    assert main([*base, "--out", str(tmp_path / "b"), "--image-size", "32"]) == 0  # chosen: honoured, warned
+    assert "warning: image size 32 differs from the 64 px" in capsys.readouterr().err
+
+
+def test_preprocess_reads_like_the_cli_and_refuses_float_arrays(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import spikevimformer as svf
+
+    pixels = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "p.png")
+    from_path = svf.preprocess(tmp_path / "p.png", 64)
+    assert from_path.shape == (3, 64, 64)
+    assert torch.equal(from_path, svf.preprocess(Image.open(tmp_path / "p.png"), 64))
+    assert torch.equal(from_path, svf.preprocess(pixels, 64))
+    with pytest.raises(ValueError, match="8-bit arrays"):
+        svf.preprocess(pixels / 255.0, 64)

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     for path, command in _commands(parser):
         command.formatter_class = DefaultsFormatter
         for action in command._actions:  # flags without help text still show their default
-            if action.option_strings and action.help is None and action.default not in (None, False, argparse.SUPPRESS):
+            if action.option_strings and action.help is None and not (
+                    action.default is None or action.default is False or action.default is argparse.SUPPRESS):
                 action.help = "default: %(default)s"
         if path in LONG and "--no-progress" not in command._option_string_actions:
             command.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway "
@@ -50,7 +51,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (not action.option_strings or "default" in text or action.default in (None, False)
+        if (not action.option_strings or "default" in text or action.default is None or action.default is False
                 or action.default is argparse.SUPPRESS):  # fmt: skip
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"

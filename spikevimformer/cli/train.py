@@ -34,11 +34,16 @@ FLAGS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..engine.config import TrainConfig
+
     p = sub.add_parser("train", help="train SpikeViMFormer (one device, or many under torchrun)")
     p.add_argument("--config", help="YAML file of settings (see configs/)")
+    defaults = TrainConfig()
     for key, (flag, kind, text) in FLAGS.items():
         many = {"nargs": "+", "metavar": "DIR"} if key == "extra_train_roots" else {}
-        p.add_argument(flag, dest=key, type=kind, default=None, help=text, **many)
+        shown = getattr(defaults, key)
+        told = f" (default: {shown}, or the config's)" if shown not in (None, [], "") else ""
+        p.add_argument(flag, dest=key, type=kind, default=None, help=text + told, **many)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any setting, e.g. w_hral=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still written)")
@@ -47,6 +52,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip unreadable images and list them, instead of stopping at the first "
                         "(= --set on_bad_image=skip)")  # fmt: skip
     p.set_defaults(func=run)
+
+
+def _sets_image_size(given: dict, sets: list[str], config_path) -> bool:
+    """Whether the user chose the image size (flag, --set, or the config file), rather than the default."""
+    import yaml
+
+    if "image_size" in given or any(s.split("=", 1)[0].strip().replace("-", "_") == "image_size" for s in sets):
+        return True
+    return config_path is not None and "image_size" in (yaml.safe_load(Path(config_path).read_text()) or {})
+
+
+def _size_of_init(cfg, chosen: bool):
+    """Fine-tune at the size the --init weights were trained at unless the user chose one (then warn if it
+    differs), as every other command does."""
+    from ..checkpoint import trained_image_size
+
+    trained = trained_image_size(cfg.init)
+    if trained is None or trained == cfg.image_size:
+        return cfg
+    if chosen:
+        print(f"warning: image size {cfg.image_size} differs from the {trained} px the --init weights were trained "
+              "at", file=sys.stderr)  # fmt: skip
+        return cfg
+    print(f"image size {trained} px, the size the --init weights were trained at", file=sys.stderr)
+    return replace(cfg, image_size=trained)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         config_path = saved if saved.is_file() else None
     skip = ["on_bad_image=skip"] if args.skip_bad_images else []
     cfg = load_config(config_path, overrides + skip + list(args.set))
+    if args.resume is None and cfg.init != "scratch":
+        cfg = _size_of_init(cfg, _sets_image_size(given, args.set, config_path))
     if args.resume is None and not args.overwrite and cfg.out_dir == TrainConfig.out_dir:
         fresh = next_free_folder(cfg.out_dir, RUN_FILES)  # no --out: never over an earlier run
         if str(fresh) != cfg.out_dir:

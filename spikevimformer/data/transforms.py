@@ -170,6 +170,9 @@ def preprocess(image, image_size: int) -> torch.Tensor:
     if isinstance(image, Image.Image):
         rgb = np.asarray(displayed(image)[0], dtype=np.uint8)
     elif isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"preprocess takes 8-bit arrays (uint8, 0-255), got {image.dtype}; for floats in 0..1 "
+                             "pass (image * 255).round().astype(np.uint8)")  # fmt: skip
         rgb = image
     else:
         rgb = load_rgb(image)

@@ -99,7 +99,7 @@ LOCALIZE_BODY = {
     },
 }  # fmt: skip
 LOCALIZE_ERRORS = {
-    400: {"description": "unreadable image, photo too small, bad k or fov, no `image` field in a form"},
+    400: {"description": "unreadable image, photo too small, bad k or fov, a form without a file"},
     413: {"description": "upload larger than the service's limit (serve --max-upload-mb)"},
     415: {"description": "not an accepted image format (JPEG, PNG, TIFF, WebP, BMP)"},
 }
