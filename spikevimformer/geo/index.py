@@ -31,9 +31,13 @@ class ModelIdentity:
     weights: str = ""  # where the weights came from, to load them again: a release name or an absolute file path
 
     def mismatch(self, other: ModelIdentity) -> str | None:
-        """A sentence naming every difference, or None when descriptors are comparable."""
+        """A sentence naming every difference (this identity's value first), or None when descriptors are
+        comparable."""
+        def show(value) -> str:  # hashes to 12 characters, enough to tell two apart
+            return repr(value[:12] + "..." if isinstance(value, str) and len(value) > 40 else value)
+
         diffs = [
-            f"{name} {getattr(self, name)!r} vs {getattr(other, name)!r}"
+            f"{name} {show(getattr(self, name))} vs {show(getattr(other, name))}"
             for name in ("variant", "checkpoint_sha256", "image_size", "dim")
             if getattr(self, name) != getattr(other, name)
         ]
@@ -223,7 +227,7 @@ class GalleryIndex:
         identity = ModelIdentity(**manifest["model"])
         if expect is not None and (diff := identity.mismatch(expect)):
             raise ValueError(
-                f"gallery index {folder} was built with a different model than the one given ({diff}); "
+                f"gallery index {folder} was built with a different model than the one given (index vs given: {diff}); "
                 "rebuild the index or use the model it was built with"
             )
         self = cls(folder, identity, IndexConfig(**manifest["config"]))

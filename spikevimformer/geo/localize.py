@@ -110,7 +110,7 @@ class Localizer:
                  register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None) -> None:  # fmt: skip
         if diff := index.identity.mismatch(encoder.identity):
             raise ValueError(
-                f"the gallery index at {index.folder} was built with a different model ({diff}); "
+                f"the gallery index at {index.folder} was built with a different model (index vs given: {diff}); "
                 "use the model it was built with or rebuild the index"
             )
         if k < 1:
