@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--origin", type=float, nargs=2, metavar=("LAT", "LON"),
                    help="latitude/longitude of the north-west corner, for an image without a world file")
     p.add_argument("--heights", metavar="IMAGE", help="a height image to raise buildings in the rendered views")
-    p.add_argument("--checkpoint", default=d.init, metavar="NAME_OR_FILE", help="the weights to adapt")
+    p.add_argument("--init", default=d.init, metavar="NAME_OR_FILE",
+                   help="the weights to adapt, as train --init: a shipped model's name or a checkpoint")
     p.add_argument("--minutes", type=float, default=d.minutes, help="fine-tuning budget (the cosine fits it)")
     p.add_argument("--locations", type=int, default=d.locations, help="training locations to render")
     p.add_argument("--views", type=int, default=d.views, help="drone views per location")
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     fov = lens_of(args.like) if args.like else args.fov
     cfg = AdaptConfig(
         ortho=args.ortho, out_dir=args.out, world_file=args.world_file, crs=args.crs, gsd_m=args.gsd,
-        origin=tuple(args.origin) if args.origin else None, heights=args.heights, init=args.checkpoint,
+        origin=tuple(args.origin) if args.origin else None, heights=args.heights, init=args.init,
         minutes=args.minutes, footprint_m=args.footprint_m, locations=args.locations, views=args.views,
         altitudes_m=tuple(args.altitude), pitch_deg=tuple(args.pitch), fov_deg=fov,
         heldout_locations=args.heldout_locations, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
