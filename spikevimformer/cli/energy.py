@@ -7,26 +7,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..analysis.complexity import ATTENTION_ORDERS
 from ..analysis.energy import measure_energy, plot_energy
-from ..data.images import IMAGE_SUFFIXES, load_rgb
+from ..data.images import load_rgb, spread_images
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from ..fileio import atomic_write_text, refuse_overwrite, require_dir
+from ..fileio import atomic_write_text, refuse_overwrite
 from ..metrics import save_report
 from .common import add_device, add_image_size, add_model, add_overwrite, load_model, resolve_device
-
-
-def find_images(folder: Path, count: int) -> list[Path]:
-    """`count` images spread evenly over the sorted files under `folder` (all subfolders)."""
-    require_dir(folder, "--images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
-    picks = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
-    return [files[i] for i in sorted(set(picks.tolist()))]
 
 
 def image_batches(paths: list[Path], size: int, batch_size: int) -> Iterator[torch.Tensor]:
@@ -69,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     model, source = load_model(args)
     model.to(device)
     if args.images:
-        paths = find_images(args.images, args.num_images)
+        paths = spread_images(args.images, args.num_images, "--images")
         batches = image_batches(paths, args.image_size, args.batch_size)
         data = f"{len(paths)} images from {args.images}"
     else:

@@ -75,6 +75,19 @@ def list_subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def spread_images(folder: Path | str, count: int, what: str = "folder") -> list[Path]:
+    """`count` images spread evenly over the sorted image files under `folder` (all subfolders); `what` names the
+    flag in errors. Raises ValueError for a file or a folder without images, FileNotFoundError for a missing one."""
+    from ..fileio import require_dir
+
+    folder = require_dir(folder, what)
+    files = sorted(p for p in folder.rglob("*") if is_image(p))
+    if not files:
+        raise ValueError(f"{what} {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    picks = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
+    return [files[i] for i in sorted(set(picks.tolist()))]
+
+
 def to_rgb8(img: Image.Image) -> Image.Image:
     """8-bit RGB as a viewer shows it; 16-bit greyscale (GIS exports, thermal and mapping cameras) is scaled by
     1/257, where Pillow's own conversion would clip it to white."""
