@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     refuse_overwrite([out] + ([out.with_suffix(".int8.onnx")] if args.int8 else []), args.overwrite)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime.quantization  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"export needs ONNX and ONNX Runtime ({exc.name} is missing): pip install "
+                         "'spikevimformer[deploy]' -c constraints.txt") from None
     folder = None if args.check_images.isdigit() else Path(args.check_images)
     if folder is not None:
         require_dir(folder, "--check-images")
