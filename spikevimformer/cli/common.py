@@ -92,10 +92,15 @@ def settle_image_size(args: argparse.Namespace, trained: int | None) -> str:
     if args.image_size is None:
         args.image_size = trained or DEFAULT_IMAGE_SIZE
         return f"{args.image_size} px, the size it was trained at" if trained else f"{args.image_size} px (default)"
-    if trained and args.image_size != trained:
-        print(f"warning: --image-size {args.image_size} differs from the {trained} px these weights were trained at; "
-              "expect lower accuracy", file=sys.stderr)  # fmt: skip
+    warn_image_size(args.image_size, trained)
     return f"{args.image_size} px"
+
+
+def warn_image_size(chosen: int, trained: int | None) -> None:
+    """One stderr line when a chosen --image-size differs from the size the weights were trained at."""
+    if trained and chosen != trained:
+        print(f"warning: --image-size {chosen} differs from the {trained} px these weights were trained at; "
+              "expect lower accuracy", file=sys.stderr)  # fmt: skip
 
 
 def describe_model(args: argparse.Namespace, variant: str, tag: str) -> str:

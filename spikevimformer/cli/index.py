@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..geo.encoders import encode_tiles, index_encoder, open_encoder
 from ..geo.index import GalleryIndex, IndexConfig
 from ..geo.tiles import OrthoConfig, folder_tiles, orthophoto_tiles, world_tiles
-from .common import add_device, add_image_size, add_model, require_weights, resolve_device
+from .common import add_device, add_image_size, add_model, require_weights, resolve_device, warn_image_size
 
 
 def _floats(text: str) -> list[float]:
@@ -89,10 +88,8 @@ def run_build(args: argparse.Namespace) -> int:
     tiles = tiles_from_args(args)
     encoder = open_encoder(args.checkpoint, args.variant, args.image_size, args.onnx, resolve_device(args.device),
                            args.init)  # fmt: skip
-    trained = getattr(getattr(encoder, "model", None), "image_size", None)
-    if args.image_size is not None and trained and args.image_size != trained:
-        print(f"warning: --image-size {args.image_size} differs from the {trained} px these weights were trained at; "
-              "expect lower accuracy", file=sys.stderr)  # fmt: skip
+    if args.image_size is not None:
+        warn_image_size(args.image_size, getattr(getattr(encoder, "model", None), "image_size", None))
     config = IndexConfig(kind=args.index_type, exact_max=args.exact_max)
     index = GalleryIndex.create(args.out, encoder.identity, config, args.overwrite)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
