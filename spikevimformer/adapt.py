@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,11 @@ from .fileio import atomic_write_text
 EVAL_KEYS = ("R@1", "R@5", "AP", "queries", "gallery")
 LOCALIZE_KEYS = ("queries", "fix_rate", "false_fix_rate", "camera_median_error_m", "camera_within_5m",
                  "camera_within_25m", "radius95_coverage", "look_at_median_error_m")  # fmt: skip
+TRAIN_TEST_FRACTION = 0.1  # of the training world: a few locations the trainer may validate on
+HELDOUT_SEED = 1000  # the held-out world's seed offset: other locations, other views
+HELDOUT_TEST_FRACTION = 0.8
 MAX_NODATA = 0.5  # an area more than half empty (alpha 0 or black) leaves too little to render views from
+FEW_STEPS = 20  # the warm-up: a run this short has not moved the weights
 
 
 @dataclass
@@ -76,9 +80,13 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
     from .geo.tiles import OrthoConfig, orthophoto_tiles
 
     out = Path(cfg.out_dir)
+    world_file = _world_file(cfg)
+    cfg = _checked(cfg, world_file is not None)  # every setting before anything is written
+    _check_area(cfg, world_file)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = _georeferenced(cfg, out)
-    _check_area(cfg)
+    if world_file is not None:  # written out for the renderer (a GeoTIFF's tags become a world file)
+        atomic_write_text(out / "area.wld", world_file[0])
+        cfg = replace(cfg, world_file=str(out / "area.wld"), crs=world_file[1])
     device = resolve_device(cfg.device)
     seconds: dict[str, float] = {}
     report: dict[str, Any] = {"config": asdict(cfg)}
@@ -91,8 +99,9 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
         seconds[name] = round(time.monotonic() - seconds[name], 1)
         print(f"   {name}: {seconds[name]:.1f} s", flush=True)
 
-    worlds = {"train": (out / "world-train", cfg.synth(cfg.seed, cfg.locations, 0.1)),
-              "heldout": (out / "world-heldout", cfg.synth(cfg.seed + 1000, cfg.heldout_locations, 0.8))}
+    worlds = {"train": (out / "world-train", cfg.synth(cfg.seed, cfg.locations, TRAIN_TEST_FRACTION)),
+              "heldout": (out / "world-heldout",
+                          cfg.synth(cfg.seed + HELDOUT_SEED, cfg.heldout_locations, HELDOUT_TEST_FRACTION))}
     for name, (folder, synth) in worlds.items():
         if resume and (folder / "world.json").is_file():
             continue
@@ -131,8 +140,10 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
 
     stage("gallery index of the whole orthophoto")
     encoder = TorchEncoder(tuned, image_size, file_sha256(run / "last.pt"), device, str((run / "last.pt").resolve()))
-    tiles = orthophoto_tiles(cfg.ortho, OrthoConfig(cfg.footprint_m, cfg.footprint_m / 2, crs=cfg.crs),
-                             cfg.world_file)  # fmt: skip
+    # without a world file (--gsd), the renderer's own geo-referenced copy of the area is indexed
+    ortho, world = (cfg.ortho, cfg.world_file) if cfg.world_file else (worlds["train"][0] / "ortho.jpg", None)
+    tiles = orthophoto_tiles(ortho, OrthoConfig(cfg.footprint_m, cfg.footprint_m / 2, crs=cfg.crs if world else None),
+                             world)  # fmt: skip
     index = GalleryIndex.create(out / "index", encoder.identity, IndexConfig(), overwrite=True)
     index.add(tiles, encode_tiles(encoder, tiles, progress=progress))
     index.save()
@@ -151,26 +162,41 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
     return report
 
 
-def _georeferenced(cfg: AdaptConfig, out: Path) -> AdaptConfig:
-    """The area's world file and CRS made explicit (from a world file beside it or a GeoTIFF's tags, written out
-    as OUT/area.wld for the renderer), or --gsd; none of them is an error naming the flags."""
-    from dataclasses import replace
-
+def _world_file(cfg: AdaptConfig) -> tuple[str, str] | None:
+    """(world file text, CRS) of the area, from a world file beside it or a GeoTIFF's tags; None with --gsd;
+    neither is an error naming the flags."""
     from .geo.tiles import georeference
 
     if cfg.gsd_m is not None and cfg.world_file is None:
-        return cfg
+        return None
     try:
         world, crs = georeference(cfg.ortho, cfg.crs, cfg.world_file)
     except FileNotFoundError:
         raise ValueError(f"{cfg.ortho} has no georeference (no world file beside it, no GeoTIFF tags): pass "
                          "--world-file FILE (and --crs), or --gsd M/px (and --origin LAT LON)") from None
-    text = "\n".join(repr(float(v)) for v in (world.a, world.d, world.b, world.e, world.c, world.f)) + "\n"
-    atomic_write_text(out / "area.wld", text)
-    return replace(cfg, world_file=str(out / "area.wld"), crs=crs)
+    return "\n".join(repr(float(v)) for v in (world.a, world.d, world.b, world.e, world.c, world.f)) + "\n", crs
 
 
-def _check_area(cfg: AdaptConfig) -> None:
+def _checked(cfg: AdaptConfig, georeferenced: bool) -> AdaptConfig:
+    """Refuse settings no run can use, in adapt's own flag names, before any work; a batch larger than the
+    training locations is cut to them (a batch holds each location once)."""
+    if cfg.minutes <= 0:
+        raise ValueError(f"--minutes must be positive, got {cfg.minutes:g}")
+    if cfg.footprint_m <= 0:
+        raise ValueError(f"--footprint-m must be positive metres, got {cfg.footprint_m:g}")
+    if cfg.batch_size < 2:
+        raise ValueError(f"--batch-size must be at least 2, got {cfg.batch_size}")
+    probe = replace(cfg, world_file=cfg.world_file or "area.wld") if georeferenced else cfg
+    train_locations = probe.synth(cfg.seed, cfg.locations, TRAIN_TEST_FRACTION).resolved().split_counts()[0]
+    probe.synth(cfg.seed + HELDOUT_SEED, cfg.heldout_locations, HELDOUT_TEST_FRACTION).resolved()
+    if cfg.batch_size > train_locations:
+        print(f"batch of {train_locations} pairs: --locations {cfg.locations} leaves {train_locations} for "
+              f"training (a batch holds each location once)", flush=True)  # fmt: skip
+        cfg = replace(cfg, batch_size=train_locations)
+    return cfg
+
+
+def _check_area(cfg: AdaptConfig, world_file: tuple[str, str] | None) -> None:
     """Refuse areas too small for four tiles, or mostly nodata, in one line with the figures."""
     import numpy as np
     from PIL import Image
@@ -178,14 +204,18 @@ def _check_area(cfg: AdaptConfig) -> None:
     from .geo.imaging import unbounded_pixels
     from .geo.tiles import OrthoConfig, orthophoto_tiles
 
-    if cfg.world_file is not None:
-        try:
-            tiles = orthophoto_tiles(cfg.ortho, OrthoConfig(cfg.footprint_m, cfg.footprint_m, crs=cfg.crs),
-                                     cfg.world_file)  # fmt: skip
-        except ValueError as exc:
-            if "do not fit" not in str(exc):
-                raise
-            tiles = []
+    if world_file is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "area.wld").write_text(world_file[0])
+            try:
+                tiles = orthophoto_tiles(cfg.ortho, OrthoConfig(cfg.footprint_m, cfg.footprint_m, crs=world_file[1]),
+                                         Path(tmp) / "area.wld")  # fmt: skip
+            except ValueError as exc:
+                if "do not fit" not in str(exc):
+                    raise
+                tiles = []
         if len(tiles) < 4:
             raise ValueError(f"{cfg.ortho} holds {len(tiles)} tile(s) of {cfg.footprint_m:g} m, fewer than 4: give a "
                              "larger area or a smaller --footprint-m")  # fmt: skip
@@ -226,6 +256,9 @@ def summary(report: dict[str, Any]) -> str:
              f"{'before':<16}{b['R@1']:>8.1f}{b['R@5']:>8.1f}{b['AP']:>8.1f}",
              f"{'after':<16}{a['R@1']:>8.1f}{a['R@5']:>8.1f}{a['AP']:>8.1f}",
              f"change: R@1 {a['R@1'] - b['R@1']:+.1f} points ({b['queries']} queries, {b['gallery']} tiles)"]
+    steps = report.get("steps") or 0
+    lines.append(f"fine-tuned for {steps} steps" + (" - too few to change the model: raise --minutes"
+                                                    if steps < FEW_STEPS else ""))  # fmt: skip
     loc = report.get("localization", {})
     if "fix_rate" in loc:
         med = loc.get("camera_median_error_m")

@@ -86,3 +86,28 @@ def test_the_lens_comes_from_a_sample_photo(tmp_path):
     Image.new("RGB", (96, 96)).save(bare)
     with pytest.raises(ValueError, match="no focal length; give the lens with --fov"):
         lens_of(bare)
+
+
+def test_an_area_without_a_world_file_is_indexed_from_its_rendering(area, tmp_path):
+    bare = tmp_path / "bare.png"
+    Image.open(area).save(bare)
+    report = adapt(_cfg(bare, tmp_path / "run", gsd_m=0.5, origin=(45.0, 8.0), extra={"max_steps": 1},
+                        localize_queries=2), progress=False)  # fmt: skip
+    assert report["tiles"] > 4 and "fix_rate" in report["localization"]
+
+
+def test_settings_are_checked_before_anything_is_written(area, tmp_path, capsys):
+    out = tmp_path / "out"
+    for extra, words in [(["--minutes", "0"], "--minutes must be positive"),
+                         (["--footprint-m", "-1"], "--footprint-m must be positive"),
+                         (["--views", "0"], "views must be at least 1"),
+                         (["--pitch", "5", "5"], "pitch must be a range")]:  # fmt: skip
+        capsys.readouterr()
+        assert main(["adapt", "--ortho", str(area), "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+        assert not out.exists()
+    (out / "finetune").mkdir(parents=True)
+    (out / "finetune/last.pt").write_bytes(b"interrupted run")
+    assert main(["adapt", "--ortho", str(area), "--out", str(out)]) == 2  # not redone silently
+    assert "already exists; pass --overwrite" in capsys.readouterr().err

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--ortho {args.ortho} does not exist" if not Path(args.ortho).exists()
                                 else f"--ortho {args.ortho} is a folder; give the image file")  # fmt: skip
     if not args.resume:
-        refuse_overwrite([Path(args.out) / "report.json"], args.overwrite)
+        out = Path(args.out)  # a finished run, or an interrupted one (continue it with --resume)
+        refuse_overwrite([out / "report.json", out / "finetune/last.pt", out / "index/manifest.json"], args.overwrite)
     fov = lens_of(args.like) if args.like else args.fov
     cfg = AdaptConfig(
         ortho=args.ortho, out_dir=args.out, world_file=args.world_file, crs=args.crs, gsd_m=args.gsd,
