@@ -131,7 +131,7 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
                 **(cfg.extra or {})}  # fmt: skip
     resumable = resume and (run / "last.pt").is_file()
     result = train(load_config(None, settings), resume=run if resumable else None, progress=progress,
-                   overwrite=not resumable)  # fmt: skip
+                   overwrite=not resumable, resume_hint="the same adapt command with --resume")  # fmt: skip
     done(f"fine-tune for {cfg.minutes:g} min")
     tuned, tag = load_model(run / "last.pt")
     stage("held-out views, after adaptation")

@@ -397,3 +397,23 @@ def test_a_second_train_into_the_same_folder_is_refused_and_the_first_kept(world
     (tmp_path / "file").write_text("x")
     assert main([*argv[:3], "--out", str(tmp_path / "file"), *argv[5:]]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_and_says_how_to_continue(world, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    trainer = Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(run), "max_steps": 5}),
+                      progress=False, resume_hint="the same adapt command with --resume")  # fmt: skip
+    real_step, calls = trainer.train_step, []
+
+    def step_then_interrupt(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(trainer, "train_step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    err = capsys.readouterr().err
+    assert f"interrupted at step 1: saved {run / 'last.pt'}; continue with the same adapt command with --resume" in err
+    assert load_checkpoint(run / "last.pt")["train_state"]["progress"]["step"] == 1

@@ -137,9 +137,11 @@ class Trainer:
 
     clock = staticmethod(time.monotonic)  # the time limit's clock; tests replace it
 
-    def __init__(self, cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True,
+                 resume_hint: str | None = None) -> None:  # fmt: skip
         self.cfg = cfg
         self.progress = progress
+        self.resume_hint = resume_hint or f"--resume {cfg.out_dir}"  # what to type after Ctrl-C
         device_type = resolve_device(cfg.device).type
         self.dist = init_distributed(device_type)
         self.device = torch.device("cuda", self.dist.local_rank) if device_type == "cuda" else torch.device("cpu")
@@ -446,7 +448,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.save()
             print(f"\ninterrupted at step {self.step}: saved {self.out_dir / 'last.pt'}; "
-                  f"continue with --resume {self.out_dir}", file=sys.stderr)
+                  f"continue with {self.resume_hint}", file=sys.stderr)
             raise
         finally:
             stop.restore()
@@ -524,9 +526,10 @@ def check_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool) 
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True,
-          overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Python API behind `spikevimformer train`; refuses an `out_dir` holding a run unless resuming or `overwrite`."""
+          overwrite: bool = False, resume_hint: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Python API behind `spikevimformer train`; refuses an `out_dir` holding a run unless resuming or `overwrite`.
+    `resume_hint` is what an interrupted run tells the user to type (default: `--resume OUT_DIR`)."""
     check_run_folder(Path(cfg.out_dir), resume, overwrite)
-    return Trainer(cfg, resume=resume, progress=progress).fit()
+    return Trainer(cfg, resume=resume, progress=progress, resume_hint=resume_hint).fit()
 
 
