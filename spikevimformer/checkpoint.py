@@ -29,12 +29,18 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used, with a sentence saying why."""
 
 
-def _read(path: str | Path) -> Any:
+def _existing_file(path: str | Path) -> Path:
+    """The checkpoint path, refused in one line when it is missing or a folder."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a checkpoint file in it (such as {path / 'best.pt'})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def _read(path: str | Path) -> Any:
+    path = _existing_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -338,11 +344,7 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     if path.exists() or (release := find_release(str(checkpoint))) is None:
         if not path.exists() and path.suffix == "" and len(path.parts) == 1:
             get_release(str(checkpoint))  # a bare word: a mistyped release name, said as such
-        if path.is_dir():
-            raise CheckpointError(f"{path} is a folder; give a checkpoint file in it (such as {path / 'best.pt'})")
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist")
-        return path
+        return _existing_file(path)
     return release.path
 
 
@@ -419,9 +421,7 @@ def load_release(path: str | Path, sha256: str | None = None) -> SpikeViMFormer:
 
     from safetensors import safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    path = _existing_file(path)
     if sha256 is not None:
         found = file_sha256(path)
         if found != sha256:

@@ -102,7 +102,7 @@ class TrainConfig:
         if self.image_size < 32 or self.image_size % 16:
             raise ValueError(f"setting image_size must be a multiple of 16 of at least 32 px, got {self.image_size}")
         check_bad_image_mode(self.on_bad_image)
-        if not self.device.startswith("cuda") or self.device == "auto":
+        if not self.device.startswith("cuda"):
             resolve_device(self.device)  # a name torch does not know; CUDA is checked where it is used
         return self
 

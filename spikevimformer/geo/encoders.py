@@ -123,14 +123,25 @@ def index_encoder(
                                  "pass --random-init to use it anyway, or rebuild it with --checkpoint pretrained")
         else:
             checkpoint, init = _remembered_weights(index)
+            encoder = TorchEncoder.load(checkpoint, None if checkpoint else ident.variant, ident.image_size, device,
+                                        init)  # fmt: skip
+            found = encoder.identity.checkpoint_sha256  # hashed while loading: the file is read once for this
+            if found != ident.checkpoint_sha256:
+                from ..checkpoint import IMAGENET_TAG
+
+                raise ValueError(f"the gallery index {index.folder} was built from {ident.weights}, which has changed "
+                                 f"since (SHA-256 {found.removeprefix(IMAGENET_TAG)[:12]}..., was "
+                                 f"{ident.checkpoint_sha256.removeprefix(IMAGENET_TAG)[:12]}...): pass the original "
+                                 f"with {'--init' if init else '--checkpoint'}, or rebuild the index")  # fmt: skip
+            return encoder
     elif random_init:
         raise ValueError("--random-init and --checkpoint/--init exclude each other")
     return TorchEncoder.load(checkpoint, None if checkpoint else ident.variant, ident.image_size, device, init)
 
 
 def _remembered_weights(index) -> tuple[str | None, str | None]:
-    """(checkpoint, init) the index names, refused in one line when they moved or changed."""
-    from ..checkpoint import IMAGENET_TAG, file_sha256
+    """(checkpoint, init) the index names, refused in one line when they are gone (index_encoder checks the hash)."""
+    from ..checkpoint import IMAGENET_TAG
     from ..pretrained import find_release
 
     ident = index.identity
@@ -146,11 +157,6 @@ def _remembered_weights(index) -> tuple[str | None, str | None]:
     if not path.is_file():
         raise ValueError(f"the gallery index {index.folder} was built from {path}, which is gone: pass the same "
                          f"weights with {flag} (moved?), or rebuild the index")  # fmt: skip
-    found, want = file_sha256(path), ident.checkpoint_sha256.removeprefix(IMAGENET_TAG)
-    if found != want:
-        raise ValueError(f"the gallery index {index.folder} was built from {path}, which has changed since "
-                         f"(SHA-256 {found[:12]}..., was {want[:12]}...): pass the original with {flag}, "
-                         "or rebuild the index")  # fmt: skip
     return (None, str(path)) if imagenet else (str(path), None)
 
 
