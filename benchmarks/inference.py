@@ -1,11 +1,13 @@
-"""Inference throughput and peak memory of the descriptor path (eval mode, fp32, eager).
+"""Inference speed and peak memory of the descriptor path: PyTorch eager fp32, ONNX Runtime fp32, ONNX int8.
 
-Configurations are interleaved round by round so that machine noise hits all of them alike;
-each figure is the median over rounds. Peak memory is measured in a fresh subprocess per
-configuration (peak resident set, VmHWM, on CPU, max allocated on CUDA).
+The ONNX models are written by the library (`export_onnx`, BN folded; `quantize_spikes`, the exact integer-spike
+int8 rewrite) from the same random-init weights; dense compute does not depend on the weights' values.
+Configurations are interleaved round by round so that machine noise hits all of them alike; each figure is the
+median over rounds. Peak memory is the peak resident set (VmHWM) of a fresh process that loads one model and
+runs one batch.
 
-    python benchmarks/inference.py                # tiny + small, 384x384, batch 1 and 8
-    python benchmarks/inference.py --rounds 3 --sizes 256
+    python benchmarks/inference.py                        # tiny + small, 64 and 384 px, batch 1 and 8
+    python benchmarks/inference.py --variants tiny --sizes 384 --batches 1 --rounds 9
 """
 
 from __future__ import annotations
@@ -16,77 +18,125 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from spikevimformer import build_model
+from spikevimformer.export import export_onnx
+from spikevimformer.spike_int8 import quantize_spikes
 
+BACKENDS = ("eager", "onnx", "int8")
 
-def one_forward(model: torch.nn.Module, images: torch.Tensor) -> float:
-    if images.is_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+_PEAK = """
+import json, sys, numpy as np, torch
+backend, variant, onnx_path, size, batch, threads = sys.argv[1:7]
+size, batch, threads = int(size), int(batch), int(threads)
+torch.set_num_threads(threads)
+x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+if backend == "eager":
+    from spikevimformer import build_model
+    model = build_model(variant).eval()
     with torch.inference_mode():
-        model(images)
-    if images.is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+        model.encode(torch.from_numpy(x))
+else:
+    import onnxruntime as ort
+    opts = ort.SessionOptions(); opts.intra_op_num_threads = threads; opts.log_severity_level = 3
+    ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"]).run(None, {"images": x})
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"rss_mb": int(hwm.split()[1]) / 1024}))
+"""
 
 
-def peak_memory_mb(variant: str, size: int, batch: int, device: str) -> float:
-    """Peak memory of one forward pass, measured in a fresh interpreter."""
-    code = (
-        "import json,sys,torch\n"
-        "from spikevimformer import build_model\n"
-        f"d=torch.device({device!r}); m=build_model({variant!r}).eval().to(d)\n"
-        f"x=torch.randn({batch},3,{size},{size},device=d)\n"
-        "with torch.inference_mode(): m(x)\n"
-        "cuda=torch.cuda.max_memory_allocated()/2**20 if d.type=='cuda' else 0\n"
-        "hwm=[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
-        "print(json.dumps({'rss': int(hwm)/1024, 'cuda': cuda}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    figures = json.loads(out.strip().splitlines()[-1])
-    return figures["cuda"] if device.startswith("cuda") else figures["rss"]
+def peak_memory_mb(backend: str, variant: str, onnx_path: str, size: int, batch: int, threads: int) -> float:
+    """Peak resident memory of one model load and one batch, in a fresh interpreter."""
+    out = subprocess.run([sys.executable, "-c", _PEAK, backend, variant, onnx_path, str(size), str(batch),
+                          str(threads)], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return json.loads(out.strip().splitlines()[-1])["rss_mb"]
+
+
+class Runner:
+    """One backend for one (variant, size): `run(batch)` encodes it and returns the seconds taken."""
+
+    def __init__(self, backend: str, model: torch.nn.Module, onnx_path: Path | None, threads: int) -> None:
+        self.backend, self.model = backend, model
+        if backend != "eager":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.log_severity_level = 3
+            self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+    def run(self, images: np.ndarray) -> float:
+        start = time.perf_counter()
+        if self.backend == "eager":
+            with torch.inference_mode():
+                self.model.encode(torch.from_numpy(images))
+        else:
+            self.session.run(None, {"images": images})
+        return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=["tiny", "small"])
-    p.add_argument("--sizes", nargs="+", type=int, default=[384])
+    p.add_argument("--sizes", nargs="+", type=int, default=[64, 384])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
-    device = torch.device(args.device)
-    configs = [(v, s, b) for v in args.variants for s in args.sizes for b in args.batches]
-    models = {v: build_model(v).eval().to(device) for v in args.variants}
-    inputs = {(s, b): torch.randn(b, 3, s, s, device=device) for s in args.sizes for b in args.batches}
-    for v, s, b in configs:  # warm-up
-        one_forward(models[v], inputs[(s, b)])
+    tmp = Path(tempfile.mkdtemp(prefix="spikevimformer-bench-"))
+    runners: dict[tuple, Runner] = {}
+    paths: dict[tuple, Path] = {}
+    for v in args.variants:
+        model = build_model(v).eval()
+        for s in args.sizes:
+            fp32 = export_onnx(model, tmp / f"{v}-{s}.onnx", s, "benchmark")
+            paths[(v, s, "onnx")] = fp32
+            if "int8" in args.backends:
+                paths[(v, s, "int8")] = tmp / f"{v}-{s}.int8.onnx"
+                quantize_spikes(fp32, paths[(v, s, "int8")])
+            for backend in args.backends:
+                runners[(v, s, backend)] = Runner(backend, model, paths.get((v, s, backend)), args.threads)
+    rng = np.random.default_rng(0)
+    inputs = {(s, b): rng.standard_normal((b, 3, s, s)).astype(np.float32) for s in args.sizes for b in args.batches}
+    configs = [(v, s, b, k) for v in args.variants for s in args.sizes for b in args.batches for k in args.backends]
+    for v, s, b, k in configs:  # warm-up
+        runners[(v, s, k)].run(inputs[(s, b)])
     times: dict[tuple, list[float]] = {c: [] for c in configs}
     for _ in range(args.rounds):
-        for v, s, b in configs:
-            times[(v, s, b)].append(one_forward(models[v], inputs[(s, b)]))
+        for v, s, b, k in configs:
+            times[(v, s, b, k)].append(runners[(v, s, k)].run(inputs[(s, b)]))
 
     cpu = platform.processor() or platform.machine()
-    print(f"device {device} ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"fp32 eager, median of {args.rounds} interleaved rounds")
-    header = f"{'variant':<8}{'size':>6}{'batch':>7}{'s/batch':>10}{'images/s':>10}{'peak MB':>10}"
+    print(f"{cpu}, torch {torch.__version__}, {args.threads} threads, median of {args.rounds} interleaved rounds")
+    header = (f"{'variant':<8}{'size':>6}{'batch':>7}  {'backend':<7}{'ms/img':>9}{'img/s':>8}{'x eager':>9}"
+              f"{'peak MB':>9}")  # fmt: skip
     print(header)
     print("-" * len(header))
     rows = []
-    for v, s, b in configs:
-        med = statistics.median(times[(v, s, b)])
-        mem = peak_memory_mb(v, s, b, args.device)
-        rows.append({"variant": v, "size": s, "batch": b, "seconds": med, "images_per_s": b / med, "peak_mb": mem})
-        print(f"{v:<8}{s:>6}{b:>7}{med:>10.3f}{b / med:>10.2f}{mem:>10.0f}")
+    for v, s, b, k in configs:
+        med = statistics.median(times[(v, s, b, k)])
+        eager = statistics.median(times[(v, s, b, "eager")]) if "eager" in args.backends else float("nan")
+        onnx_path = str(paths.get((v, s, k), ""))
+        mem = float("nan") if args.no_memory else peak_memory_mb(k, v, onnx_path, s, b, args.threads)
+        row = {"variant": v, "size": s, "batch": b, "backend": k, "ms_per_image": 1e3 * med / b,
+               "images_per_s": b / med, "speedup_vs_eager": eager / med, "peak_mb": mem}  # fmt: skip
+        rows.append(row)
+        print(f"{v:<8}{s:>6}{b:>7}  {k:<7}{row['ms_per_image']:>9.1f}{row['images_per_s']:>8.2f}"
+              f"{row['speedup_vs_eager']:>9.2f}{mem:>9.0f}")  # fmt: skip
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": str(device), "threads": torch.get_num_threads(), "rows": rows}, f, indent=2)
+        Path(args.json).write_text(json.dumps({"cpu": cpu, "threads": args.threads, "rounds": args.rounds,
+                                               "rows": rows}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from .fileio import atomic_write_text
 SECTIONS = ("Summary", "Retrieval", "Training curves", "Retrieval strips", "Energy", "Localization",
             "Commands and versions", "Stage times")
 ENERGY_COLUMNS = ("macs", "macs_stem", "sops", "mean_rate", "snn_energy_mj", "ann_energy_mj", "ann_over_snn")
+CONVENTION_TOTALS = {"snn_mj": "SNN mJ", "snn_compute_mj": "compute mJ", "snn_neurons_mj": "neuron updates mJ",
+                     "snn_memory_mj": "memory mJ", "snn_integer_as_one_op_mj": "SNN, integer spike as one op mJ",
+                     "ann_mj": "ANN same shape mJ"}  # fmt: skip
 LOCALIZATION_COLUMNS = ("queries", "gallery", "R@1", "Dis@1_m", "Dis@5_m", "SDM@5", "within_25m", "within_50m",
                         "within_100m", "tile_estimate_median_error_m", "model_ms_per_image", "backend")
 REGISTRATION_COLUMNS = ("queries_from", "fix_rate", "false_fix_rate", "camera_median_error_m", "camera_within_5m",
@@ -45,6 +48,35 @@ def _registration_table(rows: list[dict[str, Any]]) -> str:
               for c, v in row.items() if c in REGISTRATION_COLUMNS and v is not None} for row in rows]  # fmt: skip
     table = _table(shown, [c.replace("_", " ") for c in REGISTRATION_COLUMNS])
     return f'<div style="overflow-x:auto">{table}</div>'
+
+
+def _conventions_section(energy: dict[str, Any]) -> str:
+    """The same measured spikes priced under each convention (mJ per image, ratios ANN/SNN), what each convention
+    assumes, the paper's claim and one verdict per convention."""
+    rows = []
+    for name, priced in energy["conventions"].items():
+        t = priced["totals"]
+        row = {"convention": name, **{label: f"{t[k]:.4f}" for k, label in CONVENTION_TOTALS.items() if k in t},
+               "ANN/SNN": f"{t['ann_over_snn']:.2f}x"}  # fmt: skip
+        for ref in priced["references"]:
+            bound = "\u2265" if ref["lower_bound"] else ""  # a lower bound: weight reads only
+            row[f"{ref['name']} mJ"] = f"{bound}{ref['energy_mj']:.4f}"
+            row[f"{ref['name']} ANN/SNN"] = f"{bound}{ref['ann_over_snn']:.2f}x"
+        rows.append(row)
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    described = "".join(f"<li><b>{_esc(name)}</b>: {_esc(p['convention']['description'])}</li>"
+                        for name, p in energy["conventions"].items())  # fmt: skip
+    claim = energy.get("claim", {})
+    ratios = ", ".join(f"{_esc(k)} {v:.2f}x" for k, v in claim.get("parameter_ratios", {}).items())
+    verdicts = "".join(f"<li>{_esc(p['verdict'])}</li>" for p in energy["conventions"].values())
+    return (
+        "<h3>The same spikes under four conventions</h3><p>mJ per image; SNN = compute + neuron updates + memory; "
+        "ANN: the same network as an ANN; reference ANNs by their published MACs scaled by (size/224)^2; "
+        "\u2265: a lower bound (weight reads only).</p>"
+        f'<div style="overflow-x:auto">{_table(rows, columns)}</div><ul>{described}</ul>'
+        f"<p>Paper's claim: {_esc(claim.get('source', ''))}. Measured parameter ratios (reference / our inference "
+        f"backbone): {ratios}.</p><ul>{verdicts}</ul>"
+    )
 
 
 def _image(path: str | Path, alt: str) -> str:
@@ -114,12 +146,14 @@ def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
     parts.append("<h2>Energy</h2>")
     if energy:
         totals = energy.get("totals", {})
-        parts.append("<p>Inference energy per image of the backbone (45 nm: 4.6 pJ per MAC for the stem, "
-                     "0.9 pJ per accumulate times the measured spike rate elsewhere) against an ANN of the "
-                     "same shape (every MAC at 4.6 pJ).</p>")
+        parts.append("<p>Inference energy per image of the backbone under the paper's convention (45 nm: 4.6 pJ "
+                     "per MAC for the stem, 0.9 pJ per accumulate times the measured spike rate elsewhere) against "
+                     "an ANN of the same shape (every MAC at 4.6 pJ).</p>")
         parts.append(_table([totals], ENERGY_COLUMNS))
+        if energy.get("conventions"):
+            parts.append(_conventions_section(energy))
         if (out / "energy.png").exists():
-            parts.append(_image(out / "energy.png", "energy per block"))
+            parts.append(_image(out / "energy.png", "energy per convention and per block"))
 
     loc = payload.get("localization", {})
     parts.append("<h2>Localization</h2>")

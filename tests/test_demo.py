@@ -32,6 +32,8 @@ def test_toy_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     assert [r["queries_from"] for r in rows] == ["demo world, 64 px photos", "same world, new 128 px photos"]
     assert all({"fix_rate", "camera_median_error_m", "R@1_verified"} <= set(r) for r in rows)
     assert "Camera position by registration" in report
+    assert "The same spikes under four conventions" in report and "binary-spikes: the SNN costs" in report
+    assert list(payload["energy"]["conventions"]) == ["paper-45nm-fp32", "int8", "memory-aware", "binary-spikes"]
     assert report.count("data:image/png;base64,") >= 4  # curves, strips, energy, map
     assert "report:" in capsys.readouterr().out
 

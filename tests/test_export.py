@@ -153,3 +153,33 @@ def test_missing_onnx_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch
     assert main(["export", "--random-init", "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "onnxruntime is missing" in err and "spikevimformer[deploy]" in err
+
+
+def test_int8_export_writes_only_what_passes_its_checks(tmp_path, capsys, monkeypatch) -> None:
+    """A random 32 px model is chaotic at its thresholds (1e-4 of input noise moves its descriptors as much), so
+    its int8 model is refused (fp32 kept, no int8 file); with the bars lowered the same run writes an int8 model
+    that loads like the fp32 one."""
+    import spikevimformer.cli.export as cli_export
+    import spikevimformer.export as export_module
+
+    monkeypatch.setattr(export_module, "CHECK_LOCATIONS", 12)
+    monkeypatch.setattr(export_module, "CHECK_VIEWS", 2)
+    argv = ["export", "--random-init", "--variant", "tiny", "--image-size", "32", "--int8", "--no-progress"]
+    code = main([*argv, "--out", str(tmp_path / "a.onnx")])
+    out, err = capsys.readouterr()
+    assert "int8: 104 NI-LIF as uint8 counts, 60 QLinearConv, 28 integer 1x1 MatMul" in out
+    assert "drone->satellite R@1 on the rendered world: fp32" in out
+    assert code == 2 and "a.int8.onnx not written" in err and "when the images change by 1e-4" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]
+    monkeypatch.setattr(cli_export, "INT8_MEAN", -1.0)
+    monkeypatch.setattr(cli_export, "INT8_MIN", -1.0)
+    monkeypatch.setattr(cli_export, "INT8_RECALL_POINTS", 100.0)
+    assert main([*argv, "--out", str(tmp_path / "b.onnx")]) == 0
+    int8, fp32 = OnnxEncoder(tmp_path / "b.int8.onnx"), OnnxEncoder(tmp_path / "b.onnx")
+    assert int8.metadata["quantization"] == "spike-int8" and int8.identity == fp32.identity
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    assert int8.encode(x).shape == (3, 240)
+    assert main([*argv, "--check-images", "0", "--out", str(tmp_path / "c.onnx")]) == 2
+    assert "drop --check-images 0" in capsys.readouterr().err
+    assert not (tmp_path / "c.onnx").exists()

@@ -16,12 +16,16 @@ ATTENTION_ORDERS = ("q(ktv)", "(qkt)v")
 
 @dataclass(frozen=True)
 class LayerMacs:
-    """MACs one image costs in one layer, as an ANN of the same shape would compute them."""
+    """MACs one image costs in one layer, as an ANN of the same shape would compute them, and the tensor sizes
+    the memory-aware energy convention moves (elements per image; weights = weight elements, biases left out)."""
 
     name: str
     kind: str  # "conv", "linear" or "attention"
     macs: int
     spike_input: bool  # False only for the stem, which sees real pixels
+    weights: int  # 0 for the attention products, which multiply activations only
+    input_elements: int  # the layer's input (for attention: the block input x, C x tokens)
+    output_elements: int  # the layer's output (for attention: the product Q (K^T V), V-width x tokens)
 
 
 def count_macs(
@@ -36,16 +40,19 @@ def count_macs(
 
     def hook(module: nn.Module, inputs, out) -> None:
         name = names[module]
+        x = inputs[0][0]  # one image
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
-            layers.append(LayerMacs(name, "conv", out[0].numel() * per_out, name != "downsample1_1.encode_conv"))
+            layers.append(LayerMacs(name, "conv", out[0].numel() * per_out, name != "downsample1_1.encode_conv",
+                                    module.weight.numel(), x.numel(), out[0].numel()))
         elif isinstance(module, nn.Linear):
-            layers.append(LayerMacs(name, "linear", out[0].numel() * module.in_features, True))
+            layers.append(LayerMacs(name, "linear", out[0].numel() * module.in_features, True,
+                                    module.weight.numel(), x.numel(), out[0].numel()))
         elif isinstance(module, SpikeAttention):
-            x = inputs[0]
             tokens = x.shape[-2] * x.shape[-1]
-            macs = module.product_macs(tokens, x.shape[1], attention_order)
-            layers.append(LayerMacs(f"{name}.products", "attention", macs, True))
+            macs = module.product_macs(tokens, x.shape[0], attention_order)
+            width = module.v_conv[0].out_channels
+            layers.append(LayerMacs(f"{name}.products", "attention", macs, True, 0, x.numel(), width * tokens))
 
     handles = [
         m.register_forward_hook(hook)

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that run long enough for progress bars, hence take --no-progress.
 LONG = {"demo", "adapt", "synth", "data check", "train", "evaluate", "robustness", "energy", "visualize strips",
-        "index build", "index add", "localize"}  # fmt: skip
+        "index build", "index add", "localize", "export"}  # fmt: skip
 
 
 class DefaultsFormatter(argparse.HelpFormatter):

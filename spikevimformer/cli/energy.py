@@ -1,4 +1,5 @@
-"""`spikevimformer energy`: per-layer spike rates, SOPs and energy of the backbone on real or random images."""
+"""`spikevimformer energy`: per-layer spike rates, SOPs and energy of the backbone on real or random images, priced
+under the four conventions of `analysis.conventions`."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def random_batches(count: int, size: int, batch_size: int, seed: int) -> Iterato
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("energy", help="per-layer spike rates, SOPs and SNN vs ANN energy of the backbone")
+    p = sub.add_parser("energy", help="per-layer spike rates, SOPs and SNN vs ANN energy of the backbone, priced "
+                                      "under four conventions (paper-45nm-fp32, int8, memory-aware, binary-spikes)")
     add_model(p)
     p.add_argument("--images", type=Path, help="folder of images (searched recursively); default: random images")
     p.add_argument("--num-images", type=int, default=16, help="images to measure on (spread over the folder)")
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"MACs {t['macs'] / 1e9:.3f} G ({t['macs_other_order'] / 1e9:.3f} G in {t['other_order']} order), "
           f"stem {t['macs_stem'] / 1e9:.3f} G; SOPs {t['sops'] / 1e9:.3f} G; mean input rate {t['mean_rate']:.4f}")
     print(f"SNN {t['snn_energy_mj']:.4f} mJ vs ANN {t['ann_energy_mj']:.4f} mJ per image: {t['ann_over_snn']:.2f}x")
+    for priced in report.conventions.values():
+        print(priced.verdict)
     params = report.parameters
     print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items() if v is not None))
     print(f"wrote {txt_path}, {json_path}, {png_path}")
