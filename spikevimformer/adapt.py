@@ -198,10 +198,7 @@ def _checked(cfg: AdaptConfig, georeferenced: bool) -> AdaptConfig:
 
 def _check_area(cfg: AdaptConfig, world_file: tuple[str, str] | None) -> None:
     """Refuse areas too small for four tiles, or mostly nodata, in one line with the figures."""
-    import numpy as np
-    from PIL import Image
-
-    from .geo.imaging import unbounded_pixels
+    from .geo.raster import empty_overview
     from .geo.tiles import OrthoConfig, orthophoto_tiles
 
     if world_file is not None:
@@ -219,13 +216,7 @@ def _check_area(cfg: AdaptConfig, world_file: tuple[str, str] | None) -> None:
         if len(tiles) < 4:
             raise ValueError(f"{cfg.ortho} holds {len(tiles)} tile(s) of {cfg.footprint_m:g} m, fewer than 4: give a "
                              "larger area or a smaller --footprint-m")  # fmt: skip
-    with unbounded_pixels(), Image.open(cfg.ortho) as img:
-        img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEGs decode at 1/8 size
-        small = img.convert("RGBA") if "A" in img.getbands() else img.convert("RGB")
-        small.thumbnail((512, 512))
-        px = np.asarray(small)
-    empty = (px[..., 3] == 0) if px.shape[-1] == 4 else np.zeros(px.shape[:2], dtype=bool)
-    empty |= np.all(px[..., :3] == 0, axis=-1)
+    empty = empty_overview(cfg.ortho)
     if empty.mean() > MAX_NODATA:
         raise ValueError(f"{cfg.ortho} is {100 * empty.mean():.0f} % nodata (transparent or black), more than "
                          f"{100 * MAX_NODATA:.0f} %: crop it to the imaged area")  # fmt: skip

@@ -290,6 +290,27 @@ def test_user_orthophoto_without_heights_is_flat(tmp_path):
         generate_world(SynthConfig(ground=str(img)), tmp_path / "y")
 
 
+def test_user_orthophoto_locations_keep_off_nodata(tmp_path):
+    """The west half of the area is black (nodata, as GIS exports pad a footprint): no location lands over it."""
+    img, _, _ = _orthophoto(tmp_path)
+    ortho = cv2.imread(str(img))
+    ortho[:, :200] = 0
+    cv2.imwrite(str(img), ortho)
+    s = generate_world(SynthConfig(seed=1, locations=5, views=1, image_size=48, footprint_m=60.0, ground=str(img),
+                                   gsd_m=1.0), tmp_path / "half")  # fmt: skip
+    assert any("over nodata" in n for n in s.notes)
+    geo = _georef(tmp_path / "half")
+    for r in _rows(tmp_path / "half/locations.csv"):
+        east = (float(r["longitude"]) - geo.lon0) * (np.pi / 180 * 6_371_008.8) * np.cos(np.radians(geo.lat0))
+        col = east / geo.gsd_m
+        assert col > 200 + 30 - 60 * 0.1, col  # the tile (60 px) is at most 10 % over the black half
+    ortho[:] = 0
+    cv2.imwrite(str(img), ortho)
+    with pytest.raises(ValueError, match="nodata"):
+        generate_world(SynthConfig(seed=1, locations=5, views=1, image_size=48, footprint_m=60.0, ground=str(img),
+                                   gsd_m=1.0), tmp_path / "black")  # fmt: skip
+
+
 def test_bad_settings_are_one_sentence_errors():
     with pytest.raises(ValueError, match="layout"):
         SynthConfig(layout="cvusa").resolved()

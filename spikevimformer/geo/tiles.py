@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import math
 from collections.abc import Sequence
@@ -17,6 +16,9 @@ from ..fileio import require_dir
 from ..geodesy import LocalFrame, WorldFile, canonical_crs, check_latlon, find_world_file, parse_crs
 from .geotiff import geotiff_crs, is_tiff, read_geotiff
 from .imaging import open_image, unbounded_pixels
+from .raster import DecodedRaster, WindowedRaster, open_raster
+
+Raster = DecodedRaster | WindowedRaster
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 ROTATIONS = (0, 90, 180, 270)
@@ -57,27 +59,20 @@ class Tile:
         )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=2)
-def _whole_image(path: str) -> Image.Image:
-    """Orthophotos are cut into many tiles in a row: decode each once."""
-    with unbounded_pixels():
-        return open_image(path)
-
-
 def load_tile(tile: Tile) -> Image.Image:
     """The tile's pixels, cropped and rotated as recorded."""
     if tile.box is None:
         img = open_image(tile.image)
     elif tile.rotation % 90:
-        return _rotated_crop(_whole_image(tile.image), tile.box, tile.rotation)
+        return _rotated_crop(open_raster(tile.image), tile.box, tile.rotation)
     else:
-        img = _whole_image(tile.image).crop(tile.box)
+        img = open_raster(tile.image).crop(tile.box)
     if tile.rotation % 360:
         img = img.rotate(tile.rotation, expand=True)
     return img
 
 
-def _rotated_crop(img: Image.Image, box: tuple[int, int, int, int], degrees: float) -> Image.Image:
+def _rotated_crop(img: Image.Image | Raster, box: tuple[int, int, int, int], degrees: float) -> Image.Image:
     """The `box`-sized window about the box centre, turned `degrees` counter-clockwise: crop enough around it that
     no corner comes from outside the crop, rotate about the centre, cut the middle."""
     w, h = box[2] - box[0], box[3] - box[1]
@@ -93,8 +88,9 @@ class NoReference(ValueError):
     """The index holds no reference imagery for a tile (built before registration, or from bare tile images)."""
 
 
-def reference_image(tile: Tile) -> tuple[Image.Image, tuple[float, ...]]:
-    """The decoded reference raster of a tile (cached: neighbouring tiles share it) and its ground affine."""
+def reference_image(tile: Tile) -> tuple[Raster, tuple[float, ...]]:
+    """The reference raster of a tile (opened once: neighbouring tiles share it; `crop` reads a window) and its
+    ground affine."""
     if not tile.ref_image or tile.ref_affine is None:
         raise NoReference(f"the gallery index holds no reference imagery for tile {tile.id} (built before "
                           "registration, or from a world without ortho.jpg): rebuild it with `spikevimformer index "
@@ -102,7 +98,7 @@ def reference_image(tile: Tile) -> tuple[Image.Image, tuple[float, ...]]:
     if not Path(tile.ref_image).is_file():
         raise NoReference(f"the reference imagery of tile {tile.id}, {tile.ref_image}, is gone; "
                           "restore it or rebuild the index")  # fmt: skip
-    return _whole_image(tile.ref_image), tile.ref_affine
+    return open_raster(tile.ref_image), tile.ref_affine
 
 
 def local_affine(world: WorldFile, to_geo, col: float, row: float, lat: float, lon: float,

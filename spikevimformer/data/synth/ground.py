@@ -19,6 +19,7 @@ from .world import Buildings, World
 
 MIN_BUILDING_M = 2.5
 MIN_TARGET_AREA_M2 = 120.0
+MAX_NODATA_SHARE = 0.1  # a location whose tile footprint is more than this black (nodata) is not rendered
 
 
 def _read_image(path: str, flags: int, what: str) -> np.ndarray:
@@ -54,6 +55,26 @@ def _buildings_from_heights(hmap: np.ndarray, rgb: np.ndarray, gsd: float) -> tu
         areas.append(area * gsd * gsd)
     walls = [(170, 165, 155)] * len(rings)
     return Buildings.from_rings(rings, heights, walls, roofs, 180.0, 45.0), np.array(areas)
+
+
+def nodata_share(rgb: np.ndarray, points: np.ndarray, half_m: float, gsd: float) -> np.ndarray:
+    """Share (0..1) of all-black pixels in the square of half side `half_m` metres about each point (x east, y
+    north, metres from the image's north-west corner), from a summed-area table of the mask at <= 2048 px."""
+    empty = np.all(rgb == 0, axis=-1)
+    if len(points) == 0 or not empty.any():
+        return np.zeros(len(points))
+    factor = max(1, -(-max(empty.shape) // 2048))
+    h, w = max(1, empty.shape[0] // factor), max(1, empty.shape[1] // factor)
+    small = cv2.resize(empty.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    table = cv2.integral(small, sdepth=cv2.CV_64F)
+    step = gsd * empty.shape[1] / w, gsd * empty.shape[0] / h  # metres per cell, x and y
+    col, row = points[:, 0] / step[0], -points[:, 1] / step[1]
+    c0 = np.clip(np.floor(col - half_m / step[0]), 0, w).astype(int)
+    c1 = np.clip(np.ceil(col + half_m / step[0]), 0, w).astype(int)
+    r0 = np.clip(np.floor(row - half_m / step[1]), 0, h).astype(int)
+    r1 = np.clip(np.ceil(row + half_m / step[1]), 0, h).astype(int)
+    area = np.maximum((c1 - c0) * (r1 - r0), 1)
+    return (table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) / area
 
 
 def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator) -> World:
@@ -108,6 +129,14 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
         cands = grid + rng.uniform(-step / 4, step / 4, grid.shape)
         cands = np.clip(cands, (core[0], core[2]), (core[1], core[3]))
         weight = np.ones(len(cands))
+    share = nodata_share(rgb, cands, cfg.footprint_m / 2, gsd)
+    keep = share <= MAX_NODATA_SHARE
+    if not keep.all():
+        if not keep.any():
+            raise ValueError(f"every candidate location of {cfg.ground} has more than {100 * MAX_NODATA_SHARE:.0f} % "
+                             "nodata (black) under its tile: crop the orthophoto to the imaged area")  # fmt: skip
+        notes.append(f"skipped {int((~keep).sum())} of {len(keep)} candidate locations over nodata (black) areas")
+        cands, weight = cands[keep], weight[keep]
     if min(core[0], width * gsd - core[1]) < reach_m:
         notes.append(f"drone views reach {reach_m:.0f} m from a tile centre; near the image border they see the "
                      "mirrored orthophoto")

@@ -1,0 +1,124 @@
+"""Orthophotos read window by window, so an area of any size is indexed and registered in bounded memory.
+
+A GeoTIFF is read with rasterio (GDAL): only the blocks under a requested window are decoded, so a 20000 x 20000
+tiled raster costs a few tiles' worth of memory per crop (`benchmarks/large_ortho.py` measures it). Other formats
+(JPEG, PNG with a world file), and any raster when rasterio is not installed, are decoded whole once and cached,
+as before; above LARGE_PIXELS that prints a one-line hint to install rasterio.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+LARGE_PIXELS = 64_000_000  # 8000 x 8000: 192 MB of RGB, where decoding whole starts to hurt
+GDAL_CACHE_MB = 128
+
+
+class WindowedRaster:
+    """A raster file opened with rasterio; `crop` decodes only the blocks the box touches."""
+
+    def __init__(self, path: str) -> None:
+        # GDAL keeps decoded blocks in a cache of 5 % of RAM by default (1.2 GB here, as much as the raster): a row
+        # of tiles reuses blocks only from the row before, so 128 MB serves; a user's own setting is kept.
+        os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+        import rasterio
+
+        self.path = path
+        self._dataset = rasterio.open(path)
+        bands = self._dataset.count
+        if bands not in (1, 2, 3, 4):
+            raise ValueError(f"orthophoto {path} has {bands} bands; expected grey, grey + alpha, RGB or RGBA")
+        self._bands = [1, 1, 1] if bands < 3 else [1, 2, 3]
+        dtype = np.dtype(self._dataset.dtypes[0])
+        if dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"orthophoto {path} holds {dtype} pixels; expected 8- or 16-bit (export it as RGB)")
+        self._shift = 8 if dtype == np.uint16 else 0
+        self.size = (self._dataset.width, self._dataset.height)
+
+    def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
+        """The pixels of `box` (left, top, right, bottom) as 8-bit RGB; outside the raster black, as PIL's crop."""
+        from rasterio.windows import Window
+
+        left, top, right, bottom = (int(v) for v in box)
+        window = Window(left, top, right - left, bottom - top)
+        inside = left >= 0 and top >= 0 and right <= self.size[0] and bottom <= self.size[1]
+        if inside:  # the plain read; a boundless one goes through a virtual raster, several times slower
+            data = self._dataset.read(self._bands, window=window)
+        else:
+            with warnings.catch_warnings():  # rasterio 1.4's boundless read uses a deprecated Affine operator
+                warnings.simplefilter("ignore", PendingDeprecationWarning)
+                data = self._dataset.read(self._bands, window=window, boundless=True, fill_value=0)
+        if self._shift:  # 16-bit as a viewer shows it: the top 8 bits (the same 1/257 rule as data.images)
+            data = (data.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(data.transpose(1, 2, 0)).astype(np.uint8), "RGB")
+
+    def empty_overview(self, max_side: int) -> np.ndarray:
+        """Nodata mask at most `max_side` px a side, read decimated (GDAL reads block by block, never whole):
+        True where the raster's mask (alpha, nodata value) is empty or every band is 0."""
+        from rasterio.enums import Resampling
+
+        scale = min(1.0, max_side / max(self.size))
+        shape = (max(1, round(self.size[1] * scale)), max(1, round(self.size[0] * scale)))
+        data = self._dataset.read(out_shape=(self._dataset.count, *shape), resampling=Resampling.nearest)
+        mask = self._dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest)
+        return (mask == 0) | np.all(data[: min(3, self._dataset.count)] == 0, axis=0)
+
+
+class DecodedRaster:
+    """A raster decoded whole with Pillow (the project's one decoder), cropped in memory."""
+
+    def __init__(self, path: str) -> None:
+        from .imaging import open_image, unbounded_pixels
+
+        with unbounded_pixels():
+            self._image = open_image(path)
+        self.path, self.size = path, self._image.size
+
+    def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
+        return self._image.crop(tuple(int(v) for v in box))
+
+
+@functools.lru_cache(maxsize=4)
+def open_raster(path: str) -> WindowedRaster | DecodedRaster:
+    """The orthophoto at `path`, opened once per process: windowed for a TIFF when rasterio is installed, else
+    decoded whole. Raises FileNotFoundError for a missing file."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"orthophoto {path} does not exist")
+    from .geotiff import is_tiff
+
+    if is_tiff(path):
+        try:
+            return WindowedRaster(path)
+        except ImportError:
+            pass
+    raster = DecodedRaster(path)
+    width, height = raster.size
+    if width * height > LARGE_PIXELS:
+        print(f"note: {Path(path).name} ({width}x{height} px) is decoded whole; a tiled GeoTIFF with rasterio "
+              "installed (pip install 'spikevimformer[deploy]' -c constraints.txt) is read window by window",
+              file=sys.stderr)  # fmt: skip
+    return raster
+
+
+def empty_overview(path: str | Path, max_side: int = 512) -> np.ndarray:
+    """Nodata mask of the orthophoto at most `max_side` px a side (True: transparent, masked or black), without
+    decoding it whole at full size: decimated windows of a GeoTIFF, JPEG draft decoding otherwise."""
+    from .imaging import unbounded_pixels
+
+    raster = open_raster(str(path))
+    if isinstance(raster, WindowedRaster):
+        return raster.empty_overview(max_side)
+    with unbounded_pixels(), Image.open(path) as img:
+        img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEGs decode at 1/8 size
+        small = img.convert("RGBA") if "A" in img.getbands() else img.convert("RGB")
+        small.thumbnail((max_side, max_side), Image.Resampling.NEAREST)
+        px = np.asarray(small)
+    empty = np.all(px[..., :3] == 0, axis=-1)
+    return empty | (px[..., 3] == 0) if px.shape[-1] == 4 else empty
