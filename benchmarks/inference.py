@@ -27,6 +27,7 @@ import torch
 
 from spikevimformer import build_model
 from spikevimformer.export import export_onnx
+from spikevimformer.models import VARIANTS
 from spikevimformer.spike_int8 import quantize_spikes
 
 BACKENDS = ("eager", "onnx", "int8")
@@ -39,6 +40,7 @@ torch.set_num_threads(threads)
 x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
 if backend == "eager":
     from spikevimformer import build_model
+from spikevimformer.models import VARIANTS
     model = build_model(variant).eval()
     with torch.inference_mode():
         model.encode(torch.from_numpy(x))
@@ -83,25 +85,43 @@ class Runner:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=["tiny", "small"])
-    p.add_argument("--sizes", nargs="+", type=int, default=[64, 384])
-    p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["tiny", "small"])
+    p.add_argument("--sizes", nargs="+", type=_size, default=[64, 384], help="input sides, px (multiples of 16)")
+    p.add_argument("--batches", nargs="+", type=_positive, default=[1, 8], help="batch sizes")
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=_positive, default=5, help="interleaved timing rounds (the median is reported)")
+    p.add_argument("--threads", type=_positive, default=2, help="CPU threads of PyTorch and ONNX Runtime")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="spikevimformer-bench-") as tmp:
+        run(args, Path(tmp))
 
-    tmp = Path(tempfile.mkdtemp(prefix="spikevimformer-bench-"))
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return int(value)
+
+
+def _size(value: str) -> int:
+    size = _positive(value)
+    if size % 16 or size < 32:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 16 and at least 32, got {value}")
+    return size
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
     runners: dict[tuple, Runner] = {}
     paths: dict[tuple, Path] = {}
+    onnx_needed = any(k != "eager" for k in args.backends)
     for v in args.variants:
         model = build_model(v).eval()
         for s in args.sizes:
-            fp32 = export_onnx(model, tmp / f"{v}-{s}.onnx", s, "benchmark")
-            paths[(v, s, "onnx")] = fp32
+            if onnx_needed:
+                fp32 = export_onnx(model, tmp / f"{v}-{s}.onnx", s, "benchmark")
+                paths[(v, s, "onnx")] = fp32
             if "int8" in args.backends:
                 paths[(v, s, "int8")] = tmp / f"{v}-{s}.int8.onnx"
                 quantize_spikes(fp32, paths[(v, s, "int8")])

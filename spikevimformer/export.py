@@ -81,6 +81,17 @@ def onnx_parity(model, onnx_path: str | Path, images: Tensor) -> tuple[float, fl
     return float(cos.mean()), float(cos.min())
 
 
+def noise_agreement(model, images: Tensor, eps: float) -> tuple[float, float]:
+    """(mean, min) cosine between PyTorch descriptors of `images` and of the same images plus N(0, eps) noise:
+    how far the model itself moves under a perturbation of the given size (eps = 1e-6: float rounding)."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        clean = model.eval().encode(images)
+        noisy = model.encode(images + eps * torch.randn(images.shape, generator=gen))
+    cos = F.cosine_similarity(clean, noisy)
+    return float(cos.mean()), float(cos.min())
+
+
 def parity_images(image_size: int, count: int = 8, folder: str | Path | None = None) -> Tensor:
     """Real images for the parity check, preprocessed: `count` spread over `folder`, or drone views and tiles of
     a small synthetic world rendered for the purpose (random noise hides nothing but also tests nothing)."""
@@ -91,8 +102,8 @@ def parity_images(image_size: int, count: int = 8, folder: str | Path | None = N
 
     if folder is not None:
         return torch.stack([preprocess(p, image_size) for p in spread_images(folder, count, "--check-images")])
-    with tempfile.TemporaryDirectory(prefix="spikevimformer-parity-") as tmp:
-        root = render_check_world(tmp, locations=4, views=max(1, -(-count // 8)))
+    with tempfile.TemporaryDirectory(prefix="spikevimformer-parity-") as tmp:  # 4 locations x (views + 1 tile)
+        root = render_check_world(tmp, locations=4, views=max(1, -(-count // 4)))
         return torch.stack([preprocess(p, image_size) for p in spread_images(root, count)])
 
 

@@ -94,6 +94,21 @@ def test_onnx_backend_agrees(world_index, tmp_path, capsys) -> None:
     assert [m["score"] for m in a] == pytest.approx([m["score"] for m in b], abs=1e-3)
 
 
+def test_an_index_built_with_onnx_loads_that_model_again(world_index, tmp_path, capsys) -> None:
+    world, _ = world_index
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", "pretrained", "--image-size", SIZE, "--check-images", "0",
+                 "--out", str(onnx_path)]) == 0  # fmt: skip
+    idx = tmp_path / "idx"
+    assert main(["index", "build", "--out", str(idx), "--world", str(world), "--onnx", str(onnx_path)]) == 0
+    capsys.readouterr()
+    rep = _run_json(capsys, ["localize", "--index", str(idx), "--evaluate", str(world), "--json"])
+    assert rep["backend"] == "onnxruntime"
+    onnx_path.rename(tmp_path / "moved.onnx")
+    assert main(["localize", "--index", str(idx), "--evaluate", str(world)]) == 2
+    assert "built with --onnx" in capsys.readouterr().err
+
+
 def test_add_folder_tiles_then_localize(world_index, tmp_path, capsys) -> None:
     _, idx_src = world_index
     import shutil

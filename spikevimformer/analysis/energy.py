@@ -121,7 +121,7 @@ class EnergyReport:
             "",
             f"MACs: {t['macs'] / 1e9:.3f} G ({c.get('attention_order')}), {t['macs_other_order'] / 1e9:.3f} G "
             f"({t['other_order']}); stem {t['macs_stem'] / 1e9:.3f} G",
-            f"SOPs (after the stem): {t['sops'] / 1e9:.3f} G; MAC-weighted mean input rate {t['mean_rate']:.4f}",
+            f"SOPs (after the stem): {t['sops'] / 1e9:.3f} G; MAC-weighted mean input spike count {t['mean_rate']:.4f}",
             f"SNN energy: {t['snn_energy_mj']:.4f} mJ   ANN energy: {t['ann_energy_mj']:.4f} mJ   "
             f"ANN/SNN: {t['ann_over_snn']:.2f}x   (paper-45nm-fp32: E_MAC {E_MAC_PJ} pJ, E_AC {E_AC_PJ} pJ)",
             "Parameters: " + ", ".join(f"{k} {v:,}" for k, v in self.parameters.items() if v is not None),

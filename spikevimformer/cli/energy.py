@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         data = f"{len(paths)} images from {args.images}"
     else:
         batches = random_batches(args.num_images, args.image_size, args.batch_size, args.seed)
-        data = f"{args.num_images} random images (seed {args.seed})"
+        data = f"{args.num_images} random image{'s' if args.num_images > 1 else ''} (seed {args.seed})"
     start = time.perf_counter()
     report = measure_energy(model, batches, attention_order=args.attention_order, progress=True)
     report.config.update(model=source, data=data, variant=model.variant,
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     t = report.totals
     print(f"model: {source}; data: {data}; {args.image_size} px; attention order {args.attention_order}")
     print(f"MACs {t['macs'] / 1e9:.3f} G ({t['macs_other_order'] / 1e9:.3f} G in {t['other_order']} order), "
-          f"stem {t['macs_stem'] / 1e9:.3f} G; SOPs {t['sops'] / 1e9:.3f} G; mean input rate {t['mean_rate']:.4f}")
+          f"stem {t['macs_stem'] / 1e9:.3f} G; SOPs {t['sops'] / 1e9:.3f} G; "
+          f"mean input spike count {t['mean_rate']:.4f}")
     print(f"SNN {t['snn_energy_mj']:.4f} mJ vs ANN {t['ann_energy_mj']:.4f} mJ per image: {t['ann_over_snn']:.2f}x")
     for priced in report.conventions.values():
         print(priced.verdict)

@@ -63,7 +63,7 @@ class OnnxEncoder:
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model {path} does not exist")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = threads or _torch_threads()  # `--threads` governs ONNX Runtime too
         try:
             self.session = ort.InferenceSession(
                 str(path), opts, providers=list(providers or ["CPUExecutionProvider"])
@@ -77,13 +77,20 @@ class OnnxEncoder:
         info = json.loads(raw)
         self.metadata = info
         self.identity = ModelIdentity(
-            info["variant"], info["checkpoint_sha256"], int(info["image_size"]), int(info["descriptor_dim"])
+            info["variant"], info["checkpoint_sha256"], int(info["image_size"]), int(info["descriptor_dim"]),
+            str(path.resolve()),
         )
         self.input_name = self.session.get_inputs()[0].name
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
         return np.asarray(out, dtype=np.float32)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def open_onnx(onnx: str | Path, checkpoint=None, variant: str | None = None, init=None) -> OnnxEncoder:
@@ -121,6 +128,15 @@ def index_encoder(
             if not random_init:
                 raise ValueError(f"the gallery index {index.folder} was built from random weights (a test index); "
                                  "pass --random-init to use it anyway, or rebuild it with --checkpoint pretrained")
+        elif ident.weights.endswith(".onnx"):  # built with --onnx: the same exported model again
+            if not Path(ident.weights).is_file():
+                raise ValueError(f"the gallery index {index.folder} was built with --onnx {ident.weights}, which is "
+                                 "gone: pass the same model with --onnx (moved?), or rebuild the index")  # fmt: skip
+            encoder = OnnxEncoder(ident.weights)
+            if encoder.identity.mismatch(ident):
+                raise ValueError(f"the gallery index {index.folder} was built with {ident.weights}, which has "
+                                 f"changed since ({encoder.identity.mismatch(ident)}): rebuild the index")  # fmt: skip
+            return encoder
         else:
             checkpoint, init = _remembered_weights(index)
             encoder = TorchEncoder.load(checkpoint, None if checkpoint else ident.variant, ident.image_size, device,
