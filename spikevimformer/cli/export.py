@@ -24,7 +24,7 @@ from .common import add_image_size, add_model, add_overwrite, load_weights
 # NI-LIF threshold, so two correct float implementations differ; a wrong graph (a missing fold, a swapped channel)
 # falls to cosines of 0.3-0.9. The fixed bars below hold for well-conditioned models (the shipped model at 384 px:
 # mean 0.99993, min 0.99991). Where a model is so sensitive that float rounding alone moves it further (the shipped
-# model at its own 64 px: 1e-6 of input noise gives min 0.994 over 32 views), the export is held to that model's own
+# model at its own 64 px: 1e-6 of input noise gives min 0.9956 over 32 views), the export is held to that model's own
 # agreement with itself under NOISE_EPS of input noise instead: ONNX may differ at most twice as much.
 PARITY_MEAN = 0.9995
 PARITY_MIN = 0.999
@@ -114,9 +114,10 @@ def _check_parity(model, path: Path, images, what: str) -> None:
         return
     own_mean, own_low = noise_agreement(model, images, NOISE_EPS)
     within = 1 - mean <= 2 * (1 - own_mean) and 1 - low <= 2 * (1 - own_low)
+    blind = "; so sensitive a model hides a wrong graph too: check with trained weights" if own_mean < 0.99 else ""
     print(f"{line}; PyTorch itself under {NOISE_EPS:g} input noise (float rounding): mean {own_mean:.6f}, min "
           f"{own_low:.6f} ({'within' if within else 'beyond'} twice that: the model is this sensitive at "
-          f"{images.shape[-1]} px)")  # fmt: skip
+          f"{images.shape[-1]} px{blind})")  # fmt: skip
     if not within:
         raise ValueError(f"ONNX descriptors disagree with PyTorch (mean cosine {mean:.6f}, min {low:.6f}; PyTorch "
                          f"under float-rounding noise: {own_mean:.6f}, {own_low:.6f}); nothing written")  # fmt: skip
