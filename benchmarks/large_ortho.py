@@ -54,8 +54,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep", help="write the GeoTIFF and the index under this folder instead of a temporary one "
                                   "(a GeoTIFF of the same side already there is reused)")
     args = p.parse_args(argv)
-    folder = Path(args.keep or tempfile.mkdtemp(prefix="spikevimformer-large-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        run(args, Path(args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="spikevimformer-large-") as tmp:
+            run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, folder: Path) -> None:
     tif = folder / "large.tif"
     if args.keep and tif.is_file() and _side(tif) == args.side:
         print(f"reusing {tif} (--keep)")

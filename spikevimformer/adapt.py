@@ -102,12 +102,23 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
     worlds = {"train": (out / "world-train", cfg.synth(cfg.seed, cfg.locations, TRAIN_TEST_FRACTION)),
               "heldout": (out / "world-heldout",
                           cfg.synth(cfg.seed + HELDOUT_SEED, cfg.heldout_locations, HELDOUT_TEST_FRACTION))}
+    if resume:
+        step = _saved_step(out / "finetune" / "last.pt")
+        print(f"resuming in {out}: " + (f"fine-tune from step {step}, " if step else "nothing fine-tuned yet, ")
+              + "rendered views reused where complete")  # fmt: skip
     for name, (folder, synth) in worlds.items():
         if resume and (folder / "world.json").is_file():
             continue
         stage(f"render {name} views")
-        generate_world(synth, folder, workers=cfg.workers or 1, overwrite=True, progress=progress)
+        summary = generate_world(synth, folder, workers=cfg.workers or 1, overwrite=True, progress=progress)
+        for note in summary.notes:
+            if "nodata" in note:
+                print(f"   {note}")
         done(f"render {name} views")
+    trained_on = len(load_benchmark(worlds["train"][0]).train.classes)
+    if cfg.batch_size > trained_on:  # fewer locations fitted the area than asked for
+        print(f"   batch size {cfg.batch_size} cut to the {trained_on} training locations rendered")
+        cfg = replace(cfg, batch_size=trained_on)
     heldout = load_benchmark(worlds["heldout"][0])
     pairs = {"drone2satellite": heldout.test["drone2satellite"]}
 
@@ -162,6 +173,19 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
     return report
 
 
+def _saved_step(path: Path) -> int | None:
+    """The step an interrupted fine-tune saved at, or None when nothing was saved."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(payload["train_state"]["progress"]["step"])
+    except Exception:  # torch.load raises many types for a damaged file; the trainer reports those itself
+        return None
+
+
 def _world_file(cfg: AdaptConfig) -> tuple[str, str] | None:
     """(world file text, CRS) of the area, from a world file beside it or a GeoTIFF's tags; None with --gsd;
     neither is an error naming the flags."""
@@ -207,7 +231,8 @@ def _check_area(cfg: AdaptConfig, world_file: tuple[str, str] | None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "area.wld").write_text(world_file[0])
             try:
-                tiles = orthophoto_tiles(cfg.ortho, OrthoConfig(cfg.footprint_m, cfg.footprint_m, crs=world_file[1]),
+                tiles = orthophoto_tiles(cfg.ortho, OrthoConfig(cfg.footprint_m, cfg.footprint_m, crs=world_file[1],
+                                                                 max_nodata=1.0),
                                          Path(tmp) / "area.wld")  # fmt: skip
             except ValueError as exc:
                 if "do not fit" not in str(exc):
@@ -248,8 +273,8 @@ def summary(report: dict[str, Any]) -> str:
              f"{'after':<16}{a['R@1']:>8.1f}{a['R@5']:>8.1f}{a['AP']:>8.1f}",
              f"change: R@1 {a['R@1'] - b['R@1']:+.1f} points ({b['queries']} queries, {b['gallery']} tiles)"]
     steps = report.get("steps") or 0
-    lines.append(f"fine-tuned for {steps} steps" + (" - too few to change the model: raise --minutes"
-                                                    if steps < FEW_STEPS else ""))  # fmt: skip
+    few = " - too few for a real adaptation (the change above is mostly chance): raise --minutes"
+    lines.append(f"fine-tuned for {steps} steps" + (few if steps < FEW_STEPS else ""))
     loc = report.get("localization", {})
     if "fix_rate" in loc:
         med = loc.get("camera_median_error_m")

@@ -50,6 +50,18 @@ def test_adapt_renders_tunes_indexes_and_reports(area, tmp_path, capsys):
 
     again = adapt(_cfg(area, out, extra={"max_steps": 4}), resume=True, progress=False)  # continues, not restarts
     assert again["steps"] == 4
+    assert f"resuming in {out}: fine-tune from step 2" in capsys.readouterr().out
+
+
+def test_a_batch_larger_than_the_rendered_locations_is_cut_to_them(area, tmp_path, capsys):
+    """30 locations asked for, fewer fit the 320 m area: a batch of 16 cannot be filled, so it is cut."""
+    import re
+
+    report = adapt(_cfg(area, tmp_path / "run", locations=30, batch_size=16, extra={"max_steps": 1}),
+                   progress=False)  # fmt: skip
+    assert report["steps"] == 1
+    cut = re.search(r"batch size 16 cut to the (\d+) training locations rendered", capsys.readouterr().out)
+    assert cut and int(cut.group(1)) < 16
 
 
 def test_bad_areas_are_refused_in_one_line(area, tmp_path, capsys):

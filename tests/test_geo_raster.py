@@ -85,3 +85,25 @@ def test_other_formats_are_decoded_whole_with_a_hint_when_large(tmp_path, monkey
     assert "decoded whole" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="does not exist"):
         open_raster(str(tmp_path / "gone.tif"))
+
+
+def test_16_bit_and_float_geotiffs_are_georeferenced_from_their_tags(tmp_path) -> None:
+    """Pillow cannot open 16-bit colour or float TIFFs; their tags are read from the file, their pixels by rasterio."""
+    rgb16 = (np.random.default_rng(2).integers(0, 65536, (160, 240, 3))).astype(np.uint16)
+    tiles = orthophoto_tiles(_geotiff(tmp_path / "rgb16.tif", rgb16), OrthoConfig(40.0, 40.0))
+    assert len(tiles) == 2 * 3 and tiles[0].latitude == pytest.approx(LAT0 - 40 * DLAT, abs=1e-7)
+    np.testing.assert_array_equal(np.asarray(load_tile(tiles[0])),
+                                  (rgb16[:80, :80].astype(np.uint32) * 255 // 65535).astype(np.uint8))  # fmt: skip
+    floats = _geotiff(tmp_path / "float.tif", np.ones((160, 240, 3), np.float32))
+    with pytest.raises(ValueError, match="float32 pixels"):
+        orthophoto_tiles(floats, OrthoConfig(40.0, 40.0))
+
+
+def test_tiles_over_nodata_are_left_out_of_the_index(tmp_path, capsys) -> None:
+    pixels = np.random.default_rng(3).integers(1, 256, (160, 400, 3), dtype=np.uint8)
+    pixels[:, :200] = 0  # the west half is padding, as GIS exports leave around a footprint
+    tiles = orthophoto_tiles(_geotiff(tmp_path / "half.tif", pixels), OrthoConfig(40.0, 40.0))
+    assert len(tiles) == 2 * 5 - 2 * 2  # 2 rows x 5 columns of 80 px; 2 all black, the middle one only half
+    assert all(t.box[0] >= 160 for t in tiles) and "skipped 4 tile(s)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="every tile"):
+        orthophoto_tiles(_geotiff(tmp_path / "black.tif", np.zeros((160, 240, 3), np.uint8)), OrthoConfig(40.0, 40.0))

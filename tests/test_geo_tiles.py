@@ -94,7 +94,7 @@ def test_orthophoto_scales_rotations_and_edge_cover(tmp_path) -> None:
 
 
 def test_orthophoto_projected_crs(tmp_path) -> None:
-    Image.new("RGB", (100, 100)).save(tmp_path / "utm.jpg")
+    Image.new("RGB", (100, 100), (90, 120, 80)).save(tmp_path / "utm.jpg")
     (tmp_path / "utm.jgw").write_text("1.0\n0\n0\n-1.0\n499950.5\n5206000.0\n")
     tiles = orthophoto_tiles(tmp_path / "utm.jpg", OrthoConfig(tile_m=50, stride_m=50, crs="UTM:32N"))
     assert len(tiles) == 4 and tiles[0].box == (0, 0, 50, 50)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import TiffImagePlugin
 
 from ..geodesy import WorldFile
-from .imaging import unbounded_pixels
 
 MODEL_PIXEL_SCALE = 33550
 MODEL_TIEPOINT = 33922
@@ -109,24 +109,33 @@ def _world_from_tags(tags, keys: dict[int, int], path: Path) -> WorldFile:
     return world
 
 
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
 def _tags(path: Path):
+    """The first IFD's tags, parsed straight from the file: any pixel layout (16-bit RGB, float, many bands) has
+    readable tags even where Pillow cannot decode the pixels."""
     if not path.is_file():
         raise FileNotFoundError(f"GeoTIFF {path} does not exist")
-    try:
-        with unbounded_pixels(), Image.open(path) as img:  # only the header is read
-            if img.format != "TIFF":
-                raise _refuse(path, f"it is a {img.format} image, not a TIFF")
-            return dict(img.tag_v2)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"GeoTIFF {path} is not a readable TIFF ({exc})") from exc
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if head[:4] not in TIFF_MAGIC:
+            raise _refuse(path, "it is not a TIFF")
+        try:
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(head if head[:4] in TIFF_MAGIC[2:] else head[:8])
+            f.seek(ifd.next)
+            ifd.load(f)
+        except (OSError, ValueError, SyntaxError, struct.error) as exc:
+            raise ValueError(f"GeoTIFF {path} is not a readable TIFF ({exc})") from exc
+        return dict(ifd)
 
 
 def is_tiff(path: str | Path) -> bool:
-    """Whether the file is a TIFF (by content, not suffix), i.e. worth looking for GeoTIFF tags in."""
+    """Whether the file is a TIFF (by its first bytes, not its suffix), i.e. worth looking for GeoTIFF tags in."""
     try:
-        with unbounded_pixels(), Image.open(path) as img:  # only the header is read
-            return img.format == "TIFF"
-    except (UnidentifiedImageError, OSError):
+        with open(path, "rb") as f:
+            return f.read(4) in TIFF_MAGIC
+    except OSError:
         return False
 
 

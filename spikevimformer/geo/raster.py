@@ -11,11 +11,10 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 LARGE_PIXELS = 64_000_000  # 8000 x 8000: 192 MB of RGB, where decoding whole starts to hurt
 GDAL_CACHE_MB = 128
@@ -40,6 +39,7 @@ class WindowedRaster:
         if dtype not in (np.uint8, np.uint16):
             raise ValueError(f"orthophoto {path} holds {dtype} pixels; expected 8- or 16-bit (export it as RGB)")
         self._shift = 8 if dtype == np.uint16 else 0
+        self._dtype = dtype
         self.size = (self._dataset.width, self._dataset.height)
 
     def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
@@ -47,14 +47,13 @@ class WindowedRaster:
         from rasterio.windows import Window
 
         left, top, right, bottom = (int(v) for v in box)
-        window = Window(left, top, right - left, bottom - top)
-        inside = left >= 0 and top >= 0 and right <= self.size[0] and bottom <= self.size[1]
-        if inside:  # the plain read; a boundless one goes through a virtual raster, several times slower
-            data = self._dataset.read(self._bands, window=window)
-        else:
-            with warnings.catch_warnings():  # rasterio 1.4's boundless read uses a deprecated Affine operator
-                warnings.simplefilter("ignore", PendingDeprecationWarning)
-                data = self._dataset.read(self._bands, window=window, boundless=True, fill_value=0)
+        data = np.zeros((3, bottom - top, right - left), self._dtype)
+        x0, y0 = max(left, 0), max(top, 0)
+        x1, y1 = min(right, self.size[0]), min(bottom, self.size[1])
+        if x1 > x0 and y1 > y0:  # the part inside the raster, read plainly (rasterio's boundless read warps
+            # through a virtual raster, which resamples rotated rasters), pasted into black
+            part = self._dataset.read(self._bands, window=Window(x0, y0, x1 - x0, y1 - y0))
+            data[:, y0 - top : y1 - top, x0 - left : x1 - left] = part
         if self._shift:  # 16-bit as a viewer shows it: the top 8 bits (the same 1/257 rule as data.images)
             data = (data.astype(np.uint32) * 255 // 65535).astype(np.uint8)
         return Image.fromarray(np.ascontiguousarray(data.transpose(1, 2, 0)).astype(np.uint8), "RGB")
@@ -77,8 +76,15 @@ class DecodedRaster:
     def __init__(self, path: str) -> None:
         from .imaging import open_image, unbounded_pixels
 
-        with unbounded_pixels():
-            self._image = open_image(path)
+        try:
+            with unbounded_pixels():
+                self._image = open_image(path)
+        except ValueError as exc:
+            from .geotiff import is_tiff
+
+            if is_tiff(path):
+                raise ValueError(_undecodable(path)) from exc
+            raise
         self.path, self.size = path, self._image.size
 
     def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
@@ -101,20 +107,19 @@ def open_raster(path: str) -> WindowedRaster | DecodedRaster:
     raster = DecodedRaster(path)
     width, height = raster.size
     if width * height > LARGE_PIXELS:
-        print(f"note: {Path(path).name} ({width}x{height} px) is decoded whole; a tiled GeoTIFF with rasterio "
-              "installed (pip install 'spikevimformer[deploy]' -c constraints.txt) is read window by window",
-              file=sys.stderr)  # fmt: skip
+        print(f"note: {Path(path).name} ({width}x{height} px) is decoded whole; as a tiled GeoTIFF it would be read "
+              "window by window (gdal_translate -co TILED=YES, or rasterio)", file=sys.stderr)  # fmt: skip
     return raster
 
 
 def empty_overview(path: str | Path, max_side: int = 512) -> np.ndarray:
     """Nodata mask of the orthophoto at most `max_side` px a side (True: transparent, masked or black), without
     decoding it whole at full size: decimated windows of a GeoTIFF, JPEG draft decoding otherwise."""
+    from .geotiff import is_tiff
     from .imaging import unbounded_pixels
 
-    raster = open_raster(str(path))
-    if isinstance(raster, WindowedRaster):
-        return raster.empty_overview(max_side)
+    if is_tiff(path) and _has_rasterio():
+        return open_raster(str(path)).empty_overview(max_side)
     with unbounded_pixels(), Image.open(path) as img:
         img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEGs decode at 1/8 size
         small = img.convert("RGBA") if "A" in img.getbands() else img.convert("RGB")
@@ -122,3 +127,30 @@ def empty_overview(path: str | Path, max_side: int = 512) -> np.ndarray:
         px = np.asarray(small)
     empty = np.all(px[..., :3] == 0, axis=-1)
     return empty | (px[..., 3] == 0) if px.shape[-1] == 4 else empty
+
+
+def raster_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) in pixels from the header alone (rasterio for a TIFF, whatever its pixel layout)."""
+    from .geotiff import is_tiff
+    from .imaging import unbounded_pixels
+
+    if is_tiff(path) and _has_rasterio():
+        return open_raster(str(path)).size
+    try:
+        with unbounded_pixels(), Image.open(path) as img:  # only the header is read
+            return img.size
+    except UnidentifiedImageError as exc:
+        raise ValueError(_undecodable(path)) from exc
+
+
+def _has_rasterio() -> bool:
+    try:
+        import rasterio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _undecodable(path) -> str:
+    return (f"Pillow cannot read the pixels of {path} (16-bit colour or float TIFFs need rasterio: pip install "
+            "'spikevimformer[deploy]' -c constraints.txt)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,9 +17,10 @@ from ..fileio import require_dir
 from ..geodesy import LocalFrame, WorldFile, canonical_crs, check_latlon, find_world_file, parse_crs
 from .geotiff import geotiff_crs, is_tiff, read_geotiff
 from .imaging import open_image, unbounded_pixels
-from .raster import DecodedRaster, WindowedRaster, open_raster
+from .raster import DecodedRaster, WindowedRaster, empty_overview, open_raster, raster_size
 
 Raster = DecodedRaster | WindowedRaster
+MAX_TILE_NODATA = 0.5  # an orthophoto tile more than half black or transparent is padding, not imagery
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 ROTATIONS = (0, 90, 180, 270)
@@ -188,6 +190,7 @@ class OrthoConfig:
     scales: Sequence[float] = (1.0,)
     rotations: Sequence[int] = (0,)
     crs: str | None = None
+    max_nodata: float = MAX_TILE_NODATA  # tiles with more black/transparent than this are left out (1: keep all)
 
     def __post_init__(self) -> None:
         if self.tile_m <= 0 or self.stride_m <= 0:
@@ -279,8 +282,7 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
         raise FileNotFoundError(f"orthophoto {image} does not exist")
     world, crs = georeference(image, cfg.crs, world_file)
     to_geo = parse_crs(crs)
-    with unbounded_pixels(), Image.open(image) as img:
-        width, height = img.size
+    width, height = raster_size(image)
     # Ground size of one pixel at the image centre, in metres, whatever the CRS.
     cx, cy = (width - 1) / 2, (height - 1) / 2
     xs, ys = world.apply([cx, cx + 1, cx], [cy, cy, cy + 1])
@@ -296,6 +298,7 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
     gsd_col, gsd_row = math.hypot(e[1] - e[0], n[1] - n[0]), math.hypot(e[2] - e[0], n[2] - n[0])
     north_up = _north_up_turn(image, (e[1] - e[0], n[1] - n[0]), (e[2] - e[0], n[2] - n[0]))
     tiles: list[Tile] = []
+    empty, skipped = (empty_overview(image, 1024) if cfg.max_nodata < 1 else None), 0
     for scale in cfg.scales:
         size_m, stride_m = cfg.tile_m * scale, cfg.stride_m * scale
         w, h = round(size_m / gsd_col), round(size_m / gsd_row)
@@ -309,6 +312,10 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
             )
         for top in _starts(height, h, sh):
             for left in _starts(width, w, sw):
+                if empty is not None and _mostly_empty(empty, (left, top, left + w, top + h), (width, height),
+                                                       cfg.max_nodata):
+                    skipped += 1
+                    continue
                 col, row = left + (w - 1) / 2, top + (h - 1) / 2
                 tlat, tlon = (float(v) for v in to_geo(*world.apply(col, row)))
                 affine = local_affine(world, to_geo, col, row, tlat, tlon)
@@ -318,7 +325,21 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
                         str(image.resolve()), (left, top, left + w, top + h), (rot + north_up) % 360, float(scale),
                         str(image.resolve()), affine,
                     ))  # fmt: skip
+    if skipped:
+        print(f"note: skipped {skipped} tile(s) of {image.name} that are more than {100 * cfg.max_nodata:.0f} % "
+              "nodata (black or transparent)", file=sys.stderr)  # fmt: skip
+    if not tiles:
+        raise ValueError(f"every tile of {image} is more than {100 * cfg.max_nodata:.0f} % nodata (black or "
+                         "transparent)")  # fmt: skip
     return tiles
+
+
+def _mostly_empty(empty: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int], limit: float) -> bool:
+    """Whether more than `limit` of the raster box is nodata, judged on the decimated mask `empty`."""
+    sy, sx = empty.shape[0] / size[1], empty.shape[1] / size[0]
+    left, top = int(box[0] * sx), int(box[1] * sy)
+    right, bottom = max(left + 1, math.ceil(box[2] * sx)), max(top + 1, math.ceil(box[3] * sy))
+    return float(empty[top:bottom, left:right].mean()) > limit
 
 
 # --- source (c): the synthetic world ---------------------------------------------------------------------
