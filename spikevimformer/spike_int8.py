@@ -11,8 +11,9 @@ zero point 0: no calibration, no activation rounding. The rewrite of an exported
 - A 1x1 convolution that reads spikes and feeds the real-valued residual stream becomes a MatMul of dequantised
   counts and int8 weights, which ONNX Runtime runs as one integer ``MatMulIntegerToFloat`` (float output).
 - Kept in float, where precision or speed needs it: the stem (it sees pixels), 3x3 and strided convolutions on the
-  residual stream (ONNX Runtime's CPU ``ConvInteger`` measured 5x slower than its float Conv), the second attention
-  product (its K^T V input is not a spike tensor), the pooling and the L2 normalisation of the descriptor.
+  residual stream (with every spike convolution as ONNX Runtime's CPU ``ConvInteger``, tiny at 384 px ran 5x
+  slower than in fp32), the second attention product (its K^T V input is not a spike tensor), the pooling and the
+  L2 normalisation of the descriptor.
 
 The only approximation is the weights: symmetric per-output-channel int8, scale max|w| / 127, with the bias rounded
 to the accumulator's scale. Weights already on that grid give bit-identical spikes (tests/test_spike_int8.py).
