@@ -238,13 +238,33 @@ def _check_area(cfg: AdaptConfig, world_file: tuple[str, str] | None) -> None:
                 if "do not fit" not in str(exc):
                     raise
                 tiles = []
-        if len(tiles) < 4:
-            raise ValueError(f"{cfg.ortho} holds {len(tiles)} tile(s) of {cfg.footprint_m:g} m, fewer than 4: give a "
-                             "larger area or a smaller --footprint-m")  # fmt: skip
+        if not _holds_two_by_two(tiles):
+            size = _ground_size(tiles)
+            raise ValueError(f"{cfg.ortho} ({size}) holds fewer than 2 x 2 tiles of {cfg.footprint_m:g} m side by "
+                             "side: give a larger area or a smaller --footprint-m")  # fmt: skip
     empty = empty_overview(cfg.ortho)
     if empty.mean() > MAX_NODATA:
         raise ValueError(f"{cfg.ortho} is {100 * empty.mean():.0f} % nodata (transparent or black), more than "
                          f"{100 * MAX_NODATA:.0f} %: crop it to the imaged area")  # fmt: skip
+
+
+def _holds_two_by_two(tiles) -> bool:
+    """Whether the footprint-strided tiles include two that sit side by side, without overlap, in each direction."""
+    if len(tiles) < 4:
+        return False
+    w, h = tiles[0].box[2] - tiles[0].box[0], tiles[0].box[3] - tiles[0].box[1]
+    lefts, tops = [t.box[0] for t in tiles], [t.box[1] for t in tiles]
+    return max(lefts) - min(lefts) >= w and max(tops) - min(tops) >= h
+
+
+def _ground_size(tiles) -> str:
+    """'about W x H m' of the area the tiles cover, or 'smaller than one tile' when none fit."""
+    if not tiles:
+        return "smaller than one tile"
+    metres = tiles[0].footprint_m / (tiles[0].box[2] - tiles[0].box[0])
+    width = max(t.box[2] for t in tiles) - min(t.box[0] for t in tiles)
+    height = max(t.box[3] for t in tiles) - min(t.box[1] for t in tiles)
+    return f"about {width * metres:.0f} x {height * metres:.0f} m"
 
 
 def lens_of(photo: str | Path) -> float:

@@ -70,12 +70,16 @@ def test_bad_areas_are_refused_in_one_line(area, tmp_path, capsys):
     small = tmp_path / "small.jpg"
     Image.open(area).crop((0, 0, 180, 180)).save(small)  # 90 m: not one 100 m tile
     shutil.copy(area.with_suffix(".jgw"), small.with_suffix(".jgw"))
+    edge = tmp_path / "edge.jpg"
+    Image.open(area).crop((0, 0, 300, 300)).save(edge)  # 150 m: 4 overlapping 100 m tiles, but not 2 x 2 apart
+    shutil.copy(area.with_suffix(".jgw"), edge.with_suffix(".jgw"))
     empty = tmp_path / "empty.png"
     pixels = np.zeros((640, 640, 3), dtype=np.uint8)
     pixels[:200, :200] = np.asarray(Image.open(area))[:200, :200]
     Image.fromarray(pixels).save(empty)
     shutil.copy(area.with_suffix(".jgw"), empty.with_suffix(".pgw"))
-    cases = [(bare, "has no georeference"), (small, "fewer than 4"), (empty, "% nodata"),
+    cases = [(bare, "has no georeference"), (small, "(smaller than one tile) holds fewer than 2 x 2 tiles"),
+             (edge, "(about 150 x 150 m) holds fewer than 2 x 2 tiles"), (empty, "% nodata"),
              (tmp_path / "nope.tif", "does not exist")]  # fmt: skip
     for ortho, words in cases:
         capsys.readouterr()

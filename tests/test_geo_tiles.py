@@ -162,3 +162,9 @@ def test_rotated_orthophoto_gives_north_up_tiles_and_mirrored_is_refused(tmp_pat
 
 def _whole_image_crop(path, box):
     return Image.open(path).convert("RGB").crop(box)
+
+
+def test_a_sliver_at_the_edge_adds_no_near_duplicate_row(tmp_path) -> None:
+    image = _ortho(tmp_path, width=203, height=120)  # 40 px tiles every 40 px: 3 px left over at the east edge
+    tiles = orthophoto_tiles(image, OrthoConfig(tile_m=20, stride_m=20))
+    assert sorted({t.box[0] for t in tiles}) == [0, 40, 80, 120, 160]
