@@ -23,7 +23,6 @@ ONNX Runtime's own quantiser calibrates activation ranges; here the ranges are k
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,12 +167,12 @@ def quantize_spikes(src: str | Path, dst: str | Path) -> Int8Summary:
     one = g.constant(np.array(1.0, np.float32), "int8/one")
     outputs = {o.name for o in g.graph.output}
     counts = {s: f"{s}/counts" for s in neurons}  # uint8 spike count of each NI-LIF
-    fused: dict[str, object] = {}  # membrane -> QLinearConv source conv (conv reads spikes, feeds an NI-LIF)
-    for n in g.graph.node:
-        if n.op_type == "Conv" and n.input[0] in neurons:
-            feeds = g.only_consumer(n.output[0], "Round")
-            if feeds is not None and any(feeds is nr.round_node for nr in neurons.values()):
-                fused[n.output[0]] = n
+    by_membrane = {nr.membrane: nr for nr in neurons.values()}
+    fused = {  # membranes of convs that read spikes and feed only an NI-LIF: one QLinearConv each
+        n.output[0] for n in g.graph.node
+        if n.op_type == "Conv" and n.input[0] in neurons and n.output[0] in by_membrane
+        and g.only_consumer(n.output[0], "Round") is not None
+    }  # fmt: skip
     replaced: dict[int, list] = {}
     dropped: set[int] = set()
 
@@ -206,7 +205,7 @@ def quantize_spikes(src: str | Path, dst: str | Path) -> Int8Summary:
         name = n.name.strip("/").replace("/", ".")
         spikes = neurons[n.input[0]]
         if n.output[0] in fused:
-            target = next(nr for nr in neurons.values() if nr.membrane == n.output[0])
+            target = by_membrane[n.output[0]]
             wq, ws = _per_channel_int8(weight)
             acc_scale = ws.astype(np.float64) / spikes.levels  # int32 accumulator step: (1/D) x weight scale
             bq = np.round(bias / acc_scale)
@@ -294,9 +293,3 @@ def _set_nodes(g: _Graph, nodes: list) -> None:
     del graph.initializer[:]
     graph.initializer.extend(inits)
 
-
-def op_histogram(path: str | Path) -> Counter:
-    """Operator counts of an ONNX file (for tests and the benchmark's description of a model)."""
-    import onnx
-
-    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)

@@ -9,10 +9,9 @@ import time
 import torch
 
 from ..analysis.complexity import count_macs, total_macs
+from ..analysis.conventions import E_MAC_PJ
 from ..models import VARIANTS, build_model, count_parameters
 from .common import DEFAULT_IMAGE_SIZE, add_device, add_image_size, resolve_device
-
-E_MAC_PJ = 4.6
 
 
 def variant_summary(variant: str, image_size: int, num_classes: int) -> dict:

@@ -63,7 +63,7 @@ class OnnxEncoder:
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model {path} does not exist")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or _torch_threads()  # `--threads` governs ONNX Runtime too
+        opts.intra_op_num_threads = threads or torch.get_num_threads()  # `--threads` governs ONNX Runtime too
         try:
             self.session = ort.InferenceSession(
                 str(path), opts, providers=list(providers or ["CPUExecutionProvider"])
@@ -85,12 +85,6 @@ class OnnxEncoder:
     def encode(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
         return np.asarray(out, dtype=np.float32)
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def open_onnx(onnx: str | Path, checkpoint=None, variant: str | None = None, init=None) -> OnnxEncoder:

@@ -3,7 +3,7 @@
 A GeoTIFF is read with rasterio (GDAL): only the blocks under a requested window are decoded, so a 20000 x 20000
 tiled raster costs a few tiles' worth of memory per crop (`benchmarks/large_ortho.py` measures it). Other formats
 (JPEG, PNG with a world file), and any raster when rasterio is not installed, are decoded whole once and cached,
-as before; above LARGE_PIXELS that prints a one-line hint to install rasterio.
+as before; above LARGE_PIXELS that prints a one-line note suggesting a tiled GeoTIFF.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class WindowedRaster:
         dtype = np.dtype(self._dataset.dtypes[0])
         if dtype not in (np.uint8, np.uint16):
             raise ValueError(f"orthophoto {path} holds {dtype} pixels; expected 8- or 16-bit (export it as RGB)")
-        self._shift = 8 if dtype == np.uint16 else 0
         self._dtype = dtype
         self.size = (self._dataset.width, self._dataset.height)
 
@@ -54,9 +53,9 @@ class WindowedRaster:
             # through a virtual raster, which resamples rotated rasters), pasted into black
             part = self._dataset.read(self._bands, window=Window(x0, y0, x1 - x0, y1 - y0))
             data[:, y0 - top : y1 - top, x0 - left : x1 - left] = part
-        if self._shift:  # 16-bit as a viewer shows it: the top 8 bits (the same 1/257 rule as data.images)
+        if self._dtype == np.uint16:  # 16-bit as a viewer shows it: the top 8 bits (the same 1/257 rule as data.images)
             data = (data.astype(np.uint32) * 255 // 65535).astype(np.uint8)
-        return Image.fromarray(np.ascontiguousarray(data.transpose(1, 2, 0)).astype(np.uint8), "RGB")
+        return Image.fromarray(np.ascontiguousarray(data.transpose(1, 2, 0)), "RGB")
 
     def empty_overview(self, max_side: int) -> np.ndarray:
         """Nodata mask at most `max_side` px a side, read decimated (GDAL reads block by block, never whole):
@@ -91,19 +90,17 @@ class DecodedRaster:
         return self._image.crop(tuple(int(v) for v in box))
 
 
+Raster = WindowedRaster | DecodedRaster
+
+
 @functools.lru_cache(maxsize=4)
 def open_raster(path: str) -> WindowedRaster | DecodedRaster:
     """The orthophoto at `path`, opened once per process: windowed for a TIFF when rasterio is installed, else
     decoded whole. Raises FileNotFoundError for a missing file."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"orthophoto {path} does not exist")
-    from .geotiff import is_tiff
-
-    if is_tiff(path):
-        try:
-            return WindowedRaster(path)
-        except ImportError:
-            pass
+    if _windowed(path):
+        return WindowedRaster(path)
     raster = DecodedRaster(path)
     width, height = raster.size
     if width * height > LARGE_PIXELS:
@@ -115,10 +112,9 @@ def open_raster(path: str) -> WindowedRaster | DecodedRaster:
 def empty_overview(path: str | Path, max_side: int = 512) -> np.ndarray:
     """Nodata mask of the orthophoto at most `max_side` px a side (True: transparent, masked or black), without
     decoding it whole at full size: decimated windows of a GeoTIFF, JPEG draft decoding otherwise."""
-    from .geotiff import is_tiff
     from .imaging import unbounded_pixels
 
-    if is_tiff(path) and _has_rasterio():
+    if _windowed(path):
         return open_raster(str(path)).empty_overview(max_side)
     with unbounded_pixels(), Image.open(path) as img:
         img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEGs decode at 1/8 size
@@ -131,10 +127,9 @@ def empty_overview(path: str | Path, max_side: int = 512) -> np.ndarray:
 
 def raster_size(path: str | Path) -> tuple[int, int]:
     """(width, height) in pixels from the header alone (rasterio for a TIFF, whatever its pixel layout)."""
-    from .geotiff import is_tiff
     from .imaging import unbounded_pixels
 
-    if is_tiff(path) and _has_rasterio():
+    if _windowed(path):
         return open_raster(str(path)).size
     try:
         with unbounded_pixels(), Image.open(path) as img:  # only the header is read
@@ -143,7 +138,12 @@ def raster_size(path: str | Path) -> tuple[int, int]:
         raise ValueError(_undecodable(path)) from exc
 
 
-def _has_rasterio() -> bool:
+def _windowed(path: str | Path) -> bool:
+    """Whether the raster is read window by window: a TIFF, with rasterio installed."""
+    from .geotiff import is_tiff
+
+    if not is_tiff(path):
+        return False
     try:
         import rasterio  # noqa: F401
     except ImportError:

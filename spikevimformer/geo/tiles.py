@@ -17,9 +17,8 @@ from ..fileio import require_dir
 from ..geodesy import LocalFrame, WorldFile, canonical_crs, check_latlon, find_world_file, parse_crs
 from .geotiff import geotiff_crs, is_tiff, read_geotiff
 from .imaging import open_image, unbounded_pixels
-from .raster import DecodedRaster, WindowedRaster, empty_overview, open_raster, raster_size
+from .raster import Raster, empty_overview, open_raster, raster_size
 
-Raster = DecodedRaster | WindowedRaster
 MAX_TILE_NODATA = 0.5  # an orthophoto tile more than half black or transparent is padding, not imagery
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
