@@ -112,7 +112,11 @@ def canonical_crs(crs: str) -> str:
 
 
 def parse_crs(crs: str):
-    """A function (x, y) -> (lat, lon) for 'EPSG:4326', 'EPSG:3857', 'EPSG:326zz'/'EPSG:327zz' or 'UTM:33N'."""
+    """A function (x, y) -> (lat, lon) for 'EPSG:4326', 'EPSG:3857', 'EPSG:326zz'/'EPSG:327zz' or 'UTM:33N' (our own
+    formulas), or any other EPSG code (national grids such as EPSG:31256, EPSG:2056, EPSG:27700) through PROJ when
+    rasterio (the `deploy` extra) is installed.
+
+    Raises ValueError for a code neither knows."""
     key = canonical_crs(crs)
     if key == "EPSG:4326":
         return lambda x, y: (np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64))
@@ -120,10 +124,36 @@ def parse_crs(crs: str):
         return web_mercator_to_geo
     if key[:8] in ("EPSG:326", "EPSG:327") and key[8:].isdigit():
         zone, north = int(key[8:]), key[7] == "6"
+        if not 1 <= zone <= 60:
+            raise ValueError(f"unknown coordinate system {crs!r} (UTM zones are 1..60)")
         return lambda x, y: utm_to_geo(x, y, zone, north)
-    raise ValueError(
-        f"unsupported coordinate system {crs!r}; use EPSG:4326 (degrees), EPSG:3857, EPSG:326zz/327zz or UTM:33N"
-    )
+    builtin = "EPSG:4326 (degrees), EPSG:3857, EPSG:326zz/327zz or UTM:33N"
+    if not (key.startswith("EPSG:") and key[5:].isdigit()):
+        raise ValueError(f"unsupported coordinate system {crs!r}; use an EPSG code, e.g. {builtin}")
+    try:
+        import rasterio
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+    except ImportError:
+        raise ValueError(f"coordinate system {crs!r} needs PROJ: pip install 'spikevimformer[deploy]' (rasterio), "
+                         f"or reproject the orthophoto to {builtin}") from None
+    try:
+        with rasterio.Env():  # GDAL's own error line stays off stderr; the ValueError says it
+            source = CRS.from_epsg(int(key[5:]))
+    except CRSError:
+        raise ValueError(f"unknown coordinate system {crs!r} (not an EPSG code PROJ knows)") from None
+    if not (source.is_projected or source.is_geographic):
+        raise ValueError(f"coordinate system {crs!r} is neither geographic nor projected")
+    return lambda x, y: _proj_to_geo(source, x, y)
+
+
+def _proj_to_geo(source, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates in `source` (a rasterio CRS) -> WGS84 degrees, by PROJ (GDAL's transformer)."""
+    from rasterio.warp import transform
+
+    x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    lon, lat = transform(source, "EPSG:4326", x.ravel(), y.ravel())
+    return np.asarray(lat).reshape(x.shape), np.asarray(lon).reshape(x.shape)
 
 
 # --- world files (the six-line affine geotransform beside an orthophoto) ----------------------------------

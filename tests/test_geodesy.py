@@ -61,7 +61,7 @@ def test_projections_against_known_values() -> None:
     assert parse_crs("EPSG:32632")(500_000.0, 0.0)[1] == pytest.approx(9.0)
     assert parse_crs("utm:33s")(500_000.0, 10_000_000.0)[0] == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="unsupported coordinate system"):
-        parse_crs("EPSG:2056")
+        parse_crs("CH1903+")
 
 
 def test_distance_metrics_by_hand() -> None:
@@ -79,3 +79,28 @@ def test_distance_metrics_by_hand() -> None:
     assert m["SDM@1"] == pytest.approx((math.exp(-s * 30) + 1) / 2, rel=1e-3)
     with pytest.raises(ValueError):
         distance_metrics([47.0], [8.0], lat, lon)
+
+
+def test_proj_agrees_with_our_utm_and_web_mercator_formulas() -> None:
+    """PROJ (through rasterio) is the fallback for other EPSG codes; where we have formulas, both agree."""
+    from rasterio.crs import CRS
+
+    from spikevimformer.geodesy import _proj_to_geo
+
+    x, y = np.array([450_000.0, 512_345.6]), np.array([5_200_000.0, 6_999_000.0])
+    for code in (32632, 32733):
+        ours = parse_crs(f"EPSG:{code}")(x, y)
+        np.testing.assert_allclose(_proj_to_geo(CRS.from_epsg(code), x, y), ours, atol=1e-8)
+    merc = np.array([890_555.9, -1_234_567.0]), np.array([5_942_074.0, 2_000_000.0])
+    np.testing.assert_allclose(_proj_to_geo(CRS.from_epsg(3857), *merc), parse_crs("EPSG:3857")(*merc), atol=1e-8)
+
+
+def test_other_crs_codes_go_through_proj_or_name_the_problem() -> None:
+    lat, lon = parse_crs("EPSG:31256")(-1_500.0, 338_550.0)  # Austria GK East (MGI): Vienna, Schönbrunn
+    assert 48.18 < float(lat) < 48.19 and 16.31 < float(lon) < 16.32
+    with pytest.raises(ValueError, match="unknown coordinate system 'EPSG:999999'"):
+        parse_crs("EPSG:999999")
+    with pytest.raises(ValueError, match="neither geographic nor projected"):
+        parse_crs("EPSG:4000")  # MOLDREF99 geocentric
+    with pytest.raises(ValueError, match="use an EPSG code"):
+        parse_crs("Lambert-93")

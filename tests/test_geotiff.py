@@ -150,10 +150,9 @@ SCALE, TIES = (0.5, 0.5, 0), (0, 0, 0, 499_950.0, 5_206_000.0, 0)
     ("tags", "message"),
     [
         (dict(keys=None), "no GeoTIFF geo-referencing tags"),
-        (dict(keys=_projected(2056, AREA), scale=SCALE, ties=TIES), "EPSG:2056 is not supported"),
         (dict(keys=_projected(32767, AREA), scale=SCALE, ties=TIES), "user-defined"),
-        (dict(keys=_projected(32600, AREA), scale=SCALE, ties=TIES), "EPSG:32600 is not supported"),
-        (dict(keys={1024: 2, 2048: 4269}, scale=SCALE, ties=TIES), "EPSG:4269 is not supported"),
+        (dict(keys=_projected(32600, AREA), scale=SCALE, ties=TIES), "unknown coordinate system 'EPSG:32600'"),
+        (dict(keys={1024: 2, 2048: 3999}, scale=SCALE, ties=TIES), "unknown coordinate system 'EPSG:3999'"),
         (dict(keys={1024: 1, 3072: 32632, 3076: 9002}, scale=SCALE, ties=TIES), "only metres"),
         (dict(keys=None, scale=SCALE, ties=TIES), "no GeoKeyDirectoryTag"),
         (dict(keys=_projected(32632, AREA), ties=TIES + (40, 30, 0, 499_970.0, 5_205_985.0, 0)), "2 tiepoints"),
@@ -197,3 +196,16 @@ def test_cli_index_build_from_geotiff_without_world_file(tmp_path, capsys) -> No
     capsys.readouterr()
     assert main([*argv, "--overwrite", "--crs", "EPSG:4326", "--image-size", "32"]) == 2
     assert "contradicts" in capsys.readouterr().err
+
+
+def test_national_grid_geotiff_through_proj(tmp_path) -> None:
+    """Swiss LV95 (EPSG:2056) is not one of our formulas: PROJ (rasterio) converts it; the grid's origin point,
+    E 2 600 000 / N 1 200 000, is the old Bern observatory at 46.95108 N, 7.43864 E (swisstopo)."""
+    tags = dict(keys=_projected(2056, AREA), scale=(0.5, 0.5, 0), ties=(0, 0, 0, 2_600_000.0, 1_200_000.0, 0))
+    tif = _write_geotiff(tmp_path / "bern.tif", **tags)
+    assert geotiff_crs(tif) == "EPSG:2056"
+    tiles = orthophoto_tiles(tif, OrthoConfig(10, 10))
+    first = tiles[0]  # 20 px of 0.5 m: centred 5 m east and 5 m south of the grid origin
+    assert first.latitude == pytest.approx(46.95108 - 5 / 111_195, abs=3e-5)  # the published point is to 0.1"
+    assert first.longitude == pytest.approx(7.43864 + 5 / (111_195 * np.cos(np.radians(46.951))), abs=3e-5)
+    assert len(tiles) == 12 and load_tile(first).size == (20, 20)

@@ -118,6 +118,16 @@ def test_orthophoto_and_world_file_reproduce_the_georef(world):
     assert gsd_n == pytest.approx(1.0, rel=1e-9)
 
 
+def test_projected_world_file_pixels_are_ground_metres():
+    """A Web Mercator pixel of 0.5 grid metres at 60 deg N is 0.25 m on the ground; a UTM one near its grid size."""
+    mercator = WorldFile(a=0.5, d=0.0, b=0.0, e=-0.5, c=2_500_000.25, f=8_399_737.75)  # about 60.0 N, 22.5 E
+    geo, gsd_e, gsd_n = georef_from_world_file(mercator, "EPSG:3857", 1000, 1000)
+    assert 59.9 < geo.lat0 < 60.1 and gsd_e == pytest.approx(0.25, rel=3e-3) and gsd_n == pytest.approx(0.25, rel=3e-3)
+    utm = WorldFile(a=0.3, d=0.0, b=0.0, e=-0.3, c=500_000.15, f=5_300_000.15)
+    _, gsd_e, gsd_n = georef_from_world_file(utm, "UTM:33N", 1000, 1000)
+    assert gsd_e == pytest.approx(0.3, rel=3e-3) and gsd_n == pytest.approx(0.3, rel=3e-3)
+
+
 def test_cameras_csv_has_the_pose_and_lens(world):
     out = world.out_dir
     locs = {r["id"]: r for r in _rows(out / "locations.csv")}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import TiffImagePlugin
 
-from ..geodesy import WorldFile
+from ..geodesy import WorldFile, parse_crs
 
 MODEL_PIXEL_SCALE = 33550
 MODEL_TIEPOINT = 33922
@@ -63,17 +63,21 @@ def _crs_from_keys(keys: dict[int, int], path: Path) -> str:
             raise _refuse(path, "a user-defined projected coordinate system is not supported (only EPSG codes)")
         if keys.get(PROJ_LINEAR_UNITS, UNIT_METRE) != UNIT_METRE:
             raise _refuse(path, f"projected units {keys[PROJ_LINEAR_UNITS]} are not supported (only metres)")
-        if projected == 3857 or 32601 <= projected <= 32660 or 32701 <= projected <= 32760:
-            return f"EPSG:{projected}"
-        raise _refuse(path, f"coordinate system EPSG:{projected} is not supported "
-                            "(only EPSG:4326, EPSG:3857 and WGS84 UTM zones 326zz/327zz)")  # fmt: skip
+        return _convertible(f"EPSG:{projected}", path)
     if geographic is None or geographic == USER_DEFINED:
         raise _refuse(path, "no supported geographic or projected coordinate system EPSG code in its GeoKeys")
     if keys.get(GEOG_ANGULAR_UNITS, UNIT_DEGREE) != UNIT_DEGREE:
         raise _refuse(path, f"angular units {keys[GEOG_ANGULAR_UNITS]} are not supported (only degrees)")
-    if geographic != 4326:
-        raise _refuse(path, f"geographic coordinate system EPSG:{geographic} is not supported (only EPSG:4326)")
-    return "EPSG:4326"
+    return _convertible(f"EPSG:{geographic}", path)
+
+
+def _convertible(crs: str, path: Path) -> str:
+    """The CRS, once parse_crs can take it to WGS84 (our formulas, or PROJ through rasterio)."""
+    try:
+        parse_crs(crs)
+    except ValueError as exc:
+        raise _refuse(path, str(exc)) from None
+    return crs
 
 
 def _world_from_tags(tags, keys: dict[int, int], path: Path) -> WorldFile:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...geodesy import WorldFile, parse_crs
+from ...geodesy import LocalFrame, WorldFile, parse_crs
 
 EARTH_RADIUS_M = 6_371_008.8
 _K = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude
@@ -77,10 +77,15 @@ def georef_from_world_file(wf: WorldFile, crs: str, width: int, height: int) -> 
         lat0, lon0 = corner_y, corner_x
         mid_lat = lat0 + wf.e * height / 2
         gsd_e, gsd_n = wf.a * _K * math.cos(math.radians(mid_lat)), -wf.e * _K
-    else:
-        lat, lon = parse_crs(crs)(corner_x, corner_y)
-        lat0, lon0 = float(lat), float(lon)
-        gsd_e, gsd_n = wf.a, -wf.e
+    else:  # projected: pixel sizes on the ground, not in grid units (EPSG:3857 metres are 1/cos(lat) too small)
+        lat, lon = parse_crs(crs)(corner_x + np.array([0.0, wf.a * width, 0.0]),
+                                  corner_y + np.array([0.0, 0.0, wf.e * height]))
+        lat0, lon0 = float(lat[0]), float(lon[0])
+        if not (-90 <= lat0 <= 90 and -180 <= lon0 <= 180):
+            raise ValueError(f"the world file puts the image corner at lat {lat0:g}, lon {lon0:g}; is --crs right?")
+        east, north = LocalFrame(lat0, lon0).to_local(lat, lon)
+        gsd_e = math.hypot(east[1] - east[0], north[1] - north[0]) / width
+        gsd_n = math.hypot(east[2] - east[0], north[2] - north[0]) / height
     if not (-90 <= lat0 <= 90 and -180 <= lon0 <= 180):
         raise ValueError(f"the world file puts the image corner at lat {lat0:g}, lon {lon0:g}; is --crs right?")
     return GeoRef(lat0, lon0, gsd_n, width, height), gsd_e, gsd_n
