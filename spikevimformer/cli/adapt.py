@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(or --world-file), or any RGB image with --gsd (and --origin)")  # fmt: skip
     p.add_argument("--out", default=d.out_dir, help="output folder (report.html, report.json, finetune/, index/)")
     p.add_argument("--world-file", help="its world file, when not beside the image")
-    p.add_argument("--crs", help="coordinate system of the world file (EPSG:4326, EPSG:3857, UTM:33N, ...)")
+    p.add_argument("--crs", help="coordinate system of the world file (EPSG:4326, EPSG:3857, UTM:33N, EPSG:2056, ...)")
     p.add_argument("--gsd", type=float, help="metres per pixel, for an image without a world file")
     p.add_argument("--origin", type=float, nargs=2, metavar=("LAT", "LON"),
                    help="latitude/longitude of the north-west corner, for an image without a world file")

@@ -23,7 +23,7 @@ def add_sources(p: argparse.ArgumentParser) -> None:
     src.add_argument("--ortho", help="(b) orthophoto: a GeoTIFF, or an image with a world file "
                      "(.jgw/.pgw/.tfw/.wld) beside it (beside a GeoTIFF it must agree with the tags)")  # fmt: skip
     src.add_argument("--world-file", help="(b) world file, when not next to the image")
-    src.add_argument("--crs", help="(b) coordinate system: EPSG:4326, EPSG:3857, EPSG:326zz/327zz, UTM:33N "
+    src.add_argument("--crs", help="(b) coordinate system: EPSG:4326, EPSG:3857, UTM:33N, any EPSG code with rasterio "
                      "(default: the GeoTIFF's own, else EPSG:4326; must agree with a GeoTIFF's)")  # fmt: skip
     src.add_argument("--tile-m", type=float, help="(b) tile ground side in metres")
     src.add_argument("--stride-m", type=float, help="(b) stride between tiles in metres (default: half a tile)")
