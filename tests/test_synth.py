@@ -341,3 +341,42 @@ def test_cli_synth(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["locations"] == 8
+
+
+def test_large_geotiff_renders_by_windows_the_same_world(tmp_path, monkeypatch):
+    """Above WINDOWED_PIXELS a GeoTIFF is read window by window around each location (never whole): the dataset
+    is the one rendered from the whole raster (cameras exactly, pixels up to rounding), without the whole-area
+    ortho.jpg copy."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    from spikevimformer.data.synth import ground
+    from spikevimformer.geo import raster
+
+    img, _, _ = _orthophoto(tmp_path)
+    rgb = np.tile(cv2.cvtColor(cv2.imread(str(img)), cv2.COLOR_BGR2RGB), (2, 2, 1))  # 800 m, views reach 168 m
+    tif = tmp_path / "area.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=800, height=800, count=3, dtype="uint8", crs="EPSG:32632",
+                       transform=from_origin(500_000.0, 5_200_000.0, 1.0, 1.0), tiled=True, blockxsize=64,
+                       blockysize=64, compress="deflate") as ds:  # fmt: skip
+        ds.write(rgb.transpose(2, 0, 1))
+    (tmp_path / "area.tfw").write_text("1.0\n0\n0\n-1.0\n500000.5\n5199999.5\n")
+    cfg = SynthConfig(seed=2, locations=6, views=2, image_size=48, footprint_m=60.0, ground=str(tif),
+                      world_file=str(tmp_path / "area.tfw"), crs="UTM:32N", altitudes_m=(40.0, 60.0))
+    whole = generate_world(cfg, tmp_path / "whole")
+    reads = []
+    real_crop = raster.WindowedRaster.crop
+    monkeypatch.setattr(raster.WindowedRaster, "crop", lambda self, box: reads.append(box) or real_crop(self, box))
+    monkeypatch.setattr(ground, "WINDOWED_PIXELS", 100 * 100)
+    windowed = generate_world(cfg, tmp_path / "windowed")
+    assert any("window by window" in n for n in windowed.notes) and not any("window" in n for n in whole.notes)
+    assert len(reads) == 6 and all((r - l) * (b - t) < 0.4 * 800 * 800 for l, t, r, b in reads)
+    assert not (tmp_path / "windowed/ortho.jpg").exists()
+    assert json.loads((tmp_path / "windowed/world.json").read_text())["orthophoto"] is None
+    files = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole/University-1652").rglob("*.jp*g"))
+    assert len(files) == 6 + 6 * 2 + 1 + 2  # tiles, views, and the test query location's copies
+    for rel in files:  # the same pixels up to the rounding of a shifted frame (a wrong window moves everything)
+        a, b = (cv2.imread(str(tmp_path / run / rel)).astype(int) for run in ("whole", "windowed"))
+        assert np.abs(a - b).max() <= 8 and np.abs(a - b).mean() < 0.2, rel
+    for name in ("cameras.csv", "locations.csv"):
+        assert (tmp_path / "whole" / name).read_text() == (tmp_path / "windowed" / name).read_text()

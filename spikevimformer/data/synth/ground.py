@@ -7,6 +7,7 @@ coordinates are relative to `origin` (or 0, 0), which the notes say.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -15,11 +16,13 @@ import numpy as np
 from ...geodesy import WorldFile
 from .config import SynthConfig
 from .geo import GeoRef, georef_from_world_file
+from .render import MAX_LEVEL
 from .world import Buildings, World
 
 MIN_BUILDING_M = 2.5
 MIN_TARGET_AREA_M2 = 120.0
 MAX_NODATA_SHARE = 0.1  # a location whose tile footprint is more than this black (nodata) is not rendered
+WINDOWED_PIXELS = 64_000_000  # above this a GeoTIFF is rendered from windows (geo.raster.LARGE_PIXELS' rule)
 
 
 def _read_image(path: str, flags: int, what: str) -> np.ndarray:
@@ -57,17 +60,18 @@ def _buildings_from_heights(hmap: np.ndarray, rgb: np.ndarray, gsd: float) -> tu
     return Buildings.from_rings(rings, heights, walls, roofs, 180.0, 45.0), np.array(areas)
 
 
-def nodata_share(rgb: np.ndarray, points: np.ndarray, half_m: float, gsd: float) -> np.ndarray:
-    """Share (0..1) of all-black pixels in the square of half side `half_m` metres about each point (x east, y
-    north, metres from the image's north-west corner), from a summed-area table of the mask at <= 2048 px."""
-    empty = np.all(rgb == 0, axis=-1)
+def nodata_share(empty: np.ndarray, full_shape: tuple[int, int], points: np.ndarray, half_m: float,
+                 gsd: float) -> np.ndarray:
+    """Share (0..1) of nodata in the square of half side `half_m` metres about each point (x east, y north, metres
+    from the image's north-west corner), from a summed-area table of the nodata mask `empty` (any resolution; the
+    image is `full_shape` (rows, cols) pixels of `gsd` metres), reduced to <= 2048 px."""
     if len(points) == 0 or not empty.any():
         return np.zeros(len(points))
     factor = max(1, -(-max(empty.shape) // 2048))
     h, w = max(1, empty.shape[0] // factor), max(1, empty.shape[1] // factor)
     small = cv2.resize(empty.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     table = cv2.integral(small, sdepth=cv2.CV_64F)
-    step = gsd * empty.shape[1] / w, gsd * empty.shape[0] / h  # metres per cell, x and y
+    step = gsd * full_shape[1] / w, gsd * full_shape[0] / h  # metres per cell, x and y
     col, row = points[:, 0] / step[0], -points[:, 1] / step[1]
     c0 = np.clip(np.floor(col - half_m / step[0]), 0, w).astype(int)
     c1 = np.clip(np.ceil(col + half_m / step[0]), 0, w).astype(int)
@@ -77,12 +81,51 @@ def nodata_share(rgb: np.ndarray, points: np.ndarray, half_m: float, gsd: float)
     return (table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) / area
 
 
+def _by_windows(cfg: SynthConfig) -> bool:
+    """Whether --ground is rendered window by window: a GeoTIFF rasterio reads, above WINDOWED_PIXELS, without
+    --heights (buildings come from the whole height image)."""
+    from ...geo.raster import _windowed, raster_size
+
+    if cfg.heights or not _windowed(cfg.ground):
+        return False
+    width, height = raster_size(cfg.ground)
+    return width * height > WINDOWED_PIXELS
+
+
+def window_world(world: World, xy: tuple[float, float], half_m: float) -> tuple[World, tuple[float, float]]:
+    """The part of a world read by windows that a location's tile and views can show: the square of half side
+    `half_m` metres about `xy` (clipped to the raster, its corner on the coarsest pyramid level's grid so the
+    pyramids match the whole raster's), as a world of its own, and the metres (east, north) of its corner in the
+    whole world's frame. A world in memory is returned whole, offset (0, 0)."""
+    from ...geo.raster import open_raster
+
+    if world.raster is None:
+        return world, (0.0, 0.0)
+    g, (width, height), align = world.gsd_m, world.raster_size, 1 << (MAX_LEVEL + 1)
+    col, row = xy[0] / g, -xy[1] / g
+    half = half_m / g + 2 * align  # pixels; the margin keeps pyramid borders out of reach
+    x0, y0 = max(0, int(col - half) // align * align), max(0, int(row - half) // align * align)
+    x1, y1 = min(width, int(np.ceil(col + half))), min(height, int(np.ceil(row + half)))
+    rgb = np.asarray(open_raster(world.raster).crop((x0, y0, x1, y1)))
+    shift = (x0 * g, -y0 * g)
+    core = tuple(c - shift[i // 2] for i, c in enumerate(world.core))
+    local = replace(world, ortho=rgb, ground=rgb, raster=None, core=core, _pyramids={})
+    return local, shift
+
+
 def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator) -> World:
     """Load --ground (and --world-file, --heights) into a World."""
-    bgr = _read_image(cfg.ground, cv2.IMREAD_COLOR, "orthophoto")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    h0, w0 = rgb.shape[:2]
     notes: list[str] = []
+    windowed = _by_windows(cfg)
+    if windowed:
+        from ...geo.raster import raster_size
+
+        rgb, (w0, h0) = None, raster_size(cfg.ground)
+        notes.append(f"the orthophoto ({w0}x{h0} px) is read window by window around each location; ortho.jpg "
+                     "(a whole copy) is not written")  # fmt: skip
+    else:
+        rgb = cv2.cvtColor(_read_image(cfg.ground, cv2.IMREAD_COLOR, "orthophoto"), cv2.COLOR_BGR2RGB)
+        h0, w0 = rgb.shape[:2]
     hmap = None
     if cfg.heights:
         raw = _read_image(cfg.heights, cv2.IMREAD_UNCHANGED, "height image")
@@ -97,12 +140,15 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
             raise ValueError(f"--gsd {cfg.gsd_m:g} disagrees with the world file's {gsd_n:.3g} m per pixel")
         gsd = gsd_n
         if abs(gsd_e - gsd_n) > 0.01 * gsd_n:  # degree pixels are not square on the ground: make them so
+            if windowed:
+                raise ValueError(f"{cfg.ground} ({w0}x{h0} px) has pixels {gsd_e:.3g} x {gsd_n:.3g} m: too large to "
+                                 "resample whole; reproject it to a metric grid (UTM) first")  # fmt: skip
             w1 = int(round(w0 * gsd_e / gsd_n))
             rgb = cv2.resize(rgb, (w1, h0), interpolation=cv2.INTER_AREA if w1 < w0 else cv2.INTER_LINEAR)
             if hmap is not None:
                 hmap = cv2.resize(hmap, (w1, h0), interpolation=cv2.INTER_NEAREST)
             notes.append(f"resampled the orthophoto from {w0} to {w1} px wide for square {gsd:.3g} m pixels")
-        geo = GeoRef(geo.lat0, geo.lon0, gsd, rgb.shape[1], rgb.shape[0])
+        geo = GeoRef(geo.lat0, geo.lon0, gsd, *((w0, h0) if windowed else (rgb.shape[1], rgb.shape[0])))
     else:
         gsd = float(cfg.gsd_m)
         lat0, lon0 = cfg.origin if cfg.origin else (0.0, 0.0)
@@ -110,7 +156,7 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
         if not cfg.origin:
             notes.append("no world file or origin given: latitudes/longitudes are relative to (0, 0) at the image's "
                          "north-west corner")
-    height, width = rgb.shape[:2]
+    width, height = (w0, h0) if windowed else (rgb.shape[1], rgb.shape[0])
     half = cfg.footprint_m / 2 + 2 * gsd
     core = (half, width * gsd - half, -(height * gsd - half), -half)
     if core[1] <= core[0] or core[3] <= core[2]:
@@ -129,7 +175,13 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
         cands = grid + rng.uniform(-step / 4, step / 4, grid.shape)
         cands = np.clip(cands, (core[0], core[2]), (core[1], core[3]))
         weight = np.ones(len(cands))
-    share = nodata_share(rgb, cands, cfg.footprint_m / 2, gsd)
+    if windowed:
+        from ...geo.raster import empty_overview
+
+        empty = empty_overview(cfg.ground, max_side=2048)
+    else:
+        empty = np.all(rgb == 0, axis=-1)
+    share = nodata_share(empty, (height, width), cands, cfg.footprint_m / 2, gsd)
     keep = share <= MAX_NODATA_SHARE
     if not keep.all():
         if not keep.any():
@@ -141,4 +193,5 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
         notes.append(f"drone views reach {reach_m:.0f} m from a tile centre; near the image border they see the "
                      "mirrored orthophoto")
     return World(ortho=rgb, ground=rgb, geo=geo, buildings=buildings, candidates=cands, candidate_weight=weight,
-                 sun_az_deg=180.0, sun_el_deg=45.0, source="orthophoto", core=core, notes=notes)
+                 sun_az_deg=180.0, sun_el_deg=45.0, source="orthophoto", core=core, notes=notes,
+                 raster=cfg.ground if windowed else None, raster_size=(width, height))

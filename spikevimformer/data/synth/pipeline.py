@@ -21,7 +21,7 @@ from .baseline import retrieval_baseline
 from .camera import Camera, plan_views, view_reach_m
 from .config import SynthConfig
 from .geo import GeoRef, seeded_origin
-from .ground import orthophoto_world
+from .ground import orthophoto_world, window_world
 from .photometric import photometric
 from .procedural import procedural_world
 from .render import MAX_LEVEL, drone_view, satellite_tile
@@ -167,18 +167,21 @@ def _init_worker(cfg: SynthConfig, light: World, specs: list, root: Path) -> Non
         shm = shared_memory.SharedMemory(name=name)
         blocks.append(shm)
         pyramids[tuple(key)] = np.ndarray(shape, np.dtype(dtype), buffer=shm.buf)
-    world = replace(light, ortho=pyramids[("ortho", 0)], ground=pyramids[("ground", 0)], _pyramids=pyramids)
-    _STATE.update(cfg=cfg, world=world, root=root, blocks=blocks)
+    if pyramids:  # a world read by windows shares no rasters: each worker reads its own windows
+        light = replace(light, ortho=pyramids[("ortho", 0)], ground=pyramids[("ground", 0)], _pyramids=pyramids)
+    _STATE.update(cfg=cfg, world=light, root=root, blocks=blocks)
 
 
 def _render_location(loc: Location) -> list[tuple]:
     """Render and write one location's satellite tile and drone views; returns its camera rows."""
     cfg: SynthConfig = _STATE["cfg"]
-    world: World = _STATE["world"]
+    whole: World = _STATE["world"]
     root: Path = _STATE["root"]
+    world, shift = window_world(whole, loc.xy, max(view_reach_m(cfg), cfg.footprint_m))
+    centre = (loc.xy[0] - shift[0], loc.xy[1] - shift[1])  # in the window's frame
     rng = np.random.default_rng([cfg.seed, 10, loc.index])
     size = cfg.image_size
-    sat = satellite_tile(world, loc.xy, cfg.footprint_m, size)
+    sat = satellite_tile(world, centre, cfg.footprint_m, size)
     sat = photometric(sat, rng, 0.3 * cfg.photometric, haze=False, blur=False)
     views = plan_views(cfg, rng)
     groups = sorted({v.group for v in views}, key=lambda g: (g is None, float(g) if g else 0.0))
@@ -190,10 +193,10 @@ def _render_location(loc: Location) -> list[tuple]:
     for v in views:
         k = counters[v.group] = counters.get(v.group, -1) + 1
         n_group = sum(1 for w in views if w.group == v.group)
-        target = (loc.xy[0] + v.offset_m[0], loc.xy[1] + v.offset_m[1])
+        target = (centre[0] + v.offset_m[0], centre[1] + v.offset_m[1])
         cam = Camera.look_at(target, v.heading_deg, v.pitch_deg, v.altitude_m, cfg.fov_deg, size)
         img = photometric(drone_view(world, cam), rng, cfg.photometric)
-        pose = _pose_fields(world, cam, target, cfg.fov_deg)
+        pose = _pose_fields(whole.geo, cam, target, shift, cfg.fov_deg)
         name = drone_name(cfg.layout, k, n_group)
         data = None
         for folder, group in place.drone:
@@ -206,10 +209,12 @@ def _render_location(loc: Location) -> list[tuple]:
     return rows
 
 
-def _pose_fields(world: World, cam: Camera, target_xy: tuple[float, float], fov_deg: float) -> tuple[str, ...]:
-    """cameras.csv fields after (image, id): what pose registration needs to rebuild the pinhole."""
-    lat, lon = world.geo.to_latlon(cam.position[0], -cam.position[1])
-    t_lat, t_lon = world.geo.to_latlon(target_xy[0], -target_xy[1])
+def _pose_fields(geo: GeoRef, cam: Camera, target_xy: tuple[float, float], shift: tuple[float, float],
+                 fov_deg: float) -> tuple[str, ...]:
+    """cameras.csv fields after (image, id): what pose registration needs to rebuild the pinhole. Positions are in
+    the frame of the rendered window, whose corner is `shift` metres (east, north) into the world."""
+    lat, lon = geo.to_latlon(cam.position[0] + shift[0], -(cam.position[1] + shift[1]))
+    t_lat, t_lon = geo.to_latlon(target_xy[0] + shift[0], -(target_xy[1] + shift[1]))
     return (f"{float(lat):.8f}", f"{float(lon):.8f}", f"{cam.altitude_m:.2f}", f"{cam.heading_deg:.2f}",
             f"{cam.pitch_deg:.4f}", f"{fov_deg:.4f}", f"{cam.focal_px:.4f}", f"{float(t_lat):.8f}",
             f"{float(t_lon):.8f}")
@@ -256,8 +261,11 @@ def _csv(header: list[str], rows) -> str:
     return buf.getvalue()
 
 
-def _write_orthophoto(root: Path, world: World) -> dict:
-    """ortho.jpg and its EPSG:4326 world file, so poses can be registered against the full world raster."""
+def _write_orthophoto(root: Path, world: World) -> dict | None:
+    """ortho.jpg and its EPSG:4326 world file, so poses can be registered against the full world raster; None for
+    a world read by windows (a whole copy is what reading by windows avoids)."""
+    if world.raster is not None:
+        return None
     write_bytes(root, ORTHO_IMAGE, encode(world.ortho, ORTHO_IMAGE, ORTHO_JPEG_QUALITY))
     (root / ORTHO_WORLD_FILE).write_text(world_file_text(world.geo.world_file()))
     height, width = world.ortho.shape[:2]

@@ -74,8 +74,8 @@ class Buildings:
 class World:
     """A geo-referenced world ready to be photographed."""
 
-    ortho: np.ndarray  # (H, W, 3) uint8 RGB, roofs included: what a satellite sees
-    ground: np.ndarray  # (H, W, 3) uint8 RGB, roofs removed: the plane a drone warps
+    ortho: np.ndarray | None  # (H, W, 3) uint8 RGB, roofs included: what a satellite sees
+    ground: np.ndarray | None  # (H, W, 3) uint8 RGB, roofs removed: the plane a drone warps
     geo: GeoRef
     buildings: Buildings
     candidates: np.ndarray  # (m, 2) X, Y metres of possible locations (building centres or a grid)
@@ -85,6 +85,9 @@ class World:
     source: str  # "procedural" or "orthophoto"
     core: tuple[float, float, float, float]  # X0, X1, Y0, Y1 where tile centres may lie
     notes: list[str] = field(default_factory=list)
+    raster: str | None = None  # an orthophoto too large to hold: ortho/ground are None, read by windows around
+    # each location (ground.window_world)
+    raster_size: tuple[int, int] | None = None  # (width, height) px of the whole raster
     _pyramids: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -104,6 +107,9 @@ class World:
         return self._pyramids[key]
 
     def prepare(self, levels: int) -> None:
-        """Build the pyramids before worker processes fork, so they share one copy."""
+        """Build the pyramids before worker processes fork, so they share one copy (a world read by windows has
+        none: each window builds its own)."""
+        if self.raster is not None:
+            return
         for layer in ("ground", "ortho"):
             self.level(layer, levels - 1)
