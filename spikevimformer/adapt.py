@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,18 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
     Returns the report (also OUT/report.json and OUT/report.html). `resume` continues an interrupted fine-tune
     in OUT/finetune; the worlds and the before figures are reused when present.
     """
+    out = Path(cfg.out_dir)
+    world_file = _world_file(cfg)
+    cfg = _checked(cfg, world_file is not None)  # every setting before anything is written
+    _check_area(cfg, world_file)
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        return _adapt(cfg, out, world_file, resume, progress)
+
+
+def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resume: bool,
+           progress: bool) -> dict[str, Any]:
+    """The stages of `adapt`, run while this process holds OUT."""
     from .checkpoint import file_sha256, load_model
     from .data import load_benchmark
     from .data.synth import generate_world
@@ -79,11 +93,6 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
     from .geo.metrics import evaluate_localizer, load_queries
     from .geo.tiles import OrthoConfig, orthophoto_tiles
 
-    out = Path(cfg.out_dir)
-    world_file = _world_file(cfg)
-    cfg = _checked(cfg, world_file is not None)  # every setting before anything is written
-    _check_area(cfg, world_file)
-    out.mkdir(parents=True, exist_ok=True)
     if world_file is not None:  # written out for the renderer (a GeoTIFF's tags become a world file)
         atomic_write_text(out / "area.wld", world_file[0])
         cfg = replace(cfg, world_file=str(out / "area.wld"), crs=world_file[1])
@@ -171,6 +180,23 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str))
     atomic_write_text(out / "report.html", _html(report))
     return report
+
+
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold OUT/.adapt.lock for the run: a second adapt on the same folder stops at once instead of interleaving
+    its renders, checkpoints and logs with the first (the lock goes with the process, even when it is killed)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
+        yield
+        return
+    with open(out / ".adapt.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another adapt is running in {out}: wait for it to end, or give another --out") from None
+        yield
 
 
 def _saved_step(path: Path) -> int | None:

@@ -127,3 +127,16 @@ def test_settings_are_checked_before_anything_is_written(area, tmp_path, capsys)
     (out / "finetune/last.pt").write_bytes(b"interrupted run")
     assert main(["adapt", "--ortho", str(area), "--out", str(out)]) == 2  # not redone silently
     assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_a_second_adapt_on_the_same_folder_stops_at_once(area, tmp_path):
+    """Two runs into one --out would interleave renders, checkpoints and logs; the second one is refused."""
+    import fcntl
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with open(out / ".adapt.lock", "a") as held:  # what a running adapt holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another adapt is running in"):
+            adapt(_cfg(area, out))
+    assert sorted(p.name for p in out.iterdir()) == [".adapt.lock"]

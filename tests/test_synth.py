@@ -370,7 +370,7 @@ def test_large_geotiff_renders_by_windows_the_same_world(tmp_path, monkeypatch):
     monkeypatch.setattr(ground, "WINDOWED_PIXELS", 100 * 100)
     windowed = generate_world(cfg, tmp_path / "windowed")
     assert any("window by window" in n for n in windowed.notes) and not any("window" in n for n in whole.notes)
-    assert len(reads) == 6 and all((r - l) * (b - t) < 0.4 * 800 * 800 for l, t, r, b in reads)
+    assert len(reads) == 6 and all((x1 - x0) * (y1 - y0) < 0.4 * 800 * 800 for x0, y0, x1, y1 in reads)
     assert not (tmp_path / "windowed/ortho.jpg").exists()
     assert json.loads((tmp_path / "windowed/world.json").read_text())["orthophoto"] is None
     files = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole/University-1652").rglob("*.jp*g"))
