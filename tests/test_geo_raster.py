@@ -107,3 +107,26 @@ def test_tiles_over_nodata_are_left_out_of_the_index(tmp_path, capsys) -> None:
     assert all(t.box[0] >= 160 for t in tiles) and "skipped 4 tile(s)" in capsys.readouterr().err
     with pytest.raises(ValueError, match="every tile"):
         orthophoto_tiles(_geotiff(tmp_path / "black.tif", np.zeros((160, 240, 3), np.uint8)), OrthoConfig(40.0, 40.0))
+
+
+def test_damaged_orthophotos_are_one_line_errors(tmp_path) -> None:
+    """A truncated GeoTIFF (GDAL's block read fails), a truncated JPEG and a file that is no image at all: each a
+    ValueError naming the file, not a traceback from inside the decoder."""
+    rng = np.random.default_rng(0)
+    whole = _geotiff(tmp_path / "whole.tif", rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    data = open(whole, "rb").read()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    open_raster.cache_clear()
+    with pytest.raises(ValueError, match=r"cut.tif cannot be decoded \(.+\): is the file complete"):
+        orthophoto_tiles(tmp_path / "cut.tif", OrthoConfig(20, 20))
+    Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "full.jpg", quality=90)
+    jpeg = (tmp_path / "full.jpg").read_bytes()
+    world = "0.5\n0\n0\n-0.5\n500000.25\n5200000.25\n"
+    for name, payload, words in [("cut.jpg", jpeg[: len(jpeg) // 3], "cannot be decoded (image file is truncated"),
+                                 ("text.png", b"not an image\n", "is not an image Pillow can read")]:
+        (tmp_path / name).write_bytes(payload)
+        (tmp_path / name).with_suffix(".pgw" if name.endswith("png") else ".jgw").write_text(world)
+        open_raster.cache_clear()
+        with pytest.raises(ValueError) as err:
+            orthophoto_tiles(tmp_path / name, OrthoConfig(20, 20, crs="UTM:32N"))
+        assert name in str(err.value) and words in str(err.value), str(err.value)

@@ -8,9 +8,11 @@ as before; above LARGE_PIXELS that prints a one-line note suggesting a tiled Geo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,8 @@ class WindowedRaster:
         import rasterio
 
         self.path = path
-        self._dataset = rasterio.open(path)
+        with _readable(path):
+            self._dataset = rasterio.open(path)
         bands = self._dataset.count
         if bands not in (1, 2, 3, 4):
             raise ValueError(f"orthophoto {path} has {bands} bands; expected grey, grey + alpha, RGB or RGBA")
@@ -51,7 +54,8 @@ class WindowedRaster:
         x1, y1 = min(right, self.size[0]), min(bottom, self.size[1])
         if x1 > x0 and y1 > y0:  # the part inside the raster, read plainly (rasterio's boundless read warps
             # through a virtual raster, which resamples rotated rasters), pasted into black
-            part = self._dataset.read(self._bands, window=Window(x0, y0, x1 - x0, y1 - y0))
+            with _readable(self.path):
+                part = self._dataset.read(self._bands, window=Window(x0, y0, x1 - x0, y1 - y0))
             data[:, y0 - top : y1 - top, x0 - left : x1 - left] = part
         if self._dtype == np.uint16:  # 16-bit as a viewer shows it: the top 8 bits (the same 1/257 rule as data.images)
             data = (data.astype(np.uint32) * 255 // 65535).astype(np.uint8)
@@ -64,8 +68,9 @@ class WindowedRaster:
 
         scale = min(1.0, max_side / max(self.size))
         shape = (max(1, round(self.size[1] * scale)), max(1, round(self.size[0] * scale)))
-        data = self._dataset.read(out_shape=(self._dataset.count, *shape), resampling=Resampling.nearest)
-        mask = self._dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest)
+        with _readable(self.path):
+            data = self._dataset.read(out_shape=(self._dataset.count, *shape), resampling=Resampling.nearest)
+            mask = self._dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest)
         return (mask == 0) | np.all(data[: min(3, self._dataset.count)] == 0, axis=0)
 
 
@@ -76,7 +81,7 @@ class DecodedRaster:
         from .imaging import open_image, unbounded_pixels
 
         try:
-            with unbounded_pixels():
+            with _readable(path), unbounded_pixels():
                 self._image = open_image(path)
         except ValueError as exc:
             from .geotiff import is_tiff
@@ -116,7 +121,7 @@ def empty_overview(path: str | Path, max_side: int = 512) -> np.ndarray:
 
     if _windowed(path):
         return open_raster(str(path)).empty_overview(max_side)
-    with unbounded_pixels(), Image.open(path) as img:
+    with _readable(path), unbounded_pixels(), Image.open(path) as img:
         img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEGs decode at 1/8 size
         small = img.convert("RGBA") if "A" in img.getbands() else img.convert("RGB")
         small.thumbnail((max_side, max_side), Image.Resampling.NEAREST)
@@ -151,6 +156,26 @@ def _windowed(path: str | Path) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _readable(path) -> Iterator[None]:
+    """Decoder failures (a truncated or damaged file: GDAL's read error, Pillow's OSError) as one ValueError naming
+    the file, instead of a traceback from deep inside the reader."""
+    try:
+        yield
+    except (OSError, UnidentifiedImageError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        while exc.__cause__ is not None:  # GDAL's "Read failed" wraps the reason (e.g. a truncated block)
+            exc = exc.__cause__
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = f"orthophoto {path} cannot be decoded ({reason}): is the file complete and an image?"
+        raise ValueError(message) from None
+
+
 def _undecodable(path) -> str:
+    from .geotiff import is_tiff
+
+    if not is_tiff(path):
+        return f"orthophoto {path} is not an image Pillow can read (is the file complete and an image?)"
     return (f"Pillow cannot read the pixels of {path} (16-bit colour or float TIFFs need rasterio: pip install "
             "'spikevimformer[deploy]' -c constraints.txt)")
