@@ -126,7 +126,10 @@ def test_settings_are_checked_before_anything_is_written(area, tmp_path, capsys)
     (out / "finetune").mkdir(parents=True)
     (out / "finetune/last.pt").write_bytes(b"interrupted run")
     assert main(["adapt", "--ortho", str(area), "--out", str(out)]) == 2  # not redone silently
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert "holds an interrupted adapt run: continue it with the same command and --resume" in capsys.readouterr().err
+    (out / "report.json").write_text("{}")  # a finished run
+    assert main(["adapt", "--ortho", str(area), "--out", str(out)]) == 2
+    assert "already exist; pass --overwrite" in capsys.readouterr().err
 
 
 def test_a_second_adapt_on_the_same_folder_stops_at_once(area, tmp_path):
@@ -140,3 +143,14 @@ def test_a_second_adapt_on_the_same_folder_stops_at_once(area, tmp_path):
         with pytest.raises(ValueError, match="another adapt is running in"):
             adapt(_cfg(area, out))
     assert sorted(p.name for p in out.iterdir()) == [".adapt.lock"]
+
+
+def test_ctrl_c_in_any_stage_says_how_to_continue(area, tmp_path, capsys, monkeypatch):
+    import spikevimformer.adapt as adapt_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as in the index or localization stage, which print nothing of their own
+
+    monkeypatch.setattr(adapt_module, "adapt", interrupted)
+    assert main(["adapt", "--ortho", str(area), "--out", str(tmp_path / "out")]) == 130
+    assert "run the same command with --resume to continue in" in capsys.readouterr().err

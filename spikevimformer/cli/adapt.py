@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .common import add_overwrite
@@ -52,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.ortho).is_file():
         raise FileNotFoundError(f"--ortho {args.ortho} does not exist" if not Path(args.ortho).exists()
                                 else f"--ortho {args.ortho} is a folder; give the image file")  # fmt: skip
+    out = Path(args.out)
     if not args.resume:
-        out = Path(args.out)  # a finished run, or an interrupted one (continue it with --resume)
+        if not args.overwrite and (out / "finetune/last.pt").is_file() and not (out / "report.json").is_file():
+            raise FileExistsError(f"{out} holds an interrupted adapt run: continue it with the same command and "
+                                  "--resume, or pass --overwrite to start over")  # fmt: skip
         refuse_overwrite([out / "report.json", out / "finetune/last.pt", out / "index/manifest.json"], args.overwrite)
     fov = lens_of(args.like) if args.like else args.fov
     cfg = AdaptConfig(
@@ -64,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
         heldout_locations=args.heldout_locations, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
         device=args.device,
     )  # fmt: skip
-    report = adapt(cfg, resume=args.resume, progress=not args.no_progress)
+    try:
+        report = adapt(cfg, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:  # the stages before and after the fine-tune say nothing of their own
+        print(f"\nadapt interrupted: run the same command with --resume to continue in {out}", file=sys.stderr)
+        raise
     print(summary(report))
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0

@@ -395,8 +395,9 @@ class Trainer:
         start, seconds_before = self.clock(), self.seconds
         spent = cfg.anneal_by == "time" and self.seconds >= 60 * cfg.time_limit_min
         if spent and self.dist.is_main:
-            print(f"the run's time budget of {cfg.time_limit_min:g} min is spent; a larger --time-limit trains "
-                  "on (the rate rises again to the cosine at the new share of the budget)", file=sys.stderr)
+            print(f"the run's time budget of {cfg.time_limit_min:g} min is spent; a larger one (train --time-limit, "
+                  "adapt --minutes) trains on (the rate rises again to the cosine at the new share of the budget)",
+                  file=sys.stderr)  # fmt: skip
         stop_reason = "time limit" if spent else "finished"
         stop = StopSignals(escalate=not self.dist.enabled)
         try:

@@ -29,7 +29,12 @@ def _read_image(path: str, flags: int, what: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{what} {p} does not exist")
-    img = cv2.imread(str(p), flags)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # not one warning per unknown GeoTIFF tag
+    try:
+        img = cv2.imread(str(p), flags)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if img is None:
         raise ValueError(f"{what} {p} is not a readable image")
     return img
