@@ -126,7 +126,7 @@ def parse_crs(crs: str):
         zone, north = int(key[8:]), key[7] == "6"
         if not 1 <= zone <= 60:
             raise ValueError(f"unknown coordinate system {crs!r} (UTM zones are 1..60)")
-        return lambda x, y: utm_to_geo(x, y, zone, north)
+        return lambda x, y: utm_to_geo(*_in_utm_range(x, y, crs), zone, north)
     builtin = "EPSG:4326 (degrees), EPSG:3857, EPSG:326zz/327zz or UTM:33N"
     if not (key.startswith("EPSG:") and key[5:].isdigit()):
         raise ValueError(f"unsupported coordinate system {crs!r}; use an EPSG code, e.g. {builtin}")
@@ -148,12 +148,37 @@ def parse_crs(crs: str):
 
 
 def _proj_to_geo(source, x, y) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates in `source` (a rasterio CRS) -> WGS84 degrees, by PROJ (GDAL's transformer)."""
+    """Coordinates in `source` (a rasterio CRS) -> WGS84 degrees, by PROJ (GDAL's transformer). Coordinates PROJ
+    cannot carry there and back within a metre (outside the projection's domain, e.g. a world file read in the
+    wrong CRS) raise ValueError rather than landing somewhere else on Earth."""
     from rasterio.warp import transform
 
     x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-    lon, lat = transform(source, "EPSG:4326", x.ravel(), y.ravel())
-    return np.asarray(lat).reshape(x.shape), np.asarray(lon).reshape(x.shape)
+    lon, lat = (np.asarray(v) for v in transform(source, "EPSG:4326", x.ravel(), y.ravel()))
+    back_x, back_y = (np.asarray(v) for v in transform("EPSG:4326", source, lon, lat))
+    if not (np.isfinite(lat).all() and np.abs(back_x - x.ravel()).max(initial=0) < 1.0
+            and np.abs(back_y - y.ravel()).max(initial=0) < 1.0):
+        bad = int(np.argmax(~np.isfinite(lat) | (np.abs(back_x - x.ravel()) >= 1) | (np.abs(back_y - y.ravel()) >= 1)))
+        raise ValueError(f"({x.ravel()[bad]:.6g}, {y.ravel()[bad]:.6g}) lies outside what {source} can place on "
+                         "Earth: is the coordinate system (--crs) right?")  # fmt: skip
+    return lat.reshape(x.shape), lon.reshape(x.shape)
+
+
+UTM_EASTING_M = (0.0, 1_200_000.0)  # a zone is ~670 km wide at the equator; national grids stretch one zone further
+UTM_NORTHING_M = (0.0, 10_000_000.0)
+
+
+def _in_utm_range(x, y, crs: str) -> tuple[np.ndarray, np.ndarray]:
+    """The UTM coordinates, once they lie where a UTM zone can (else ValueError: a world file read in the wrong CRS
+    would otherwise land far away, since the series extrapolates)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    outside = ~((x >= UTM_EASTING_M[0]) & (x <= UTM_EASTING_M[1]) & (y >= UTM_NORTHING_M[0]) & (y <= UTM_NORTHING_M[1]))
+    if outside.any():
+        i = int(np.argmax(outside.ravel()))
+        raise ValueError(f"easting {np.broadcast_to(x, outside.shape).ravel()[i]:.6g} m, northing "
+                         f"{np.broadcast_to(y, outside.shape).ravel()[i]:.6g} m lie outside any UTM zone ({crs}): is "
+                         "the coordinate system (--crs) right?")  # fmt: skip
+    return x, y
 
 
 # --- world files (the six-line affine geotransform beside an orthophoto) ----------------------------------

@@ -104,3 +104,13 @@ def test_other_crs_codes_go_through_proj_or_name_the_problem() -> None:
         parse_crs("EPSG:4000")  # MOLDREF99 geocentric
     with pytest.raises(ValueError, match="use an EPSG code"):
         parse_crs("Lambert-93")
+
+
+def test_coordinates_a_crs_cannot_hold_are_refused_not_wrapped() -> None:
+    """A world file read in the wrong CRS must not land elsewhere on Earth: PROJ's round trip and UTM's range."""
+    with pytest.raises(ValueError, match="outside what EPSG:31256 can place on Earth"):
+        parse_crs("EPSG:31256")(-1_750.0, 1e9)
+    with pytest.raises(ValueError, match="outside any UTM zone"):
+        parse_crs("UTM:33N")(-1_750.0, 338_800.0)  # Vienna's national-grid numbers read as UTM
+    lat, _ = parse_crs("UTM:33N")(np.array([450_000.0, 550_000.0]), np.array([5_300_000.0, 5_300_000.0]))
+    assert np.all((47.8 < lat) & (lat < 47.9))
