@@ -209,3 +209,14 @@ def test_national_grid_geotiff_through_proj(tmp_path) -> None:
     assert first.latitude == pytest.approx(46.95108 - 5 / 111_195, abs=3e-5)  # the published point is to 0.1"
     assert first.longitude == pytest.approx(7.43864 + 5 / (111_195 * np.cos(np.radians(46.951))), abs=3e-5)
     assert len(tiles) == 12 and load_tile(first).size == (20, 20)
+
+
+def test_crs_without_an_epsg_code_is_identified_by_proj(tmp_path) -> None:
+    """GeoKeys that spell WGS84 out (user-defined geographic CRS, datum 6326) instead of naming EPSG:4326, as some
+    exporters write: PROJ (rasterio) identifies the code."""
+    pytest.importorskip("rasterio")
+    keys = {1024: 2, 1025: 1, 2048: 32767, 2050: 6326, 2054: 9102}
+    tif = _write_geotiff(tmp_path / "spelled.tif", keys=keys, scale=(DLON, DLAT, 0), ties=(0, 0, 0, LON0, LAT0, 0))
+    assert geotiff_crs(tif) == "EPSG:4326"
+    tiles = orthophoto_tiles(tif, OrthoConfig(10, 10))
+    assert tiles[0].latitude == pytest.approx(LAT0 - 10 * DLAT, abs=1e-9)

@@ -60,15 +60,29 @@ def _crs_from_keys(keys: dict[int, int], path: Path) -> str:
         raise _refuse(path, "geocentric coordinates are not supported")
     if model == 1 or (model is None and projected is not None):
         if projected is None or projected == USER_DEFINED:
-            raise _refuse(path, "a user-defined projected coordinate system is not supported (only EPSG codes)")
+            return _identified(path, "a user-defined projected coordinate system is not supported (only EPSG codes)")
         if keys.get(PROJ_LINEAR_UNITS, UNIT_METRE) != UNIT_METRE:
             raise _refuse(path, f"projected units {keys[PROJ_LINEAR_UNITS]} are not supported (only metres)")
         return _convertible(f"EPSG:{projected}", path)
     if geographic is None or geographic == USER_DEFINED:
-        raise _refuse(path, "no supported geographic or projected coordinate system EPSG code in its GeoKeys")
+        return _identified(path, "no supported geographic or projected coordinate system EPSG code in its GeoKeys")
     if keys.get(GEOG_ANGULAR_UNITS, UNIT_DEGREE) != UNIT_DEGREE:
         raise _refuse(path, f"angular units {keys[GEOG_ANGULAR_UNITS]} are not supported (only degrees)")
     return _convertible(f"EPSG:{geographic}", path)
+
+
+def _identified(path: Path, problem: str) -> str:
+    """GeoKeys without an EPSG code (a CRS spelled out in parameters or WKT): the EPSG code PROJ identifies it as,
+    through rasterio when installed, else the `problem` as a refusal."""
+    try:
+        import rasterio
+    except ImportError:
+        raise _refuse(path, problem) from None
+    with rasterio.Env(), rasterio.open(path) as dataset:
+        code = dataset.crs.to_epsg() if dataset.crs is not None else None
+    if code is None:
+        raise _refuse(path, problem + " (and PROJ finds no EPSG code matching it)")
+    return _convertible(f"EPSG:{code}", path)
 
 
 def _convertible(crs: str, path: Path) -> str:
