@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -153,6 +154,9 @@ def test_localizer_python_api(world_index) -> None:
     queries = load_queries(world / "cameras.csv")[:2]
     rep = evaluate_localizer(localizer, queries, ks=(1, 2), progress=False)
     assert rep["queries"] == 2 and rep["R@1"] == 1.0 and "Dis@2_m" in rep
+    renamed = [dataclasses.replace(q, id=f"elsewhere-{q.id}") for q in queries]  # ids no tile carries, as when
+    rep = evaluate_localizer(localizer, renamed, ks=(1, 2), progress=False)  # queries meet an orthophoto index
+    assert "R@1" not in rep and "Dis@2_m" in rep  # no recall by ids that cannot match: distances only
     with pytest.raises(ValueError, match="different model"):
         Localizer(TorchEncoder.load(None, "tiny", 64), index)
     with pytest.raises(ValueError, match="temperature"):

@@ -255,6 +255,10 @@ class GalleryIndex:
     def __len__(self) -> int:
         return len(self.tiles)
 
+    def has(self, tile_id: str) -> bool:
+        """Whether a tile of this id is in the index."""
+        return tile_id in self._ids
+
     @property
     def descriptors(self) -> np.ndarray:
         if self._descriptors is None:

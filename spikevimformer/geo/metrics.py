@@ -121,10 +121,11 @@ def _within(errors: np.ndarray, prefix: str, thresholds: Sequence[float]) -> dic
 
 
 def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds_m: Sequence[float] = (5, 10, 25),
-                         false_fix_m: float = 25.0) -> dict:  # fmt: skip
+                         false_fix_m: float = 25.0, by_id: bool = True) -> dict:  # fmt: skip
     """Camera-position and look-at accuracy over all photos (a photo without a fix counts with its tile-level
     estimate), the fix and false-fix rates (fixes farther than `false_fix_m` from the truth), the share of fixes
-    whose 95 % radius covers the truth, heading and height errors, and R@1 before and after verification."""
+    whose 95 % radius covers the truth, heading and height errors, and (`by_id`: the queries' ids name gallery
+    tiles) R@1 before and after verification."""
     n = len(queries)
     est = np.array([[r.estimate["latitude"], r.estimate["longitude"]] for r in results])
     true = np.array([[q.latitude, q.longitude] for q in queries])
@@ -152,7 +153,7 @@ def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds
         tgt = np.array([q.look_at for q in queries])
         out["look_at_rate"] = float(np.mean([r.look_at is not None for r in results]))
         out.update(_within(haversine_m(tgt[:, 0], tgt[:, 1], pts[:, 0], pts[:, 1]), "look_at", thresholds_m))
-    if all(q.id for q in queries):
+    if by_id and all(q.id for q in queries):
         out["R@1"] = float(np.mean([r.matches[0].id == q.id for q, r in zip(queries, results, strict=True)]))
         top = [min(r.matches, key=lambda m: m.verified_rank or m.rank) for r in results]
         out["R@1_verified"] = float(np.mean([m.id == q.id for q, m in zip(queries, top, strict=True)]))
@@ -190,9 +191,12 @@ def evaluate_localizer(localizer, queries: Sequence[Query], ks: Sequence[int] = 
     )  # fmt: skip
     report = {key.replace("estimate_", "tile_estimate_"): v for key, v in report.items()}
     report["gallery"] = len(localizer.index)
+    # R@K by id only where the queries' location ids name gallery tiles (a synthetic world's own gallery); an
+    # orthophoto index names its tiles by pixel position, so there the distances above are the measure
+    by_id = all(q.id for q in queries) and any(localizer.index.has(q.id) for q in queries)
     if localizer.registrar is not None:
-        report.update(registration_metrics(queries, results))
-    elif all(q.id for q in queries):
+        report.update(registration_metrics(queries, results, by_id=by_id))
+    elif by_id:
         report["R@1"] = float(np.mean([r.matches[0].id == q.id for q, r in zip(queries, results, strict=True)]))
     report["model_ms_per_image"] = float(np.mean([r.model_s for r in results]) * 1e3)
     report["backend"] = localizer.backend
