@@ -161,3 +161,16 @@ def test_localizer_python_api(world_index) -> None:
         Localizer(TorchEncoder.load(None, "tiny", 64), index)
     with pytest.raises(ValueError, match="temperature"):
         Localizer(TorchEncoder.load(None, "tiny", 32), index, temperature=0)
+
+
+def test_a_registered_photo_without_a_pose_is_reported_where_it_looks() -> None:
+    """No camera fix but a verified look-at point: the headline is that point, not the tile-level guess."""
+    from spikevimformer.geo.localize import Localization, format_table
+
+    tile = Match(rank=1, id="t1", score=0.9, latitude=48.18, longitude=16.30, footprint_m=100.0)
+    r = Localization("p.jpg", [tile], 48.1839, 16.3130, 160.0, 0.01, 0.001, reason="no focal length",
+                     look_at={"latitude": 48.1853385, "longitude": 16.3099782})
+    head = format_table([r]).splitlines()[0]
+    assert "looks at 48.1853385, 16.3099782" in head and "ground near" not in head
+    plain = format_table([dataclasses.replace(r, look_at=None)]).splitlines()[0]
+    assert "ground near 48.183900, 16.313000 +/- 160 m" in plain

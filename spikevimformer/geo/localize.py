@@ -357,11 +357,15 @@ def format_table(results: Sequence[Localization]) -> str:
             lines.append(f"{r.name}: camera {c['latitude']:.7f}, {c['longitude']:.7f} +/- {r.radius_m:.1f} m (95 %), "
                          f"{c['height_m']:.1f} m above ground, heading {c['heading_deg']:.1f} deg, "
                          f"pitch {c['pitch_deg']:.1f} deg; pose from {r.inliers} matches ({timing})")  # fmt: skip
+        elif r.look_at:  # registered without a pose: where the photo's centre lies is known, the camera not
+            lines.append(f"{r.name}: no camera fix ({r.reason}); the photo's centre looks at "
+                         f"{r.look_at['latitude']:.7f}, {r.look_at['longitude']:.7f} (registered on the orthophoto; "
+                         f"the camera stands off from it) ({timing})")  # fmt: skip
         else:
             lines.append(f"{r.name}: no camera fix ({r.reason}); the photo shows ground near {r.latitude:.6f}, "
-                         f"{r.longitude:.6f} +/- {r.radius:.0f} m (tile level; the camera is elsewhere) "
-                         f"({timing})")  # fmt: skip
-        if r.look_at:
+                         f"{r.longitude:.6f} +/- {r.radius:.0f} m (tile level: where the retrieved tiles lie, "
+                         f"not the camera) ({timing})")  # fmt: skip
+        if r.look_at and r.fix:
             lines.append(f"  looks at {r.look_at['latitude']:.7f}, {r.look_at['longitude']:.7f}"
                          + (f"; focal length from {r.intrinsics}" if r.intrinsics else ""))  # fmt: skip
         lines.extend(f"  warning: {w}" for w in r.warnings)
