@@ -33,7 +33,7 @@ def _cfg(area, out, **changes) -> AdaptConfig:
 
 def test_adapt_renders_tunes_indexes_and_reports(area, tmp_path, capsys):
     out = tmp_path / "run"
-    report = adapt(_cfg(area, out), progress=False)
+    report = adapt(_cfg(area, out, minutes=30.0), progress=False)  # max_steps ends it; a busy CPU never the clock
     saved = json.loads((out / "report.json").read_text())
     for key in ("before", "after"):
         assert {"R@1", "R@5", "AP"} <= set(saved[key]) and 0 <= saved[key]["R@1"] <= 100
@@ -48,7 +48,7 @@ def test_adapt_renders_tunes_indexes_and_reports(area, tmp_path, capsys):
     assert main(["localize", str(photo), "--index", str(out / "index"), "--json"]) == 0  # the printed command works
     assert json.loads(capsys.readouterr().out)["results"][0]["matches"]
 
-    again = adapt(_cfg(area, out, extra={"max_steps": 4}), resume=True, progress=False)  # continues, not restarts
+    again = adapt(_cfg(area, out, minutes=30.0, extra={"max_steps": 4}), resume=True, progress=False)  # continues
     assert again["steps"] == 4
     assert f"resuming in {out}: fine-tune from step 2" in capsys.readouterr().out
 
