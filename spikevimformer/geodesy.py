@@ -154,13 +154,14 @@ def _proj_to_geo(source, x, y) -> tuple[np.ndarray, np.ndarray]:
     from rasterio.warp import transform
 
     x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-    lon, lat = (np.asarray(v) for v in transform(source, "EPSG:4326", x.ravel(), y.ravel()))
+    flat_x, flat_y = x.ravel(), y.ravel()
+    lon, lat = (np.asarray(v) for v in transform(source, "EPSG:4326", flat_x, flat_y))
     back_x, back_y = (np.asarray(v) for v in transform("EPSG:4326", source, lon, lat))
-    if not (np.isfinite(lat).all() and np.abs(back_x - x.ravel()).max(initial=0) < 1.0
-            and np.abs(back_y - y.ravel()).max(initial=0) < 1.0):
-        bad = int(np.argmax(~np.isfinite(lat) | (np.abs(back_x - x.ravel()) >= 1) | (np.abs(back_y - y.ravel()) >= 1)))
-        raise ValueError(f"({x.ravel()[bad]:.6g}, {y.ravel()[bad]:.6g}) lies outside what {source} can place on "
-                         "Earth: is the coordinate system (--crs) right?")  # fmt: skip
+    bad = ~np.isfinite(lat) | ~(np.abs(back_x - flat_x) < 1.0) | ~(np.abs(back_y - flat_y) < 1.0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"({flat_x[i]:.6g}, {flat_y[i]:.6g}) lies outside what {source} can place on Earth: is the "
+                         "coordinate system (--crs) right?")  # fmt: skip
     return lat.reshape(x.shape), lon.reshape(x.shape)
 
 
@@ -172,12 +173,13 @@ def _in_utm_range(x, y, crs: str) -> tuple[np.ndarray, np.ndarray]:
     """The UTM coordinates, once they lie where a UTM zone can (else ValueError: a world file read in the wrong CRS
     would otherwise land far away, since the series extrapolates)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    outside = ~((x >= UTM_EASTING_M[0]) & (x <= UTM_EASTING_M[1]) & (y >= UTM_NORTHING_M[0]) & (y <= UTM_NORTHING_M[1]))
+    bx, by = np.broadcast_arrays(x, y)
+    outside = ~((bx >= UTM_EASTING_M[0]) & (bx <= UTM_EASTING_M[1]) & (by >= UTM_NORTHING_M[0])
+                & (by <= UTM_NORTHING_M[1]))  # fmt: skip
     if outside.any():
-        i = int(np.argmax(outside.ravel()))
-        raise ValueError(f"easting {np.broadcast_to(x, outside.shape).ravel()[i]:.6g} m, northing "
-                         f"{np.broadcast_to(y, outside.shape).ravel()[i]:.6g} m lie outside any UTM zone ({crs}): is "
-                         "the coordinate system (--crs) right?")  # fmt: skip
+        i = np.unravel_index(int(np.argmax(outside)), outside.shape)
+        raise ValueError(f"easting {bx[i]:.6g} m, northing {by[i]:.6g} m lie outside any UTM zone ({crs}): is the "
+                         "coordinate system (--crs) right?")  # fmt: skip
     return x, y
 
 

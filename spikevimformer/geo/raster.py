@@ -162,9 +162,9 @@ def _readable(path) -> Iterator[None]:
     the file, instead of a traceback from deep inside the reader."""
     try:
         yield
-    except (OSError, UnidentifiedImageError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # Pillow's UnidentifiedImageError and rasterio's errors are OSErrors too
         while exc.__cause__ is not None:  # GDAL's "Read failed" wraps the reason (e.g. a truncated block)
             exc = exc.__cause__
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -81,8 +81,6 @@ def georef_from_world_file(wf: WorldFile, crs: str, width: int, height: int) -> 
         lat, lon = parse_crs(crs)(corner_x + np.array([0.0, wf.a * width, 0.0]),
                                   corner_y + np.array([0.0, 0.0, wf.e * height]))
         lat0, lon0 = float(lat[0]), float(lon[0])
-        if not (-90 <= lat0 <= 90 and -180 <= lon0 <= 180):
-            raise ValueError(f"the world file puts the image corner at lat {lat0:g}, lon {lon0:g}; is --crs right?")
         east, north = LocalFrame(lat0, lon0).to_local(lat, lon)
         gsd_e = math.hypot(east[1] - east[0], north[1] - north[0]) / width
         gsd_n = math.hypot(east[2] - east[0], north[2] - north[0]) / height

@@ -86,15 +86,15 @@ def nodata_share(empty: np.ndarray, full_shape: tuple[int, int], points: np.ndar
     return (table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) / area
 
 
-def _by_windows(cfg: SynthConfig) -> bool:
-    """Whether --ground is rendered window by window: a GeoTIFF rasterio reads, above WINDOWED_PIXELS, without
-    --heights (buildings come from the whole height image)."""
+def _window_size(cfg: SynthConfig) -> tuple[int, int] | None:
+    """(width, height) px when --ground is rendered window by window (a GeoTIFF rasterio reads, above
+    WINDOWED_PIXELS, without --heights: buildings come from the whole height image), else None."""
     from ...geo.raster import _windowed, raster_size
 
     if cfg.heights or not _windowed(cfg.ground):
-        return False
+        return None
     width, height = raster_size(cfg.ground)
-    return width * height > WINDOWED_PIXELS
+    return (width, height) if width * height > WINDOWED_PIXELS else None
 
 
 def window_world(world: World, xy: tuple[float, float], half_m: float) -> tuple[World, tuple[float, float]]:
@@ -121,11 +121,10 @@ def window_world(world: World, xy: tuple[float, float], half_m: float) -> tuple[
 def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator) -> World:
     """Load --ground (and --world-file, --heights) into a World."""
     notes: list[str] = []
-    windowed = _by_windows(cfg)
+    size = _window_size(cfg)
+    windowed = size is not None
     if windowed:
-        from ...geo.raster import raster_size
-
-        rgb, (w0, h0) = None, raster_size(cfg.ground)
+        rgb, (w0, h0) = None, size
         notes.append(f"the orthophoto ({w0}x{h0} px) is read window by window around each location; ortho.jpg "
                      "(a whole copy) is not written")  # fmt: skip
     else:
