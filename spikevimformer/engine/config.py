@@ -65,6 +65,7 @@ class TrainConfig:
     # (keep the budget longer than the warm-up, or the run stops before its cosine starts)
     anneal_by: str = "steps"
     device: str = "auto"  # auto | cpu | cuda (under torchrun each rank takes cuda:LOCAL_RANK)
+    yield_cpu: bool = True  # CPU: one thread while another process competes for the cores (engine/threads.py)
     # bookkeeping
     out_dir: str = "runs/train"
     save_every_steps: int = 200

@@ -46,6 +46,7 @@ from .evaluate import evaluate_sets
 from .runlog import RunLog
 from .schedule import warmup_cosine, warmup_steps
 from .signals import StopSignals, ignore_stop_signals
+from .threads import ThreadGovernor
 
 
 class NonFiniteLoss(RuntimeError):
@@ -400,6 +401,9 @@ class Trainer:
                   file=sys.stderr)  # fmt: skip
         stop_reason = "time limit" if spent else "finished"
         stop = StopSignals(escalate=not self.dist.enabled)
+        threads = torch.get_num_threads()
+        on_cpu = cfg.yield_cpu and self.device.type == "cpu"
+        governor = ThreadGovernor(threads, torch.set_num_threads) if on_cpu else None
         try:
             while not spent and self.epoch < cfg.epochs and self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)  # the same epoch again keeps a resumed position
@@ -423,6 +427,9 @@ class Trainer:
                     row = {"step": self.step, "epoch": self.epoch + 1, "lr": lr,
                            **values, "pairs_per_s": cfg.batch_size / max(now - tick, 1e-9),
                            "logit_scale": float(self.model.logit_scale.detach().exp())}
+                    note = governor.observe(now - tick) if governor else None
+                    if note and self.dist.is_main:
+                        bar.write(f"note: {note}", file=sys.stderr)
                     tick = now
                     if log is not None and self.step % cfg.log_every_steps == 0:
                         log.log(row)
@@ -454,6 +461,7 @@ class Trainer:
             raise
         finally:
             stop.restore()
+            torch.set_num_threads(threads)
             if log is not None:
                 log.close()
         final_rows: list[dict[str, Any]] = []
