@@ -16,7 +16,7 @@ from .fileio import atomic_write_text
 EVAL_KEYS = ("R@1", "R@5", "AP", "queries", "gallery")
 LOCALIZE_KEYS = ("queries", "fix_rate", "false_fix_rate", "camera_median_error_m", "camera_within_5m",
                  "camera_within_25m", "radius95_coverage", "look_at_median_error_m")  # fmt: skip
-TRAIN_TEST_FRACTION = 0.1  # of the training world: a few locations the trainer may validate on
+TRAIN_TEST_FRACTION = 1e-3  # the renderer wants a test split: one location (the fine-tune does not validate)
 HELDOUT_SEED = 1000  # the held-out world's seed offset: other locations, other views
 HELDOUT_TEST_FRACTION = 0.8
 MAX_NODATA = 0.5  # an area more than half empty (alpha 0 or black) leaves too little to render views from
@@ -37,7 +37,8 @@ class AdaptConfig:
     init: str = "pretrained"
     minutes: float = 8.0  # the other stages take about 1-2 min on 2 cores for 1 km^2: ~10 min in all
     footprint_m: float = 100.0  # tile ground side, also the index's tiles
-    locations: int = 120  # training locations (spaced half a tile apart where the area allows)
+    locations: int = 480  # training locations, at most as many as fit `spacing_m` apart
+    spacing_m: float | None = None  # least distance between training locations; None: a quarter of the footprint
     views: int = 4
     altitudes_m: tuple[float, float] = (70.0, 120.0)  # drone heights above ground, drawn in this range
     pitch_deg: tuple[float, float] = (45.0, 60.0)  # camera depression below the horizon
@@ -52,11 +53,20 @@ class AdaptConfig:
     localize_queries: int = 60
     extra: dict[str, Any] | None = None
 
-    def synth(self, seed: int, locations: int, test_fraction: float):
+    def train_world(self):
+        """The training views: dense, overlapping locations over the whole area."""
+        return self._synth(self.seed, self.locations, TRAIN_TEST_FRACTION, self.spacing_m or self.footprint_m / 4)
+
+    def heldout_world(self):
+        """The held-out views: another seed, other locations half a tile apart, most of them test queries."""
+        return self._synth(self.seed + HELDOUT_SEED, self.heldout_locations, HELDOUT_TEST_FRACTION,
+                           self.footprint_m / 2)  # fmt: skip
+
+    def _synth(self, seed: int, locations: int, test_fraction: float, spacing_m: float):
         from .data.synth import SynthConfig
 
         return SynthConfig(seed=seed, locations=locations, views=self.views, image_size=self.render_size,
-                           footprint_m=self.footprint_m, gsd_m=self.gsd_m, spacing_m=self.footprint_m / 2,
+                           footprint_m=self.footprint_m, gsd_m=self.gsd_m, spacing_m=spacing_m,
                            altitudes_m=tuple(self.altitudes_m), pitch_deg=tuple(self.pitch_deg), fov_deg=self.fov_deg,
                            test_fraction=test_fraction, distractor_fraction=0.0, origin=self.origin,
                            ground=self.ortho, world_file=self.world_file, crs=self.crs or "EPSG:4326",
@@ -108,9 +118,8 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
         seconds[name] = round(time.monotonic() - seconds[name], 1)
         print(f"   {name}: {seconds[name]:.1f} s", flush=True)
 
-    worlds = {"train": (out / "world-train", cfg.synth(cfg.seed, cfg.locations, TRAIN_TEST_FRACTION)),
-              "heldout": (out / "world-heldout",
-                          cfg.synth(cfg.seed + HELDOUT_SEED, cfg.heldout_locations, HELDOUT_TEST_FRACTION))}
+    worlds = {"train": (out / "world-train", cfg.train_world()),
+              "heldout": (out / "world-heldout", cfg.heldout_world())}
     if resume:
         step = _saved_step(out / "finetune" / "last.pt")
         print(f"resuming in {out}: " + (f"fine-tune from step {step}, " if step else "nothing fine-tuned yet, ")
@@ -234,11 +243,13 @@ def _checked(cfg: AdaptConfig, georeferenced: bool) -> AdaptConfig:
         raise ValueError(f"--minutes must be positive, got {cfg.minutes:g}")
     if cfg.footprint_m <= 0:
         raise ValueError(f"--footprint-m must be positive metres, got {cfg.footprint_m:g}")
+    if cfg.spacing_m is not None and cfg.spacing_m <= 0:
+        raise ValueError(f"--spacing-m must be positive metres, got {cfg.spacing_m:g}")
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be at least 2, got {cfg.batch_size}")
     probe = replace(cfg, world_file=cfg.world_file or "area.wld") if georeferenced else cfg
-    train_locations = probe.synth(cfg.seed, cfg.locations, TRAIN_TEST_FRACTION).resolved().split_counts()[0]
-    probe.synth(cfg.seed + HELDOUT_SEED, cfg.heldout_locations, HELDOUT_TEST_FRACTION).resolved()
+    train_locations = probe.train_world().resolved().split_counts()[0]
+    probe.heldout_world().resolved()
     if cfg.batch_size > train_locations:
         print(f"batch of {train_locations} pairs: --locations {cfg.locations} leaves {train_locations} for "
               f"training (a batch holds each location once)", flush=True)  # fmt: skip

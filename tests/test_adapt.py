@@ -54,10 +54,10 @@ def test_adapt_renders_tunes_indexes_and_reports(area, tmp_path, capsys):
 
 
 def test_a_batch_larger_than_the_rendered_locations_is_cut_to_them(area, tmp_path, capsys):
-    """30 locations asked for, fewer fit the 320 m area: a batch of 16 cannot be filled, so it is cut."""
+    """30 locations asked for 50 m apart, fewer fit the 320 m area: a batch of 16 cannot be filled, so it is cut."""
     import re
 
-    report = adapt(_cfg(area, tmp_path / "run", locations=30, batch_size=16, extra={"max_steps": 1}),
+    report = adapt(_cfg(area, tmp_path / "run", locations=30, spacing_m=50.0, batch_size=16, extra={"max_steps": 1}),
                    progress=False)  # fmt: skip
     assert report["steps"] == 1
     cut = re.search(r"batch size 16 cut to the (\d+) training locations rendered", capsys.readouterr().out)
@@ -116,6 +116,7 @@ def test_settings_are_checked_before_anything_is_written(area, tmp_path, capsys)
     out = tmp_path / "out"
     for extra, words in [(["--minutes", "0"], "--minutes must be positive"),
                          (["--footprint-m", "-1"], "--footprint-m must be positive"),
+                         (["--spacing-m", "0"], "--spacing-m must be positive"),
                          (["--views", "0"], "views must be at least 1"),
                          (["--pitch", "5", "5"], "pitch must be a range")]:  # fmt: skip
         capsys.readouterr()

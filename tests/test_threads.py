@@ -25,7 +25,9 @@ def test_alone_keeps_all_threads_and_backs_off():
 def test_shared_from_the_start_drops_to_one_thread_early():
     gov, used, notes = run(lambda step, n: 78.0 if n == 2 else 2.0, 60)
     assert gov.now == 1
-    assert notes[0][0] < 8 and "another process" in notes[0][1] and "78.0 s on 2" in notes[0][1]
+    step, note = notes[0]
+    assert step < 8 and "another process" in note and "78.0 s on 2 threads" in note
+    assert note.endswith("training on 1 thread")
     # a routine trial of 2 threads, still shared, is cut after its first slow step
     assert used[8:].count(2) == 1
 

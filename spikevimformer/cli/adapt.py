@@ -26,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=d.init, metavar="NAME_OR_FILE",
                    help="the weights to adapt, as train --init: a shipped model's name or a checkpoint")
     p.add_argument("--minutes", type=float, default=d.minutes, help="fine-tuning budget (the cosine fits it)")
-    p.add_argument("--locations", type=int, default=d.locations, help="training locations to render")
+    p.add_argument("--locations", type=int, default=d.locations,
+                   help="training locations to render (at most as many as fit --spacing-m apart)")
+    p.add_argument("--spacing-m", type=float, help="least distance between training locations, metres "
+                   "(default: a quarter of --footprint-m)")  # fmt: skip
     p.add_argument("--views", type=int, default=d.views, help="drone views per location")
     p.add_argument("--altitude", type=float, nargs=2, default=d.altitudes_m, metavar=("MIN", "MAX"),
                    help="drone height above ground of the rendered views, metres")
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = AdaptConfig(
         ortho=args.ortho, out_dir=args.out, world_file=args.world_file, crs=args.crs, gsd_m=args.gsd,
         origin=tuple(args.origin) if args.origin else None, heights=args.heights, init=args.init,
-        minutes=args.minutes, footprint_m=args.footprint_m, locations=args.locations, views=args.views,
+        minutes=args.minutes, footprint_m=args.footprint_m, locations=args.locations, spacing_m=args.spacing_m,
+        views=args.views,
         altitudes_m=tuple(args.altitude), pitch_deg=tuple(args.pitch), fov_deg=fov,
         heldout_locations=args.heldout_locations, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
         device=args.device,

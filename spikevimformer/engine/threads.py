@@ -72,9 +72,13 @@ class ThreadGovernor:
             self._recent.clear()
             self._until_trial = self.wait
             why = "another process is using the CPU cores" if tried == 1 else "the CPU cores are free again"
-            return (f"steps took {self._reference:.1f} s on {before} thread(s), {trial:.1f} s on {tried} ({why}): "
-                    f"training on {tried} thread(s)")  # fmt: skip
+            return (f"steps took {self._reference:.1f} s on {_threads(before)}, {trial:.1f} s on {_threads(tried)} "
+                    f"({why}): training on {_threads(tried)}")  # fmt: skip
         self._switch(before)
         self._until_trial = self.wait
         self.wait *= 2
         return None
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread" + ("s" if n > 1 else "")
