@@ -4,6 +4,7 @@ gallery index of the whole orthophoto, and before/after figures on held-out view
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,7 +131,7 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
         stage(f"render {name} views")
         summary = generate_world(synth, folder, workers=cfg.workers or 1, overwrite=True, progress=progress)
         for note in summary.notes:
-            if "nodata" in note:
+            if any(words in note for words in ("nodata", "locations fit", "no world file or origin")):
                 print(f"   {note}")
         done(f"render {name} views")
     trained_on = len(load_benchmark(worlds["train"][0]).train.classes)
@@ -243,8 +244,14 @@ def _checked(cfg: AdaptConfig, georeferenced: bool) -> AdaptConfig:
         raise ValueError(f"--minutes must be positive, got {cfg.minutes:g}")
     if cfg.footprint_m <= 0:
         raise ValueError(f"--footprint-m must be positive metres, got {cfg.footprint_m:g}")
-    if cfg.spacing_m is not None and cfg.spacing_m <= 0:
-        raise ValueError(f"--spacing-m must be positive metres, got {cfg.spacing_m:g}")
+    if cfg.spacing_m is not None and not cfg.footprint_m / 16 <= cfg.spacing_m < math.inf:
+        raise ValueError(f"--spacing-m must be at least {cfg.footprint_m / 16:g} m (a sixteenth of --footprint-m: "
+                         f"closer views repeat each other) and finite, got {cfg.spacing_m:g}")  # fmt: skip
+    if cfg.gsd_m is not None and not 0 < cfg.gsd_m < math.inf:
+        raise ValueError(f"--gsd must be positive metres per pixel, got {cfg.gsd_m:g}")
+    if cfg.origin is not None and not (-90 <= cfg.origin[0] <= 90 and -180 <= cfg.origin[1] <= 180):
+        raise ValueError(f"--origin {cfg.origin[0]:g} {cfg.origin[1]:g}: latitude must lie in [-90, 90] and "
+                         "longitude in [-180, 180]")  # fmt: skip
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be at least 2, got {cfg.batch_size}")
     probe = replace(cfg, world_file=cfg.world_file or "area.wld") if georeferenced else cfg
@@ -331,7 +338,7 @@ def summary(report: dict[str, Any]) -> str:
              f"change: R@1 {a['R@1'] - b['R@1']:+.1f} points ({b['queries']} queries, {b['gallery']} tiles)"]
     steps = report.get("steps") or 0
     few = " - too few for a real adaptation (the change above is mostly chance): raise --minutes"
-    lines.append(f"fine-tuned for {steps} steps" + (few if steps < FEW_STEPS else ""))
+    lines.append(f"fine-tuned for {steps} step{'' if steps == 1 else 's'}" + (few if steps < FEW_STEPS else ""))
     loc = report.get("localization", {})
     if "fix_rate" in loc:
         med = loc.get("camera_median_error_m")

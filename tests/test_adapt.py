@@ -116,7 +116,11 @@ def test_settings_are_checked_before_anything_is_written(area, tmp_path, capsys)
     out = tmp_path / "out"
     for extra, words in [(["--minutes", "0"], "--minutes must be positive"),
                          (["--footprint-m", "-1"], "--footprint-m must be positive"),
-                         (["--spacing-m", "0"], "--spacing-m must be positive"),
+                         (["--spacing-m", "0"], "--spacing-m must be at least 6.25 m"),
+                         (["--spacing-m", "nan"], "--spacing-m must be at least 6.25 m"),
+                         (["--gsd", "0"], "--gsd must be positive metres per pixel"),
+                         (["--gsd", "0.5", "--origin", "95", "0"], "latitude must lie in [-90, 90]"),
+                         (["--world-file", "missing.jgw"], "--world-file missing.jgw does not exist"),
                          (["--views", "0"], "views must be at least 1"),
                          (["--pitch", "5", "5"], "pitch must be a range")]:  # fmt: skip
         capsys.readouterr()

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--locations", type=int, default=d.locations,
                    help="training locations to render (at most as many as fit --spacing-m apart)")
     p.add_argument("--spacing-m", type=float, help="least distance between training locations, metres "
-                   "(default: a quarter of --footprint-m)")  # fmt: skip
+                   "(default: a quarter of --footprint-m; at least a sixteenth)")  # fmt: skip
     p.add_argument("--views", type=int, default=d.views, help="drone views per location")
     p.add_argument("--altitude", type=float, nargs=2, default=d.altitudes_m, metavar=("MIN", "MAX"),
                    help="drone height above ground of the rendered views, metres")
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.ortho).is_file():
         raise FileNotFoundError(f"--ortho {args.ortho} does not exist" if not Path(args.ortho).exists()
                                 else f"--ortho {args.ortho} is a folder; give the image file")  # fmt: skip
+    if args.world_file and not Path(args.world_file).is_file():
+        raise FileNotFoundError(f"--world-file {args.world_file} does not exist")
     out = Path(args.out)
     if not args.resume:
         if not args.overwrite and (out / "finetune/last.pt").is_file() and not (out / "report.json").is_file():

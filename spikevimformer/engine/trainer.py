@@ -374,7 +374,8 @@ class Trainer:
 
     def _announce(self) -> None:
         c, d = self.cfg, self.dist
-        length = (f"cosine over {c.time_limit_min:g} min (at most {self.total_steps} steps)" if c.anneal_by == "time"
+        bound = f" (at most {self.total_steps} steps)" if c.max_steps else ""  # the epochs' bound says nothing
+        length = (f"cosine over {c.time_limit_min:g} min{bound}" if c.anneal_by == "time"
                   else f"{self.total_steps} steps in total")  # fmt: skip
         print(f"training {c.variant} on {c.data_root} ({self.bench.name} layout, {len(self.train_pairs.classes)} "
               f"locations, {len(self.train_pairs)} pairs) at {c.image_size}px on {self.device} x {d.world_size} "
