@@ -225,6 +225,7 @@ def _saved_step(path: Path) -> int | None:
 def _world_file(cfg: AdaptConfig) -> tuple[str, str] | None:
     """(world file text, CRS) of the area, from a world file beside it or a GeoTIFF's tags; None with --gsd;
     neither is an error naming the flags."""
+    from .geo.raster import raster_size
     from .geo.tiles import georeference
 
     if cfg.gsd_m is not None and cfg.world_file is None:
@@ -232,6 +233,7 @@ def _world_file(cfg: AdaptConfig) -> tuple[str, str] | None:
     try:
         world, crs = georeference(cfg.ortho, cfg.crs, cfg.world_file)
     except FileNotFoundError:
+        raster_size(cfg.ortho)  # a file that is no image says so, not that it lacks a georeference
         raise ValueError(f"{cfg.ortho} has no georeference (no world file beside it, no GeoTIFF tags): pass "
                          "--world-file FILE (and --crs), or --gsd M/px (and --origin LAT LON)") from None
     return "\n".join(repr(float(v)) for v in (world.a, world.d, world.b, world.e, world.c, world.f)) + "\n", crs

@@ -78,7 +78,10 @@ def test_bad_areas_are_refused_in_one_line(area, tmp_path, capsys):
     pixels[:200, :200] = np.asarray(Image.open(area))[:200, :200]
     Image.fromarray(pixels).save(empty)
     shutil.copy(area.with_suffix(".jgw"), empty.with_suffix(".pgw"))
-    cases = [(bare, "has no georeference"), (small, "(smaller than one tile) holds fewer than 2 x 2 tiles"),
+    text = tmp_path / "notes.tif"
+    text.write_text("not an image")
+    cases = [(bare, "has no georeference"), (text, "is not an image Pillow can read"),
+             (small, "(smaller than one tile) holds fewer than 2 x 2 tiles"),
              (edge, "(about 150 x 150 m) holds fewer than 2 x 2 tiles"), (empty, "% nodata"),
              (tmp_path / "nope.tif", "does not exist")]  # fmt: skip
     for ortho, words in cases:
