@@ -185,8 +185,8 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     report["localization"] = {k: located[k] for k in LOCALIZE_KEYS if k in located}
     done("localize held-out views")
 
-    report.update(steps=result.get("steps"), tiles=len(tiles), seconds=seconds, weights_tag=tag,
-                  commands=usage(out))  # fmt: skip
+    report.update(steps=result.get("steps"), training_locations=trained_on, tiles=len(tiles), seconds=seconds,
+                  weights_tag=tag, commands=usage(out))  # fmt: skip
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str))
     atomic_write_text(out / "report.html", _html(report))
     return report

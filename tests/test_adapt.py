@@ -38,6 +38,7 @@ def test_adapt_renders_tunes_indexes_and_reports(area, tmp_path, capsys):
     for key in ("before", "after"):
         assert {"R@1", "R@5", "AP"} <= set(saved[key]) and 0 <= saved[key]["R@1"] <= 100
     assert saved["steps"] == report["steps"] == 2
+    assert 0 < saved["training_locations"] <= 8  # as many of the 8 asked for as fit
     assert "Held-out views, before and after" in (out / "report.html").read_text()
     manifest = json.loads((out / "index/manifest.json").read_text())
     assert manifest["count"] == report["tiles"] == 36  # 100 m tiles every 50 m over 320 m: 6 x 6
