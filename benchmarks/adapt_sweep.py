@@ -1,0 +1,99 @@
+"""adapt's fine-tune at a fixed step count, for comparing settings on one area: renders the training views
+(cached per setting), fine-tunes the shipped model for --steps steps, and prints held-out D->S R@1/R@5/AP on two
+held-out worlds: adapt's own (30 locations, its seed) and a larger one of another seed (90 locations). A fixed step
+count makes runs comparable even when the CPU is shared; `adapt --minutes` spends a time budget instead.
+
+    python benchmarks/adapt_sweep.py --ortho data/area-03/ortho.jpg                       # today's defaults
+    python benchmarks/adapt_sweep.py --ortho data/area-03/ortho.jpg --locations 120 --spacing-m 50
+    python benchmarks/adapt_sweep.py --ortho area.tif --image-size 96 --lr 3e-4 --before
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from spikevimformer.adapt import HELDOUT_SEED, AdaptConfig, _world_file
+
+KEYS = ("R@1", "R@5", "AP", "queries", "gallery")
+
+
+def main() -> None:
+    d = AdaptConfig(ortho="")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ortho", required=True, help="the area, as for adapt (a GeoTIFF or an image + world file)")
+    parser.add_argument("--crs", help="the world file's coordinate system, as for adapt")
+    parser.add_argument("--cache", default="runs/adapt-sweep",
+                        help="rendered worlds and runs, one folder per area (default %(default)s)")
+    parser.add_argument("--locations", type=int, default=d.locations)
+    parser.add_argument("--spacing-m", type=float, default=None, help="default: a quarter of the footprint")
+    parser.add_argument("--views", type=int, default=d.views)
+    parser.add_argument("--steps", type=int, default=300, help="fine-tune steps (default 300: ~8 min on 2 cores)")
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--image-size", type=int, default=0, help="model input (default: the shipped model's)")
+    parser.add_argument("--before", action="store_true", help="also score the shipped model")
+    args = parser.parse_args()
+
+    from spikevimformer.checkpoint import load_model
+    from spikevimformer.data import load_benchmark
+    from spikevimformer.data.synth import generate_world
+    from spikevimformer.engine import load_config, train
+    from spikevimformer.engine.evaluate import evaluate_sets
+    from spikevimformer.fileio import atomic_write_text
+
+    cache = Path(args.cache)
+    cfg = AdaptConfig(ortho=args.ortho, crs=args.crs, locations=args.locations, spacing_m=args.spacing_m,
+                      views=args.views, lr=args.lr, batch_size=args.batch_size)  # fmt: skip
+    found = _world_file(cfg)
+    if found is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache / "area.wld", found[0])
+        cfg = replace(cfg, world_file=str(cache / "area.wld"), crs=found[1])
+
+    def world(name: str, synth) -> Path:
+        folder = cache / name
+        if not (folder / "world.json").is_file():
+            generate_world(synth, folder, workers=2, overwrite=True, progress=False)
+        return folder
+
+    spacing = args.spacing_m or cfg.footprint_m / 4
+    train_root = world(f"train-L{args.locations}-sp{spacing:g}-V{args.views}", cfg.train_world())
+    heldout = {"adapt's held-out (30 locations)": world("heldout-30", cfg.heldout_world()),
+               "another seed (90 locations)": world("heldout-90", replace(cfg, seed=HELDOUT_SEED,
+                                                                         heldout_locations=90).heldout_world())}
+    base, _ = load_model("pretrained")
+    size = args.image_size or base.image_size
+
+    def scores(model) -> dict:
+        out = {}
+        for name, folder in heldout.items():
+            pairs = {"drone2satellite": load_benchmark(folder).test["drone2satellite"]}
+            row = evaluate_sets(model, pairs, size, "cpu", protocols=("paper",), workers=2, progress=False)[0]
+            out[name] = {k: row[k] for k in KEYS}
+        return out
+
+    tag = f"L{args.locations}-sp{spacing:g}-V{args.views}-s{args.steps}-lr{args.lr:g}-b{args.batch_size}-px{size}"
+    settings = {"data_root": str(train_root), "out_dir": str(cache / "runs" / tag), "image_size": size,
+                "batch_size": args.batch_size, "epochs": 1000, "init": "pretrained", "lr": args.lr, "workers": 2,
+                "device": "cpu", "warmup": 0.0, "warmup_min_steps": 20, "eval_every_epochs": 0, "final_eval": False,
+                "save_every_steps": 100000, "max_steps": args.steps, "anneal_by": "steps"}  # fmt: skip
+    start = time.monotonic()
+    result = train(load_config(None, settings), progress=False, overwrite=True)
+    seconds = time.monotonic() - start
+    tuned, _ = load_model(cache / "runs" / tag / "last.pt")
+    rows = {"after": scores(tuned)} | ({"before": scores(base)} if args.before else {})
+    trained = len(load_benchmark(train_root).train.classes)
+    print(f"\n{tag}: {trained} training locations, {result['steps']} steps in {seconds / 60:.1f} min")
+    print(f"{'held-out D->S':<34}{'':<8}{'R@1':>7}{'R@5':>7}{'AP':>7}  queries/tiles")
+    for when, by_world in rows.items():
+        for name, r in by_world.items():
+            print(f"{name:<34}{when:<8}{r['R@1']:>7.1f}{r['R@5']:>7.1f}{r['AP']:>7.1f}  {r['queries']}/{r['gallery']}")
+    print(json.dumps({"tag": tag, "training_locations": trained, "steps": result["steps"], **rows}))
+
+
+if __name__ == "__main__":
+    main()
