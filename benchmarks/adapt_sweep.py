@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from spikevimformer.adapt import HELDOUT_SEED, AdaptConfig, _world_file
+from spikevimformer.adapt import HELDOUT_SEED, AdaptConfig, _world_file, with_world_file
 
 KEYS = ("R@1", "R@5", "AP", "queries", "gallery")
 
@@ -43,16 +43,12 @@ def main() -> None:
     from spikevimformer.data.synth import generate_world
     from spikevimformer.engine import load_config, train
     from spikevimformer.engine.evaluate import evaluate_sets
-    from spikevimformer.fileio import atomic_write_text
 
     cache = Path(args.cache)
     cfg = AdaptConfig(ortho=args.ortho, crs=args.crs, locations=args.locations, spacing_m=args.spacing_m,
                       views=args.views, lr=args.lr, batch_size=args.batch_size)  # fmt: skip
-    found = _world_file(cfg)
-    if found is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cache / "area.wld", found[0])
-        cfg = replace(cfg, world_file=str(cache / "area.wld"), crs=found[1])
+    cache.mkdir(parents=True, exist_ok=True)
+    cfg = with_world_file(cfg, cache, _world_file(cfg))
 
     def world(name: str, synth) -> Path:
         folder = cache / name
@@ -77,10 +73,8 @@ def main() -> None:
         return out
 
     tag = f"L{args.locations}-sp{spacing:g}-V{args.views}-s{args.steps}-lr{args.lr:g}-b{args.batch_size}-px{size}"
-    settings = {"data_root": str(train_root), "out_dir": str(cache / "runs" / tag), "image_size": size,
-                "batch_size": args.batch_size, "epochs": 1000, "init": "pretrained", "lr": args.lr, "workers": 2,
-                "device": "cpu", "warmup": 0.0, "warmup_min_steps": 20, "eval_every_epochs": 0, "final_eval": False,
-                "save_every_steps": 100000, "max_steps": args.steps, "anneal_by": "steps"}  # fmt: skip
+    settings = cfg.fine_tune_settings(train_root, cache / "runs" / tag, size) | {
+        "device": "cpu", "time_limit_min": 0.0, "max_steps": args.steps, "anneal_by": "steps"}
     start = time.monotonic()
     result = train(load_config(None, settings), progress=False, overwrite=True)
     seconds = time.monotonic() - start

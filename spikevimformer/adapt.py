@@ -63,6 +63,14 @@ class AdaptConfig:
         return self._synth(self.seed + HELDOUT_SEED, self.heldout_locations, HELDOUT_TEST_FRACTION,
                            self.footprint_m / 2)  # fmt: skip
 
+    def fine_tune_settings(self, data_root: Path, out_dir: Path, image_size: int) -> dict[str, Any]:
+        """The `train` settings of the fine-tune: the cosine fitted to `minutes`, no validation, saved often."""
+        return {"data_root": str(data_root), "out_dir": str(out_dir), "image_size": image_size,
+                "batch_size": self.batch_size, "epochs": 1000, "time_limit_min": self.minutes, "anneal_by": "time",
+                "init": self.init, "lr": self.lr, "workers": self.workers, "device": self.device, "warmup": 0.0,
+                "warmup_min_steps": 20, "eval_every_epochs": 0, "final_eval": False, "save_every_steps": 50,
+                **(self.extra or {})}  # fmt: skip
+
     def _synth(self, seed: int, locations: int, test_fraction: float, spacing_m: float):
         from .data.synth import SynthConfig
 
@@ -104,9 +112,7 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     from .geo.metrics import evaluate_localizer, load_queries
     from .geo.tiles import OrthoConfig, orthophoto_tiles
 
-    if world_file is not None:  # written out for the renderer (a GeoTIFF's tags become a world file)
-        atomic_write_text(out / "area.wld", world_file[0])
-        cfg = replace(cfg, world_file=str(out / "area.wld"), crs=world_file[1])
+    cfg = with_world_file(cfg, out, world_file)
     device = resolve_device(cfg.device)
     seconds: dict[str, float] = {}
     report: dict[str, Any] = {"config": asdict(cfg)}
@@ -154,11 +160,7 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
 
     stage(f"fine-tune for {cfg.minutes:g} min")
     run = out / "finetune"
-    settings = {"data_root": str(worlds["train"][0]), "out_dir": str(run), "image_size": image_size,
-                "batch_size": cfg.batch_size, "epochs": 1000, "time_limit_min": cfg.minutes, "anneal_by": "time",
-                "init": cfg.init, "lr": cfg.lr, "workers": cfg.workers, "device": cfg.device, "warmup": 0.0,
-                "warmup_min_steps": 20, "eval_every_epochs": 0, "final_eval": False, "save_every_steps": 50,
-                **(cfg.extra or {})}  # fmt: skip
+    settings = cfg.fine_tune_settings(worlds["train"][0], run, image_size)
     resumable = resume and (run / "last.pt").is_file()
     result = train(load_config(None, settings), resume=run if resumable else None, progress=progress,
                    overwrite=not resumable, resume_hint="the same adapt command with --resume")  # fmt: skip
@@ -190,6 +192,15 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str))
     atomic_write_text(out / "report.html", _html(report))
     return report
+
+
+def with_world_file(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None) -> AdaptConfig:
+    """`cfg` reading the area's georeference from OUT/area.wld (a GeoTIFF's tags become a world file for the
+    renderer); unchanged without one (--gsd)."""
+    if world_file is None:
+        return cfg
+    atomic_write_text(out / "area.wld", world_file[0])
+    return replace(cfg, world_file=str(out / "area.wld"), crs=world_file[1])
 
 
 @contextmanager
