@@ -16,6 +16,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 from spikevimformer.adapt import HELDOUT_SEED, AdaptConfig, _world_file, with_world_file
 
 KEYS = ("R@1", "R@5", "AP", "queries", "gallery")
@@ -36,6 +38,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--image-size", type=int, default=0, help="model input (default: the shipped model's)")
     parser.add_argument("--before", action="store_true", help="also score the shipped model")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more train settings (TrainConfig fields), e.g. w_shs=0")
     args = parser.parse_args()
 
     from spikevimformer.checkpoint import load_model
@@ -58,9 +62,10 @@ def main() -> None:
 
     spacing = args.spacing_m or cfg.footprint_m / 4
     train_root = world(f"train-L{args.locations}-sp{spacing:g}-V{args.views}", cfg.train_world())
-    heldout = {"adapt's held-out (30 locations)": world("heldout-30", cfg.heldout_world()),
-               "another seed (90 locations)": world("heldout-90", replace(cfg, seed=HELDOUT_SEED,
-                                                                         heldout_locations=90).heldout_world())}
+    held = replace(cfg, views=d.views)  # the same held-out views whatever --views trains on
+    heldout = {"adapt's held-out (30 locations)": world("heldout-30", held.heldout_world()),
+               "another seed (90 locations)": world("heldout-90", replace(held, seed=HELDOUT_SEED,
+                                                                          heldout_locations=90).heldout_world())}
     base, _ = load_model("pretrained")
     size = args.image_size or base.image_size
 
@@ -73,8 +78,10 @@ def main() -> None:
         return out
 
     tag = f"L{args.locations}-sp{spacing:g}-V{args.views}-s{args.steps}-lr{args.lr:g}-b{args.batch_size}-px{size}"
+    extra = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
+    tag += "".join(f"-{key}{value}" for key, value in extra.items())
     settings = cfg.fine_tune_settings(train_root, cache / "runs" / tag, size) | {
-        "device": "cpu", "time_limit_min": 0.0, "max_steps": args.steps, "anneal_by": "steps"}
+        "device": "cpu", "time_limit_min": 0.0, "max_steps": args.steps, "anneal_by": "steps", **extra}
     start = time.monotonic()
     result = train(load_config(None, settings), progress=False, overwrite=True)
     seconds = time.monotonic() - start

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/train_step.py                 # CPU, all figures
     .venv/bin/python benchmarks/train_step.py --device cuda   # on a GPU
     .venv/bin/python benchmarks/train_step.py --skip-steps    # HRAL only (fast)
+    .venv/bin/python benchmarks/train_step.py --layout        # NI-LIF estimator and tensor layout (CPU)
 
 (1) HRAL at B = 64 pairs with 512 history items per view (N = 1152), 360-d (the small
     model's width): `hral_refine` of all N rows, of the 128 batch rows the loss needs, and
@@ -10,6 +11,10 @@
 (2) One training step of the tiny model in train mode: both views forward, the full
     objective (InfoNCE + SSA + SHS + HRAL with 512 history items per view), backward,
     gradient clipping at 100, AdamW step; batch 8 pairs at 128x128 and 384x384.
+(3) `--layout`: adapt's fine-tuning step (16 pairs at 64x64, 479 locations) three ways, interleaved round by
+    round: NI-LIF's straight-through estimator as autograd's clamp/round composition (the previous code) in the
+    default layout, the fused estimator the trainer uses, and the fused one on channels-last tensors (the
+    trainer's CPU layout); medians and ratios to the first.
 
 On a shared 2-core machine, 2 torch threads slow down many times over when other
 processes compete for the cores (OpenMP oversubscription); compare with `--threads 1`.
@@ -26,6 +31,7 @@ import torch
 
 from spikevimformer import build_model
 from spikevimformer.losses import HRALLoss, HRALMemory, Objective, hral_refine
+from spikevimformer.models.neuron import NILIF
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
@@ -96,6 +102,48 @@ def step_row(device: torch.device, size: int, batch: int, repeats: int, history:
     return (label, f"{batch} pairs, {batch / median:.2f} pairs/s", len(times), median, min(times), "s")
 
 
+def unfused_fire(self: NILIF, u: torch.Tensor) -> torch.Tensor:
+    """NI-LIF's count before the fused estimator: the same values and gradient, built from clamp and round."""
+    if not (self.training and torch.is_grad_enabled() and u.requires_grad):
+        return u.round().clamp(0, self.levels)
+    uc = u.clamp(0, self.levels)
+    return uc + (uc.round() - uc).detach()
+
+
+def layout_rows(device: torch.device, rounds: int) -> list[tuple]:
+    torch.manual_seed(0)
+    batch, size, num_classes = 16, 64, 479
+    model = build_model("tiny", num_classes=num_classes).to(device).train()
+    objective = Objective()
+    memory = objective.make_memory()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    images = torch.randn(2, batch, 3, size, size, device=device)
+    labels = torch.randperm(num_classes, device=device)[:batch]
+    fused = NILIF._fire
+    ways = {"unfused NI-LIF, default layout": (unfused_fire, torch.contiguous_format),
+            "fused NI-LIF, default layout": (fused, torch.contiguous_format),
+            "fused NI-LIF, channels-last": (fused, torch.channels_last)}
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, (fire, layout) in ways.items():
+            NILIF._fire = fire
+            model.to(memory_format=layout)
+            q, g = (x.contiguous(memory_format=layout) for x in images)
+
+            def step(q: torch.Tensor = q, g: torch.Tensor = g) -> None:
+                optimizer.zero_grad(set_to_none=True)
+                total, _ = objective(model(q), model(g), labels, model.logit_scale, memory)
+                total.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+                optimizer.step()
+
+            times[name].append(statistics.median(timed(step, 3, warmup=1, device=device)))
+    NILIF._fire = fused
+    first = statistics.median(times[next(iter(ways))])
+    return [(name, f"{batch} pairs {size}px, x{first / statistics.median(t):.2f}", len(t), statistics.median(t),
+             min(t), "s") for name, t in times.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -105,13 +153,18 @@ def main() -> None:
     parser.add_argument("--repeats-128", type=int, default=5)
     parser.add_argument("--repeats-384", type=int, default=2)
     parser.add_argument("--skip-steps", action="store_true", help="only time HRAL")
+    parser.add_argument("--layout", action="store_true", help="only the NI-LIF estimator and layout comparison")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds of --layout")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    rows = hral_rows(device, batch=64, history=512, dim=360, repeats=args.hral_repeats)
-    if not args.skip_steps:
+    if args.layout:
+        rows = layout_rows(device, args.rounds)
+    else:
+        rows = hral_rows(device, batch=64, history=512, dim=360, repeats=args.hral_repeats)
+    if not args.skip_steps and not args.layout:
         rows.append(step_row(device, 128, args.batch, args.repeats_128, history=512))
         rows.append(step_row(device, 384, args.batch, args.repeats_384, history=512))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spikevimformer.data import UniqueLocationBatchSampler
-from spikevimformer.data.sampler import pack_unique
+from spikevimformer.data.sampler import pack_unique, similar_order
 
 
 def _labels(locations: int, per_location: int | list[int]) -> np.ndarray:
@@ -179,3 +179,50 @@ def test_seeded_draws_follow_the_global_slot_and_resume():
     resumed.load_state_dict(run.state_dict())
     resumed.set_epoch(1)
     assert done + list(resumed) == one
+
+
+def _ring(locations: int, pool: int) -> np.ndarray:
+    """Each location's look-alikes: the next `pool` locations round a ring."""
+    return np.array([[(c + j) % locations for j in range(1, pool + 1)] for c in range(locations)])
+
+
+def test_similar_order_places_every_pair_once_behind_look_alikes():
+    labels = _labels(40, 4)
+    order = similar_order(labels, _ring(40, 8), group=3, rng=np.random.default_rng(0))
+    assert sorted(order) == list(range(len(labels)))
+    # while look-alikes still have pairs waiting, a drawn pair is followed by 3 of them
+    first = labels[order[:4]]
+    assert all(((other - first[0]) % 40) in range(1, 9) for other in first[1:])
+
+
+def test_look_alike_batches_stay_unique_resume_and_hold_similar_places():
+    labels = _labels(60, 3)
+    ring = _ring(60, 6)
+    sampler = UniqueLocationBatchSampler(labels, 12, seed=3)
+    random_batches = sampler.global_batches()
+    sampler.set_neighbours(ring, group=3)
+    batches = sampler.global_batches()
+    placed = [i for b in batches for i in b] + sampler._current().carry_out
+    assert sorted(placed) == list(range(len(labels)))  # nothing lost, nothing twice
+
+    def similar_share(bs: list[list[int]]) -> float:
+        """The share of location pairs in a batch that are look-alikes (0.2 by chance here)."""
+        hits = total = 0
+        for b in bs:
+            locs = labels[b].tolist()
+            assert len(set(locs)) == len(b)
+            for i, a in enumerate(locs):
+                for c in locs[i + 1:]:
+                    hits += int(c in ring[a] or a in ring[c])
+                    total += 1
+        return hits / total
+
+    assert similar_share(batches) > 1.5 * similar_share(random_batches)
+    state = sampler.state_dict(batches_done=2)
+    resumed = UniqueLocationBatchSampler(labels, 12, seed=3)
+    resumed.load_state_dict(state)
+    assert list(resumed) == batches[2:]
+    sampler.set_neighbours(None, 0)
+    assert sampler.global_batches() == random_batches
+    with pytest.raises(ValueError, match="neighbours must be"):
+        sampler.set_neighbours(ring[:10], group=3)

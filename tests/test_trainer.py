@@ -38,6 +38,8 @@ def test_config_yaml_and_overrides(tmp_path):
     with pytest.raises(ValueError, match="augment expects bool"):
         load_config(None, ["augment=maybe"])
     assert load_config(None, ["lr=1e-4", "init=1234"]).lr == 1e-4  # YAML 1.1 reads 1e-4 as a string
+    with pytest.raises(ValueError, match="cannot exceed similar_pool"):
+        load_config(None, ["similar_locations=20"])
     assert load_config(None, ["init=1234"]).init == "1234"
     assert load_config(None, ['extra_train_roots=["a b", "c"]']).extra_train_roots == ["a b", "c"]
     assert load_config(None, {"extra_train_roots": "a"}).extra_train_roots == ["a"]
@@ -184,14 +186,17 @@ Trainer(cfg_b, resume=out + "/b", progress=False).fit()
 """
 
 
-def test_interrupted_and_resumed_run_matches_uninterrupted(world, tmp_path):
+@pytest.mark.parametrize("batches", [{}, {"similar_locations": 1, "similar_pool": 3}], ids=["random", "look-alikes"])
+def test_interrupted_and_resumed_run_matches_uninterrupted(world, tmp_path, batches):
     # A fresh interpreter, so no state left by other tests (threads, RNG users) can touch either run.
     import json
     import subprocess
     import sys
 
-    # with augmentation and a data worker: each sample's draw comes from its own seed, so even that replays
-    settings = {**TINY, "data_root": str(world), "epochs": 2, "max_steps": 8, "augment": True, "workers": 1}
+    # with augmentation and a data worker: each sample's draw comes from its own seed, so even that replays;
+    # look-alike batches: the interrupted epoch's plan comes from the checkpoint, the next from the weights
+    settings = {**TINY, "data_root": str(world), "epochs": 2, "max_steps": 8, "augment": True, "workers": 1,
+                **batches}
     subprocess.run([sys.executable, "-c", RESUME_SCRIPT, json.dumps(settings), str(tmp_path)], check=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]["progress"]["step"] == 8
@@ -417,3 +422,4 @@ def test_ctrl_c_saves_and_says_how_to_continue(world, tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert f"interrupted at step 1: saved {run / 'last.pt'}; continue with the same adapt command with --resume" in err
     assert load_checkpoint(run / "last.pt")["train_state"]["progress"]["step"] == 1
+

@@ -60,6 +60,33 @@ def pack_unique(order: Sequence[int], labels: np.ndarray, batch_size: int) -> tu
         batches.append(batch)
 
 
+def similar_order(labels: np.ndarray, neighbours: np.ndarray, group: int, rng: np.random.Generator) -> list[int]:
+    """Every pair once, each followed by pairs of `group` locations drawn from its look-alikes.
+
+    `neighbours` (num_locations x pool) lists each location's most similar other locations. Packed in this order,
+    a batch holds groups of look-alikes, so its in-batch negatives are the confusable places (Sample4Geo's dynamic
+    similarity sampling, Deuser et al., ICCV 2023), drawn among the look-alikes that still have pairs to place.
+    """
+    waiting: dict[int, list[int]] = {}
+    for index in rng.permutation(len(labels)).tolist():
+        waiting.setdefault(int(labels[index]), []).append(index)
+    placed = np.zeros(len(labels), dtype=bool)
+    order: list[int] = []
+    for index in rng.permutation(len(labels)).tolist():
+        if placed[index]:
+            continue
+        location = int(labels[index])
+        waiting[location].remove(index)
+        placed[index] = True
+        order.append(index)
+        pool = [other for other in neighbours[location].tolist() if waiting.get(other)]
+        for other in rng.choice(pool, size=min(group, len(pool)), replace=False).tolist() if pool else ():
+            pick = waiting[other].pop()
+            placed[pick] = True
+            order.append(pick)
+    return order
+
+
 class UniqueLocationBatchSampler(Sampler[list[int]]):
     """Yields this rank's slice of each global batch; no location twice per global batch; nothing silently lost.
 
@@ -69,7 +96,7 @@ class UniqueLocationBatchSampler(Sampler[list[int]]):
     in no batch are carried to the next epoch; a carried pair that again fits nowhere (only possible
     when one location dominates the data) is dropped and counted in `epoch_stats()` with a warning.
     The number of batches can therefore differ by one or so between epochs; len() is exact for the
-    current epoch.
+    current epoch. After `set_neighbours` the epoch's order groups look-alike locations (`similar_order`).
 
     With `seeded=True` each index comes as (index, augmentation seed), the seed drawn from (seed, epoch,
     batch, global slot): augmentation then follows the sample, not the worker or rank that loads it.
@@ -100,11 +127,29 @@ class UniqueLocationBatchSampler(Sampler[list[int]]):
         self._carry_in: list[int] = []
         self._position = 0
         self._plan: EpochPlan | None = None
+        self._neighbours: np.ndarray | None = None
+        self._group = 0
+
+    def set_neighbours(self, neighbours: np.ndarray | None, group: int) -> None:
+        """From the current epoch on, each drawn pair brings pairs of `group` of its location's look-alikes.
+
+        `neighbours`: (num_locations x pool) location indices, each row its location's most similar others, the
+        same on every rank; None returns to random order. Part of the resume state.
+        """
+        if neighbours is not None:
+            neighbours = np.asarray(neighbours, dtype=np.int64)
+            locations = int(self.labels.max()) + 1
+            if neighbours.ndim != 2 or neighbours.shape[0] != locations or group < 1:
+                raise ValueError(f"neighbours must be ({locations} x pool) with group >= 1, got "
+                                 f"{neighbours.shape} and group {group}")
+        self._neighbours, self._group, self._plan = neighbours, group, None
 
     # -- planning -----------------------------------------------------------------------------------
     def _build(self, epoch: int, carry_in: list[int]) -> EpochPlan:
         rng = np.random.default_rng([self.seed, epoch])
-        order = list(carry_in) + rng.permutation(len(self.labels)).tolist()
+        fresh = (rng.permutation(len(self.labels)).tolist() if self._neighbours is None
+                 else similar_order(self.labels, self._neighbours, self._group, rng))
+        order = list(carry_in) + fresh
         batches, leftover = pack_unique(order, self.labels, self.batch_size)
         n_carried = len(carry_in)
         carry_out = [order[p] for p in leftover if p >= n_carried]
@@ -171,7 +216,8 @@ class UniqueLocationBatchSampler(Sampler[list[int]]):
         """Resume point; pass `batches_done` when a DataLoader prefetches ahead of the optimiser steps."""
         position = self._position if batches_done is None else int(batches_done)
         return {"epoch": self._epoch, "position": position, "carry_in": list(self._carry_in),
-                "seed": self.seed, "batch_size": self.batch_size, "num_pairs": len(self.labels)}
+                "seed": self.seed, "batch_size": self.batch_size, "num_pairs": len(self.labels),
+                "neighbours": None if self._neighbours is None else self._neighbours.tolist(), "group": self._group}
 
     def load_state_dict(self, state: dict) -> None:
         for key, mine in (("seed", self.seed), ("batch_size", self.batch_size), ("num_pairs", len(self.labels))):
@@ -181,4 +227,4 @@ class UniqueLocationBatchSampler(Sampler[list[int]]):
         self._epoch = int(state["epoch"])
         self._carry_in = [int(i) for i in state["carry_in"]]
         self._position = int(state["position"])
-        self._plan = None
+        self.set_neighbours(state.get("neighbours"), int(state.get("group", 0)))

@@ -47,6 +47,11 @@ class TrainConfig:
     hral_tau: float = ObjectiveConfig.hral_tau
     hral_history: int = ObjectiveConfig.hral_history
     hral_memory: int = ObjectiveConfig.hral_memory
+    # batches of look-alikes: each pair drawn brings pairs of this many of its location's most similar locations
+    # (satellite descriptors of the current model, renewed each epoch, picked from the `similar_pool` nearest);
+    # 0: random batches (data/sampler.py similar_order)
+    similar_locations: int = 0
+    similar_pool: int = 16
     # optimisation
     epochs: int = 5
     batch_size: int = 64  # global pairs per step, over all ranks
@@ -91,13 +96,17 @@ class TrainConfig:
                 raise ValueError(f"setting {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         at_least = {"epochs": 1, "batch_size": 2, "workers": 0, "max_steps": 0, "time_limit_min": 0,
                     "save_every_steps": 0, "eval_every_epochs": 0, "eval_batch_size": 1, "log_every_steps": 1,
-                    "val_locations": 0, "warmup_min_steps": 0, "weight_decay": 0, "grad_clip": 0}
+                    "val_locations": 0, "warmup_min_steps": 0,
+                    "similar_locations": 0, "similar_pool": 1, "weight_decay": 0, "grad_clip": 0}
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 why = " (BatchNorm needs two pairs)" if name == "batch_size" else ""
                 raise ValueError(f"setting {name} must be at least {low}{why}, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"setting lr must be positive, got {self.lr}")
+        if self.similar_locations > self.similar_pool:
+            raise ValueError(f"setting similar_locations ({self.similar_locations}) draws from the similar_pool "
+                             f"nearest locations, so it cannot exceed similar_pool ({self.similar_pool})")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"setting warmup is a share of all steps in [0, 1), got {self.warmup}")
         if self.image_size < 32 or self.image_size % 16:
