@@ -175,8 +175,8 @@ class Trainer:
         self.model.classifier.embed[2].p = cfg.shs_dropout
         if resume is None and cfg.init != "scratch":
             self._initialise(cfg.init)
-        # oneDNN's convolutions run faster on channels-last tensors: 1.16x per CPU step (benchmarks/train_step.py);
-        # CUDA keeps the default layout (not measured there)
+        # oneDNN's convolutions run faster on channels-last tensors (1.09x per CPU step, benchmarks/train_step.py
+        # --layout); CUDA keeps the default layout (not measured there)
         self.layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.model.to(self.device, memory_format=self.layout)
         self.net: nn.Module = PairForward(self.model)
