@@ -25,7 +25,7 @@ KEYS = ("R@1", "R@5", "AP", "queries", "gallery")
 
 def main() -> None:
     d = AdaptConfig(ortho="")
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ortho", required=True, help="the area, as for adapt (a GeoTIFF or an image + world file)")
     parser.add_argument("--crs", help="the world file's coordinate system, as for adapt")
     parser.add_argument("--cache", default="runs/adapt-sweep",

@@ -166,13 +166,17 @@ def test_cli_end_to_end_writes_run_folder(world, tmp_path, capsys):
 RESUME_SCRIPT = """
 import json, sys
 from spikevimformer.engine import Trainer, load_config
-settings, out = json.loads(sys.argv[1]), sys.argv[2]
+import os, signal
+settings, out, stop = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 Trainer(load_config(None, {**settings, "out_dir": out + "/a"}), progress=False).fit()
 original, calls = Trainer.train_step, {"n": 0}
 def interrupt_at_6(self, *batch):
     calls["n"] += 1
-    if calls["n"] == 6:
-        raise KeyboardInterrupt
+    if stop == "raise" and calls["n"] == 6:
+        raise KeyboardInterrupt  # mid-epoch, mid-step: the run keeps step 5
+    if stop == "signal" and self.batches_done + 1 == len(self.sampler) and calls.setdefault("sent", 0) == 0:
+        calls["sent"] = 1
+        os.kill(os.getpid(), signal.SIGTERM)  # Ctrl-C's path: finish this step, the first epoch's last, then stop
     return original(self, *batch)
 Trainer.train_step = interrupt_at_6
 cfg_b = load_config(None, {**settings, "out_dir": out + "/b"})
@@ -186,18 +190,22 @@ Trainer(cfg_b, resume=out + "/b", progress=False).fit()
 """
 
 
-@pytest.mark.parametrize("batches", [{}, {"similar_locations": 1, "similar_pool": 3}], ids=["random", "look-alikes"])
-def test_interrupted_and_resumed_run_matches_uninterrupted(world, tmp_path, batches):
+@pytest.mark.parametrize("batches,stop", [({}, "raise"), ({"similar_locations": 1, "similar_pool": 3}, "raise"),
+                                          ({"eval_every_epochs": 1}, "signal")],
+                         ids=["random", "look-alikes", "at-an-epoch-end-with-evaluation"])
+def test_interrupted_and_resumed_run_matches_uninterrupted(world, tmp_path, batches, stop):
     # A fresh interpreter, so no state left by other tests (threads, RNG users) can touch either run.
     import json
     import subprocess
     import sys
 
     # with augmentation and a data worker: each sample's draw comes from its own seed, so even that replays;
-    # look-alike batches: the interrupted epoch's plan comes from the checkpoint, the next from the weights
+    # look-alike batches: the interrupted epoch's plan comes from the checkpoint, the next from the weights;
+    # stopped at an epoch's end, the uninterrupted run evaluates there and the resumed one does not, so the
+    # evaluation must leave the random streams alone
     settings = {**TINY, "data_root": str(world), "epochs": 2, "max_steps": 8, "augment": True, "workers": 1,
                 **batches}
-    subprocess.run([sys.executable, "-c", RESUME_SCRIPT, json.dumps(settings), str(tmp_path)], check=True,
+    subprocess.run([sys.executable, "-c", RESUME_SCRIPT, json.dumps(settings), str(tmp_path), stop], check=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]["progress"]["step"] == 8
     a, b = losses(tmp_path / "a"), losses(tmp_path / "b")

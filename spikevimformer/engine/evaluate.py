@@ -70,7 +70,9 @@ def extract(
     model.eval()
     dataset = dataset if dataset is not None else ImageDataset(image_set.paths, eval_transform(image_size),
                                                                on_bad_image=on_bad_image)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+    # its own generator: a loader without one draws its workers' seed from the global RNG, so an evaluation
+    # between training steps would change the dropout masks that follow (and a resumed run's equality)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, generator=torch.Generator(),
                         worker_init_fn=ignore_stop_signals if workers else None)
     out = np.zeros((len(image_set), model.descriptor_dim), dtype=np.float32)
     bar = progress_bar(batches(loader), progress=progress, desc=f"descriptors {image_set.name}", total=len(loader),

@@ -379,13 +379,15 @@ class Trainer:
     def _announce(self) -> None:
         c, d = self.cfg, self.dist
         bound = f" (at most {self.total_steps} steps)" if c.max_steps else ""  # the epochs' bound says nothing
+        look = (f" (look-alike groups: {c.similar_locations} of each location's {c.similar_pool} nearest)"
+                if c.similar_locations else "")
         length = (f"cosine over {c.time_limit_min:g} min{bound}" if c.anneal_by == "time"
                   else f"{self.total_steps} steps in total")  # fmt: skip
         print(f"training {c.variant} on {c.data_root} ({self.bench.name} layout, {len(self.train_pairs.classes)} "
               f"locations, {len(self.train_pairs)} pairs) at {c.image_size}px on {self.device} x {d.world_size} "
               f"rank(s)\nglobal batch {c.batch_size} pairs ({c.batch_size // d.world_size} per rank), "
               f"{self.steps_per_epoch} steps/epoch, {length}, warm-up {self.warmup}; "
-              f"negatives per query {c.batch_size - 1} in-batch + HRAL history {c.hral_history}/view; "
+              f"negatives per query {c.batch_size - 1} in-batch{look} + HRAL history {c.hral_history}/view; "
               f"amp {self.amp_dtype or 'off'}; run folder {self.out_dir}", flush=True)
 
     def fit(self) -> dict[str, Any]:
