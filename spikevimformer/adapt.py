@@ -171,7 +171,8 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     done("held-out views, after adaptation")
 
     stage("gallery index of the whole orthophoto")
-    encoder = TorchEncoder(tuned, image_size, file_sha256(run / "last.pt"), device, str((run / "last.pt").resolve()))
+    # the weights named relative to the index, so OUT can be moved or copied whole and still localize
+    encoder = TorchEncoder(tuned, image_size, file_sha256(run / "last.pt"), device, "../finetune/last.pt")
     # without a world file (--gsd), the renderer's own geo-referenced copy of the area is indexed
     ortho, world = (cfg.ortho, cfg.world_file) if cfg.world_file else (worlds["train"][0] / "ortho.jpg", None)
     tiles = orthophoto_tiles(ortho, OrthoConfig(cfg.footprint_m, cfg.footprint_m / 2, crs=cfg.crs if world else None),

@@ -42,7 +42,7 @@ def test_adapt_renders_tunes_indexes_and_reports(area, tmp_path, capsys):
     assert "Held-out views, before and after" in (out / "report.html").read_text()
     manifest = json.loads((out / "index/manifest.json").read_text())
     assert manifest["count"] == report["tiles"] == 36  # 100 m tiles every 50 m over 320 m: 6 x 6
-    assert manifest["model"]["weights"] == str((out / "finetune/last.pt").resolve())
+    assert manifest["model"]["weights"] == "../finetune/last.pt"  # beside the index, wherever OUT goes
     assert {"fix_rate", "camera_median_error_m"} <= set(saved["localization"])
     photo = next((out / "world-heldout/University-1652/test/query_drone").rglob("*.jpeg"))
     capsys.readouterr()
@@ -52,6 +52,9 @@ def test_adapt_renders_tunes_indexes_and_reports(area, tmp_path, capsys):
     again = adapt(_cfg(area, out, minutes=30.0, extra={"max_steps": 4}), resume=True, progress=False)  # continues
     assert again["steps"] == 4
     assert f"resuming in {out}: fine-tune from step 2" in capsys.readouterr().out
+    moved = out.rename(tmp_path / "moved")  # the run folder copied or moved elsewhere still localizes
+    assert main(["localize", str(moved / photo.relative_to(out)), "--index", str(moved / "index"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["matches"]
 
 
 def test_a_batch_larger_than_the_rendered_locations_is_cut_to_them(area, tmp_path, capsys):

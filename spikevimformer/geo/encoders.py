@@ -163,7 +163,7 @@ def _remembered_weights(index) -> tuple[str | None, str | None]:
                          f"pass them with {flag}, or rebuild the index")  # fmt: skip
     if not imagenet and find_release(ident.weights) is not None:
         return ident.weights, None
-    path = Path(ident.weights)
+    path = Path(index.folder) / ident.weights  # an absolute path stays itself
     if not path.is_file():
         raise ValueError(f"the gallery index {index.folder} was built from {path}, which is gone: pass the same "
                          f"weights with {flag} (moved?), or rebuild the index")  # fmt: skip

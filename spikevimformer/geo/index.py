@@ -28,7 +28,8 @@ class ModelIdentity:
     checkpoint_sha256: str  # weights tag of checkpoint.load_model: a SHA-256, "imagenet-init:..." or "random-init:..."
     image_size: int
     dim: int
-    weights: str = ""  # where the weights came from, to load them again: a release name or an absolute file path
+    weights: str = ""  # where the weights came from, to load them again: a release name, an absolute file path, or
+    # a path relative to the index folder (adapt's ../finetune/last.pt, so its output folder can move)
 
     def mismatch(self, other: ModelIdentity) -> str | None:
         """A sentence naming every difference (this identity's value first), or None when descriptors are
