@@ -18,9 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from spikevimformer.adapt import HELDOUT_SEED, AdaptConfig, _world_file, with_world_file
-
-KEYS = ("R@1", "R@5", "AP", "queries", "gallery")
+from spikevimformer.adapt import EVAL_KEYS, HELDOUT_SEED, AdaptConfig, _world_file, with_world_file
 
 
 def main() -> None:
@@ -74,7 +72,7 @@ def main() -> None:
         for name, folder in heldout.items():
             pairs = {"drone2satellite": load_benchmark(folder).test["drone2satellite"]}
             row = evaluate_sets(model, pairs, size, "cpu", protocols=("paper",), workers=2, progress=False)[0]
-            out[name] = {k: row[k] for k in KEYS}
+            out[name] = {k: row[k] for k in EVAL_KEYS}
         return out
 
     tag = f"L{args.locations}-sp{spacing:g}-V{args.views}-s{args.steps}-lr{args.lr:g}-b{args.batch_size}-px{size}"

@@ -486,19 +486,18 @@ class Trainer:
         """(locations x similar_pool) each training location's nearest others by the current model's satellite
         descriptors; computed on the main rank and sent to the others, so every rank plans the same batches."""
         cfg = self.cfg
-        pool = min(cfg.similar_pool, len(self.train_pairs.classes) - 1)
-        table = torch.zeros(len(self.train_pairs.classes), pool, dtype=torch.int64)
+        count = len(self.train_pairs.classes)  # every class index has pairs, so row c is location c
+        table = torch.zeros(count, min(cfg.similar_pool, count - 1), dtype=torch.int64)
         if self.dist.is_main:
-            first = {}
+            tile = {}
             for satellite, _, location in self.train_pairs.pairs:
-                first.setdefault(int(location), satellite)
-            locations = np.array(sorted(first), dtype=np.int64)
-            tiles = ImageSet("train_satellite", [first[c] for c in locations], locations)
+                tile.setdefault(int(location), satellite)
+            tiles = ImageSet("train_satellite", [tile[c] for c in range(count)], np.arange(count))
             d = torch.from_numpy(extract(self.model, tiles, cfg.image_size, self.device, cfg.eval_batch_size,
                                          min(cfg.workers, 2), progress=False, on_bad_image=cfg.on_bad_image))
             similarity = d @ d.T
             similarity.fill_diagonal_(-math.inf)
-            table = torch.from_numpy(locations)[similarity.topk(pool, dim=1).indices]
+            table = similarity.topk(table.shape[1], dim=1).indices
         if self.dist.enabled:
             table = table.to(self.device)
             dist.broadcast(table, src=0)
