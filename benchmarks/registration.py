@@ -1,13 +1,15 @@
-"""Registration benchmark: seconds per photo for photo -> camera position, at k = 1, 5, 10 and for a 4000x3000 photo.
+"""Registration benchmark: photo -> camera position across dates, photo sizes and matchers, at k = 5.
 
-Renders the demo's world (seed 2026) with 256 px drone photos unless --world names one, indexes its test
-gallery with the shipped pretrained model at 64 px, then localizes the same photos at every k in turn (photo by
-photo, the k order rotating, so drift hits every k alike) and reports medians. The large photo is rendered from
-the same world by the world generator's camera at 4000x4000 px and cropped to 4000x3000 (principal point kept at
-the centre), with its focal length in EXIF like a drone photo.
+Renders worlds of one seed (the demo's by default) whose reference (orthophoto and tiles) was painted at the
+photos' own date (gap 0) and at another (synth --epoch-gap 0.5: other sun and shadows, season, cars, buildings,
+a coarser sensor), with 256 px and 1024 px drone photos; indexes each test gallery with the shipped model (and
+the learned reference features `index build` stores), then localizes held-out photos with each matcher: fix
+rate, camera within 5/25 m, false fixes (> 25 m), 95 % radius coverage, median error, R@1 before and after
+verification, and wall seconds per photo (all stages). --large also times a 4000x3000 photo with its focal
+length in EXIF, rendered by the world generator's camera.
 
-    python benchmarks/registration.py                 # about 2 minutes on 2 cores
-    python benchmarks/registration.py --photos 100 --threads 2 --json out.json
+    python benchmarks/registration.py                          # about 25 minutes on 2 cores
+    python benchmarks/registration.py --sizes 256 --photos 20 --features sift auto
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -33,12 +36,16 @@ from spikevimformer.data.synth.camera import Camera, view_reach_m  # noqa: E402
 from spikevimformer.data.synth.pipeline import build_world  # noqa: E402
 from spikevimformer.data.synth.render import MAX_LEVEL, drone_view  # noqa: E402
 from spikevimformer.data.synth.writer import camera_exif, with_exif  # noqa: E402
+from spikevimformer.geo import reference_features  # noqa: E402
 from spikevimformer.geo.encoders import TorchEncoder, encode_tiles  # noqa: E402
 from spikevimformer.geo.index import GalleryIndex, IndexConfig  # noqa: E402
 from spikevimformer.geo.localize import Localizer  # noqa: E402
-from spikevimformer.geo.metrics import load_queries  # noqa: E402
+from spikevimformer.geo.metrics import evaluate_localizer, load_queries  # noqa: E402
+from spikevimformer.geo.reference_features import ReferenceSettings  # noqa: E402
 from spikevimformer.geo.tiles import world_tiles  # noqa: E402
 from spikevimformer.geodesy import haversine_m  # noqa: E402
+from spikevimformer.pretrained import load_pretrained  # noqa: E402
+from spikevimformer.registration import FEATURES, RegisterConfig, Registrar  # noqa: E402
 
 SEED = 2026
 
@@ -63,66 +70,93 @@ def large_photo(cfg: SynthConfig, out: Path) -> tuple[Path, tuple[float, float]]
     return path, (float(lat), float(lon))
 
 
+def indexed(world: Path, tmp: Path) -> tuple[TorchEncoder, GalleryIndex]:
+    """The shipped model and an index of the world's gallery with stored learned reference features."""
+    model = load_pretrained()
+    encoder = TorchEncoder(model, model.image_size, "pretrained")
+    tiles = world_tiles(world)
+    index = GalleryIndex.create(tmp / f"index-{world.name}", encoder.identity, IndexConfig())
+    index.add(tiles, encode_tiles(encoder, tiles, progress=False))
+    store = Registrar(RegisterConfig(features="xfeat"))
+    index.add_reference_features(reference_features.compute(tiles, store),
+                                 asdict(ReferenceSettings.of(store.cfg, "xfeat")))  # fmt: skip
+    return encoder, index
+
+
+def world_rows(world: Path, tmp: Path, features: list[str], photos: int, label: str) -> list[dict]:
+    """Localize the world's held-out photos with each matcher at k = 5: accuracy in metres, seconds per photo."""
+    encoder, index = indexed(world, tmp)
+    queries = load_queries(world)
+    pick = np.linspace(0, len(queries) - 1, num=min(photos, len(queries))).astype(int)
+    chosen = [queries[i] for i in pick]
+    rows = []
+    for name in features:
+        localizer = Localizer(encoder, index, k=5, register=RegisterConfig(features=name))
+        localizer.localize_files([chosen[0].image])  # warm-up: weights, allocator, threads
+        start = time.perf_counter()
+        rep = evaluate_localizer(localizer, chosen, (1, 5), batch_size=1)
+        wall = (time.perf_counter() - start) / len(chosen)
+        rows.append({"world": label, "features": name, "photos": len(chosen), "s_per_photo": wall,
+                     **{key: rep.get(key) for key in KEYS}})
+        print(_row(rows[-1]), flush=True)
+    return rows
+
+
+KEYS = ("fix_rate", "camera_within_5m", "camera_within_25m", "false_fix_rate", "radius95_coverage",
+        "camera_median_error_m", "R@1", "R@1_verified", "R@5", "register_s_per_image")
+HEADER = (f"{'world':<34} {'features':<8} {'photos':>6} {'fix':>6} {'<=5 m':>6} {'<=25 m':>6} {'false':>6} "
+          f"{'radius':>6} {'median m':>8} {'R@1 -> verified':>15} {'s/photo':>8}")
+
+
+def _row(r: dict) -> str:
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    med = "-" if r["camera_median_error_m"] is None else f"{r['camera_median_error_m']:.2f}"
+    return (f"{r['world']:<34} {r['features']:<8} {r['photos']:>6} {pct(r['fix_rate']):>6} "
+            f"{pct(r['camera_within_5m']):>6} {pct(r['camera_within_25m']):>6} {pct(r['false_fix_rate']):>6} "
+            f"{pct(r['radius95_coverage']):>6} {med:>8} {pct(r['R@1']) + ' -> ' + pct(r['R@1_verified']):>15} "
+            f"{r['s_per_photo']:>8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--world", help="a synthetic world with ortho.jpg (default: render the demo world at 256 px)")
-    ap.add_argument("--photos", type=int, default=40, help="held-out photos timed at each k")
+    ap.add_argument("--seed", type=int, default=SEED, help="world seed (the demo's by default)")
+    ap.add_argument("--locations", type=int, default=120, help="locations of each rendered world")
+    ap.add_argument("--epoch-gaps", type=float, nargs="+", default=[0.0, 0.5],
+                    help="reference epochs to render (0: the photos' own date; synth --epoch-gap)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024], help="drone photo sizes in px")
+    ap.add_argument("--features", nargs="+", default=["sift", "xfeat", "auto"], choices=FEATURES)
+    ap.add_argument("--photos", type=int, default=40, help="held-out photos localized per world and matcher")
+    ap.add_argument("--large", action="store_true", help="also time a 4000x3000 photo with its EXIF focal length")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-registration-"))
-    cfg = SynthConfig(seed=SEED, image_size=256)
-    world = Path(args.world) if args.world else tmp / "world"
-    if not args.world:
-        print("rendering the demo world at 256 px ...", flush=True)
+    rows = []
+    print(HEADER, flush=True)
+    for gap in args.epoch_gaps:
+        for size in args.sizes:
+            cfg = SynthConfig(seed=args.seed, image_size=size, locations=args.locations, views=2, epoch_gap=gap)
+            world = tmp / f"world-g{gap:g}-{size}"
+            generate_world(cfg, world, workers=2, progress=False)
+            label = f"seed {args.seed}, gap {gap:g}, {size} px photos"
+            rows += world_rows(world, tmp, args.features, args.photos, label)
+    if args.large:
+        cfg = SynthConfig(seed=args.seed, image_size=256, locations=args.locations, views=2)
+        big, truth = large_photo(cfg, tmp)
+        world = tmp / "world-large"
         generate_world(cfg, world, workers=2)
-    from spikevimformer.pretrained import load_pretrained
-
-    model = load_pretrained()
-    encoder = TorchEncoder(model, model.image_size, "pretrained")
-    tiles = world_tiles(world)
-    index = GalleryIndex.create(tmp / "index", encoder.identity, IndexConfig())
-    index.add(tiles, encode_tiles(encoder, tiles, progress=False))
-    localizer = Localizer(encoder, index)
-    queries = load_queries(world)
-    pick = np.linspace(0, len(queries) - 1, num=min(args.photos, len(queries))).astype(int)
-    paths = [queries[i].image for i in pick]
-    ks = (1, 5, 10)
-    seconds: dict[int, list[float]] = {k: [] for k in ks}
-    register: dict[int, list[float]] = {k: [] for k in ks}
-    fixes: dict[int, int] = dict.fromkeys(ks, 0)
-    localizer.localize_files(paths[:2], k=10)  # warm-up: reference windows, allocator, threads
-    for n, path in enumerate(paths):
-        for k in ks[n % 3 :] + ks[: n % 3]:
+        localizer = Localizer(*indexed(world, tmp), k=5)
+        times = []
+        for _ in range(3):
             start = time.perf_counter()
-            (r,) = localizer.localize_files([path], k=k)
-            seconds[k].append(time.perf_counter() - start)
-            register[k].append(r.register_s)
-            fixes[k] += r.fix
-    rows = [{"photo": "256 px (demo world)", "k": k, "photos": len(paths),
-             "s_per_photo_median": statistics.median(seconds[k]),
-             "registration_s_median": statistics.median(register[k]), "fix_rate": fixes[k] / len(paths)}
-            for k in ks]  # fmt: skip
-    print("rendering a 4000x3000 photo ...", flush=True)
-    big, truth = large_photo(cfg, tmp)
-    times, errors = [], []
-    for _ in range(5):
-        start = time.perf_counter()
-        (r,) = localizer.localize_files([str(big)], k=5)
-        times.append(time.perf_counter() - start)
-        est = r.estimate
-        errors.append(float(haversine_m(truth[0], truth[1], est["latitude"], est["longitude"])))
-    rows.append({"photo": "4000x3000 (EXIF focal length)", "k": 5, "photos": 1, "s_per_photo_median":
-                 statistics.median(times), "registration_s_median": r.register_s, "fix_rate": float(r.fix),
-                 "camera_error_m": errors[-1]})  # fmt: skip
-    print(f"\n{'photo':<32} {'k':>3} {'photos':>6} {'s/photo':>8} {'of which registration':>22} {'fix rate':>9}")
-    for row in rows:
-        print(f"{row['photo']:<32} {row['k']:>3} {row['photos']:>6} {row['s_per_photo_median']:>8.3f} "
-              f"{row['registration_s_median']:>22.3f} {100 * row['fix_rate']:>8.1f}%")  # fmt: skip
-    print(f"4000x3000 camera error {errors[-1]:.2f} m; peak memory {peak_rss_mb():.0f} MB; "
-          f"{args.threads} threads on {platform.processor() or platform.machine()}")
+            (r,) = localizer.localize_files([str(big)])
+            times.append(time.perf_counter() - start)
+        err = float(haversine_m(truth[0], truth[1], r.estimate["latitude"], r.estimate["longitude"]))
+        print(f"4000x3000 photo (EXIF focal length), k = 5: {statistics.median(times):.2f} s, fix {r.fix}, "
+              f"{err:.2f} m from the camera")  # fmt: skip
+    print(f"peak memory {peak_rss_mb():.0f} MB; {args.threads} threads on {platform.processor() or platform.machine()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "peak_rss_mb": peak_rss_mb(), "threads": args.threads},
                                               indent=2))  # fmt: skip

@@ -206,8 +206,8 @@ def _registration_picture(localizer, queries, out: Path) -> str | None:
         photo, _ = open_photo(q.image)
         best = min(r.matches, key=lambda m: m.verified_rank)
         tile = next(t for t in localizer.index.tiles if t.id == best.id)
-        pts, desc, _ = localizer.registrar.photo_features(photo)
-        reg = localizer.registrar.register(pts, desc, photo.size, tile)
+        query = localizer.registrar.query(photo, r.orientation_deg)
+        (reg,) = localizer.registrar.register(query, [localizer.windows.get(tile)])
         plane, window = reg.planes[0], reg.window
         frame = LocalFrame(tile.latitude, tile.longitude)
         inv = np.linalg.inv(np.vstack([window.to_ground, [0.0, 0.0, 1.0]]))

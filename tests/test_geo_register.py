@@ -15,9 +15,10 @@ from PIL import Image
 from spikevimformer.cli import main
 from spikevimformer.data.synth import SynthConfig, generate_world
 from spikevimformer.geo.localize import open_localizer
-from spikevimformer.geo.register import RegisterConfig, read_window
 from spikevimformer.geo.tiles import world_tiles
+from spikevimformer.geo.windows import read_window
 from spikevimformer.geodesy import LocalFrame, haversine_m
+from spikevimformer.registration import RegisterConfig
 
 K = "9"  # the whole gallery: every candidate is verified, so re-ranking alone decides
 
@@ -214,3 +215,57 @@ def test_one_unreadable_photo_does_not_cost_the_others_their_answers(world, caps
     out = json.loads(captured.out)
     assert len(out["results"]) == 1 and out["results"][0]["fix"]
     assert out["errors"][0]["image"].endswith("missing.jpg") and "does not exist" in captured.err
+
+
+def _photo(root: Path, rel: str) -> tuple[Image.Image, float, object]:
+    from spikevimformer.geo.imaging import open_photo
+
+    img, exif = open_photo(str(root / rel))
+    return img, float(_truth(root)[rel]["heading_deg"]), exif
+
+
+@pytest.mark.parametrize("turn", [90, 180])
+def test_learned_features_register_turned_photos_with_and_without_a_heading(world, turn: int) -> None:
+    from spikevimformer.registration.priors import Prior
+
+    root, idx = world
+    rel = "University-1652/test/query_drone/0008/image-01.jpeg"
+    img, heading, exif = _photo(root, rel)
+    loc = open_localizer(str(idx), k=9, register=RegisterConfig(features="xfeat"), random_init=True)
+    intr = loc.intrinsics(img, exif, rel)
+    # turned counter-clockwise by `turn`: what was on the right is now up, `turn` degrees further clockwise
+    turned = img.rotate(turn, expand=True)
+    truth = _truth(root)[rel]
+    for prior in (Prior(heading_deg=(heading + turn) % 360), None):
+        (res,) = loc.localize([turned], [rel], intrinsics=[intr], priors=[prior])  # square photos: same lens
+        assert res.fix, (prior, res.reason)
+        err = float(haversine_m(float(truth["latitude"]), float(truth["longitude"]), res.camera["latitude"],
+                                res.camera["longitude"]))  # fmt: skip
+        assert err < 3.0 and err <= res.radius_m
+        assert abs((res.orientation_deg - (heading + turn) + 180) % 360 - 180) <= 360 / 8 / 2 + 1e-6
+
+
+def test_an_index_without_stored_learned_features_answers_with_sift_and_says_so(world, tmp_path) -> None:
+    root, _ = world
+    old = tmp_path / "old-index"
+    assert main(["index", "build", "--out", str(old), "--world", str(root), "--image-size", "32", "--random-init",
+                 "--no-reference-features"]) == 0  # fmt: skip
+    loc = open_localizer(str(old), k=9, random_init=True)
+    assert loc.registrar.learned is None and any("SIFT alone" in note for note in loc.notes)
+    rel = "University-1652/test/query_drone/0008/image-01.jpeg"
+    (res,) = loc.localize_files([str(root / rel)])
+    assert res.fix
+    stored = open_localizer(str(world[1]), k=9, random_init=True)
+    assert stored.registrar.learned is not None and not stored.notes
+
+
+def test_reference_features_survive_save_and_load(world) -> None:
+    from spikevimformer.geo.index import GalleryIndex
+
+    _, idx = world
+    index = GalleryIndex.load(str(idx))
+    stored = index.reference_features()
+    assert set(stored) == {t.id for t in index.tiles} and index.reference_settings["matcher"] == "xfeat"
+    full, coarse, scale = stored[index.tiles[0].id]
+    assert len(full) > 100 and full.descriptors.shape[1] == 64 and 0 < scale <= 1 and len(coarse) > 50
+    assert np.allclose(np.linalg.norm(full.descriptors, axis=1), 1.0, atol=1e-2)  # fp16 round trip

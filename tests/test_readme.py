@@ -87,4 +87,5 @@ def test_http_example_has_the_fields_of_a_real_answer(workdir, monkeypatch):
     assert set(documented["matches"][0]) == set(answer.json()["matches"][0])
     spec = client.get("/openapi.json").json()["paths"]["/localize"]["post"]
     assert {"multipart/form-data", "image/jpeg"} <= set(spec["requestBody"]["content"])
-    assert {"400", "413", "415"} <= set(spec["responses"]) and {p["name"] for p in spec["parameters"]} == {"k", "fov"}
+    assert {"400", "413", "415"} <= set(spec["responses"]) and {p["name"] for p in spec["parameters"]} == {
+        "k", "fov", "heading", "pitch", "altitude"}

@@ -1,5 +1,5 @@
 """The embedded synthetic world: layout and CSV contract, orthophoto, EXIF, determinism, extrusion, user
-orthophotos, CLI."""
+orthophotos, cross-epoch references, CLI."""
 
 from __future__ import annotations
 
@@ -15,14 +15,19 @@ import pytest
 from PIL import Image
 
 import spikevimformer
-from spikevimformer.cli import main
+from spikevimformer.cli import build_parser, main
+from spikevimformer.cli.synth import config_from_args
 from spikevimformer.data.synth import Camera, GeoRef, SynthConfig, build_world, drone_view, generate_world, view_reach_m
+from spikevimformer.data.synth.epochs import Sensor, sense
 from spikevimformer.data.synth.geo import georef_from_world_file
 from spikevimformer.data.synth.pipeline import CAMERA_COLUMNS, assign
 from spikevimformer.data.synth.writer import camera_exif, with_exif
 from spikevimformer.geodesy import WorldFile, haversine_m
 
 TINY = dict(locations=8, views=3, image_size=64, gsd_m=1.0, footprint_m=60.0)
+# SHA-256 of the ground and orthophoto rasters of SynthConfig(seed=3, **TINY), painted by the code before the
+# epoch gap existed: an epoch gap of 0 must keep every world made before it, bit for bit
+ONE_DATE_TINY_SHA256 = "a7357db825a3a9803af5c36153afcf8bd24df282978a05d11f3eef0c3f0c8c34"
 
 
 def _rows(path: Path) -> list[dict]:
@@ -336,11 +341,13 @@ def test_cli_synth(tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "colour histogram R@1" in text and "chance R@1" in text and "5 train, 2 test, 1 distractor" in text
+    assert "epoch gap 0.5: ortho.jpg and the satellite tiles show another date" in text  # a new world's default
     assert (tmp_path / "cli/University-1652/test/gallery_satellite").is_dir()
     assert main(args) == 2  # refuses to overwrite silently
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["counts"]["locations"] == 8
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["counts"]["locations"] == 8 and answer["epochs"]["gap"] == 0.5
 
 
 def test_large_geotiff_renders_by_windows_the_same_world(tmp_path, monkeypatch):
@@ -380,3 +387,142 @@ def test_large_geotiff_renders_by_windows_the_same_world(tmp_path, monkeypatch):
         assert np.abs(a - b).max() <= 8 and np.abs(a - b).mean() < 0.2, rel
     for name in ("cameras.csv", "locations.csv"):
         assert (tmp_path / "whole" / name).read_text() == (tmp_path / "windowed" / name).read_text()
+
+
+# --- two dates: the reference (ortho.jpg, satellite tiles) and the drone photos `epoch_gap` apart -------------
+
+
+@pytest.fixture(scope="module")
+def two_dates(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "two-dates"
+    return generate_world(SynthConfig(seed=3, epoch_gap=0.5, **TINY), out)
+
+
+def _raster_sha256(world) -> str:
+    h = hashlib.sha256()
+    for layer in (world.ground, world.ortho):
+        h.update(layer.tobytes())
+    return h.hexdigest()
+
+
+def test_epoch_gap_zero_paints_the_world_made_before_it():
+    for cfg in (SynthConfig(seed=3, **TINY), SynthConfig(seed=3, epoch_gap=0.0, **TINY)):
+        resolved = cfg.resolved()
+        w, _ = build_world(resolved, view_reach_m(resolved))
+        assert _raster_sha256(w) == ONE_DATE_TINY_SHA256
+        assert w.reference is None and w.epochs is None and w.reference_view is w.ortho
+
+
+def test_two_dates_keep_the_photos_and_the_geometry(world, two_dates):
+    """Only the reference moves to another date: drone photos, cameras, locations and georeferencing are the
+    one-date world's, byte for byte, so registering a photo to the reference still has exact ground truth."""
+    one, two = _hashes(world.out_dir), _hashes(two_dates.out_dir)
+    assert one.keys() == two.keys()
+    differ = {k for k in one if one[k] != two[k]}
+    assert differ == {k for k in one if "satellite" in k} | {"ortho.jpg", "world.json"}
+    a, b = (cv2.imread(str(w.out_dir / "ortho.jpg")) for w in (world, two_dates))
+    assert a.shape == b.shape
+
+
+def test_world_json_records_the_gap_and_both_dates(world, two_dates):
+    assert json.loads((world.out_dir / "world.json").read_text())["epochs"] is None
+    rec = json.loads((two_dates.out_dir / "world.json").read_text())
+    ep = rec["epochs"]
+    assert rec["config"]["epoch_gap"] == ep["gap"] == 0.5 and ep["repainted"] == "reference"
+    assert (ep["drone"]["sun_az_deg"], ep["drone"]["sun_el_deg"]) == (rec["sun"]["azimuth_deg"],
+                                                                      rec["sun"]["elevation_deg"])
+    turn = abs((ep["reference"]["sun_az_deg"] - ep["drone"]["sun_az_deg"] + 180) % 360 - 180)
+    assert 35 <= turn <= 75  # half of 70..150 degrees
+    assert ep["reference"]["foliage"] < 1 and ep["reference"]["dryness"] > 0
+    assert ep["sensor"]["gsd_m"] > rec["ground_resolution_m"] and ep["sensor"]["jpeg_quality"] < 92
+    assert set(ep["changes"]) == {"fields", "cars", "traffic", "buildings", "new_buildings", "felled", "mown",
+                                  "texture"}
+    assert ep["counts"]["cars_in_traffic"] > 0 and "reference sensor" in ep["applied"]
+
+
+def _shadow_side(image: np.ndarray, world, az_deg: float) -> float:
+    """Mean grey just past each building (8 m or taller) away from the sun minus just past it towards the sun:
+    negative where shadows fall away from a sun at `az_deg`."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(float)
+    b, g = world.buildings, world.gsd_m
+    sun = np.array([math.sin(math.radians(az_deg)), math.cos(math.radians(az_deg))])  # east, north
+    diffs = []
+    for c, r in zip(b.centroid[b.heights_m >= 8], b.radius_m[b.heights_m >= 8], strict=True):
+        (c0, r0), (c1, r1) = ((int(p[0] / g), int(-p[1] / g)) for p in (c - sun * (r + 3), c + sun * (r + 3)))
+        if 0 <= min(r0, r1, c0, c1) and max(r0, r1) < grey.shape[0] and max(c0, c1) < grey.shape[1]:
+            diffs.append(grey[r0, c0] - grey[r1, c1])
+    return float(np.mean(diffs))
+
+
+def _changed_share(a: np.ndarray, b: np.ndarray, sigma_px: float) -> float:
+    """Share of pixels whose standardised grey differs by half a standard deviation, both blurred alike: changes
+    of structure, not of tone or sharpness."""
+    ga, gb = (cv2.GaussianBlur(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), sigma_px)
+              for x in (a, b))  # fmt: skip
+    ga, gb = ((x - x.mean()) / x.std() for x in (ga, gb))
+    return float((np.abs(ga - gb) > 0.5).mean())
+
+
+def test_the_reference_date_differs_in_structure_and_shadows():
+    cfg = SynthConfig(seed=5, epoch_gap=1.0, **TINY).resolved()
+    w, _ = build_world(cfg, view_reach_m(cfg))
+    ep = w.epochs
+    sensor = Sensor(**ep["sensor"])
+    same_date = sense(w.ortho, sensor, w.gsd_m, np.random.default_rng(0))  # the drone's date through that sensor
+    assert _changed_share(same_date, w.ortho, sensor.gsd_m / w.gsd_m) < 0.01
+    assert _changed_share(w.reference, w.ortho, sensor.gsd_m / w.gsd_m) > 0.25
+    # each date's shadows fall away from its own sun
+    assert _shadow_side(w.ortho, w, w.sun_az_deg) < -8
+    assert _shadow_side(w.reference, w, ep["reference"]["sun_az_deg"]) < -8
+    assert _shadow_side(w.reference, w, w.sun_az_deg) > _shadow_side(w.reference, w, ep["reference"]["sun_az_deg"]) + 8
+
+
+def test_two_dates_are_deterministic_per_seed(two_dates, tmp_path):
+    again = generate_world(SynthConfig(seed=3, epoch_gap=0.5, **TINY), tmp_path / "again", workers=2)
+    assert _hashes(again.out_dir) == _hashes(two_dates.out_dir)
+    wider = generate_world(SynthConfig(seed=3, epoch_gap=0.8, **TINY), tmp_path / "wider")
+    assert (wider.out_dir / "ortho.jpg").read_bytes() != (two_dates.out_dir / "ortho.jpg").read_bytes()
+
+
+def test_user_orthophoto_at_two_dates(tmp_path, monkeypatch):
+    """A user's orthophoto is the reference's date, coarsened; the drone sees withered vegetation and the
+    extruded buildings' shadows under another sun. A raster read by windows cannot be repainted whole."""
+    from spikevimformer.data.synth import ground
+
+    img, hp, _ = _orthophoto(tmp_path)
+    cfg = SynthConfig(seed=1, locations=5, views=1, image_size=48, footprint_m=60.0, ground=str(img), gsd_m=1.0,
+                      heights=str(hp), height_scale=0.1, epoch_gap=0.5)
+    s = generate_world(cfg, tmp_path / "mine")
+    rec = json.loads((tmp_path / "mine/world.json").read_text())
+    ep = rec["epochs"]
+    assert ep["repainted"] == "drone" and ep["changes"] is None and ep["reference"]["sun_az_deg"] is None
+    assert ep["applied"] == ["withered vegetation", "cast shadows of the --heights buildings under another sun",
+                             "reference sensor"]
+    assert any("epoch gap 0.5 on a user orthophoto" in n for n in s.notes)
+    resolved = cfg.resolved()
+    w, _ = build_world(resolved, view_reach_m(resolved))
+    given = cv2.cvtColor(cv2.imread(str(img)), cv2.COLOR_BGR2RGB)
+    assert _changed_share(w.ground, given, 2.0) > 0.05  # the drone's date
+    assert np.abs(w.reference.astype(int) - given).mean() > 3  # the reference sensor
+    monkeypatch.setattr(ground, "_window_size", lambda cfg: (9000, 9000))
+    with pytest.raises(ValueError, match="read window by window; pass --epoch-gap 0"):
+        build_world(SynthConfig(seed=1, ground=str(img), gsd_m=1.0, epoch_gap=0.5).resolved(), 50.0)
+
+
+@pytest.mark.parametrize("gap", ["-0.1", "1.5", "nan", "half"])
+def test_bad_epoch_gap_is_one_line_before_any_work(gap, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["synth", "--out", str(tmp_path / "w"), "--epoch-gap", gap])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err[-1].startswith("spikevimformer synth: error: argument --epoch-gap: must")
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(ValueError, match="epoch gap must lie in 0..1"):
+        SynthConfig(epoch_gap=1.5).resolved()
+
+
+def test_cli_makes_new_procedural_worlds_two_dates_apart():
+    parser = build_parser()
+    cfg = config_from_args(parser.parse_args(["synth", "--out", "x"]))
+    assert cfg.epoch_gap == 0.5
+    assert config_from_args(parser.parse_args(["synth", "--out", "x", "--ground", "o.png"])).epoch_gap == 0.0
+    assert config_from_args(parser.parse_args(["synth", "--out", "x", "--epoch-gap", "0"])).epoch_gap == 0.0

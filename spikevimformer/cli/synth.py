@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
-from ..data.synth import LAYOUTS, SynthConfig, default_workers, generate_world
+from ..data.synth import LAYOUTS, NEW_WORLD_EPOCH_GAP, SynthConfig, default_workers, generate_world
 from .common import add_image_size
 
 
@@ -30,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="camera depression below the horizon, degrees (tilt spread)")
     g.add_argument("--heading-jitter", type=float, default=12.0, help="heading spread around the circle, degrees")
     g.add_argument("--photometric", type=float, default=1.0, help="light/colour/haze/blur/noise strength (0 = off)")
+    g.add_argument("--epoch-gap", type=epoch_gap, metavar="G",
+                   help="how far apart (0..1) the dates of the reference (ortho.jpg, satellite tiles) and the drone "
+                        "photos are: another sun and shadows, season, crops, cars, some buildings, and a coarser, "
+                        f"blurrier reference sensor; 0 = one date (default: {NEW_WORLD_EPOCH_GAP:g}; 0 with --ground)")
     g.add_argument("--fov", type=float, help="drone lens field of view, degrees (default: fitted to --coverage)")
     g.add_argument("--coverage", type=float, default=1.1, help="drone view width at the target / tile footprint")
     w = p.add_argument_group("world")
@@ -53,6 +58,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def epoch_gap(text: str) -> float:
+    """argparse type: an epoch gap, a number in 0..1, checked before any work."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in 0..1, got {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise argparse.ArgumentTypeError(f"must lie in 0..1, got {value:g}")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     return SynthConfig(
         seed=args.seed, layout=args.layout, locations=args.locations, views=args.views, image_size=args.image_size,
@@ -60,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         altitudes_m=tuple(args.altitudes) if args.altitudes else None, pitch_deg=tuple(args.pitch),
         heading_jitter_deg=args.heading_jitter, coverage=args.coverage, fov_deg=args.fov,
         photometric=args.photometric, test_fraction=args.test_fraction,
+        epoch_gap=(0.0 if args.ground else NEW_WORLD_EPOCH_GAP) if args.epoch_gap is None else args.epoch_gap,
         distractor_fraction=args.distractor_fraction, origin=tuple(args.origin) if args.origin else None,
         ground=args.ground, world_file=args.world_file, crs=args.crs, heights=args.heights,
         height_scale=args.height_scale,
@@ -74,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"out": str(summary.out_dir), "dataset": str(summary.dataset_dir), "seed": summary.seed,
                           "counts": summary.counts, "baseline": summary.baseline, "world": summary.world,
-                          "seconds": summary.seconds, "notes": summary.notes}, indent=2))
+                          "seconds": summary.seconds, "notes": summary.notes, "epochs": summary.epochs}, indent=2))
         return 0
     c = summary.counts
     w = summary.world
@@ -90,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  non-learned drone->satellite{alt} ({row['queries']} queries, {row['gallery']} gallery, chance R@1 "
               f"{100 * row['chance_r1']:.1f}%): colour histogram R@1 {100 * row['colour_histogram']['r1']:.1f}%, "
               f"down-sampled pixels R@1 {100 * row['downsampled_pixels']['r1']:.1f}%")
+    if summary.epochs:
+        e = summary.epochs
+        print(f"  epoch gap {e['gap']:g}: ortho.jpg and the satellite tiles show another date than the drone photos, "
+              f"through a {e['sensor']['gsd_m']:.2g} m sensor (world.json: epochs; --epoch-gap 0 for one date)")
     for note in summary.notes:
         print(f"  note: {note}")
     print(f"  next: spikevimformer data check {summary.dataset_dir}")

@@ -7,12 +7,10 @@ from .index import GalleryIndex, IndexConfig, ModelIdentity
 from .intrinsics import Intrinsics
 from .localize import Localization, Localizer
 from .metrics import distance_metrics
-from .pose import Pose, solve_pose
-from .register import RegisterConfig, Registrar
 from .tiles import Tile, folder_tiles, orthophoto_tiles, world_tiles
 
 __all__ = [
     "GalleryIndex", "IndexConfig", "Intrinsics", "LocalFrame", "Localization", "Localizer", "ModelIdentity",
-    "OnnxEncoder", "Pose", "RegisterConfig", "Registrar", "Tile", "TorchEncoder", "distance_metrics", "folder_tiles",
-    "haversine_m", "orthophoto_tiles", "solve_pose", "world_tiles",
+    "OnnxEncoder", "Tile", "TorchEncoder", "distance_metrics", "folder_tiles", "haversine_m", "orthophoto_tiles",
+    "world_tiles",
 ]

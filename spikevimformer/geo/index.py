@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_write
+from . import reference_features
 from .tiles import Tile
 
 FORMAT = "spikevimformer-gallery/1"
@@ -192,6 +193,8 @@ class GalleryIndex:
         self._files: dict[str, str] = {}
         self.generation = 0
         self._ids: set[str] = set()
+        self.reference_settings: dict | None = None  # what the stored reference features were computed with
+        self._reference: dict | None = None  # tile id -> reference_features.Entry, read on demand
 
     # --- construction -----------------------------------------------------------------------------------
 
@@ -237,6 +240,7 @@ class GalleryIndex:
         missing = [name for name in self._files.values() if not (folder / name).is_file()]
         if missing:
             raise FileNotFoundError(f"gallery index {folder} is incomplete: {', '.join(missing)} missing")
+        self.reference_settings = manifest.get("reference_features")
         self.tiles = _read_tiles(folder / self._files["tiles"])
         self._ids = {t.id for t in self.tiles}
         self._descriptors = None  # loaded on demand: search needs only faiss
@@ -265,6 +269,21 @@ class GalleryIndex:
         if self._descriptors is None:
             self._descriptors = np.load(self.folder / self._files["descriptors"], mmap_mode="r")
         return self._descriptors
+
+    def reference_features(self) -> dict:
+        """Stored learned features of the tiles' registration windows by tile id (empty for an index built before
+        they were stored)."""
+        if self._reference is None:
+            name = self._files.get("reference")
+            self._reference = reference_features.read(str(self.folder / name)) if name else {}
+        return self._reference
+
+    def add_reference_features(self, entries: dict, settings: dict) -> None:
+        """Store reference features for tiles; settings other than those already stored replace them all."""
+        if self.reference_settings not in (None, settings):
+            self._reference = {}
+        self._reference = {**self.reference_features(), **entries}
+        self.reference_settings = settings
 
     @property
     def index_params(self) -> dict:
@@ -326,6 +345,10 @@ class GalleryIndex:
         atomic_write(self.folder / files["descriptors"], lambda p: _write_npy(p, desc))
         atomic_write(self.folder / files["tiles"], lambda p: _write_tiles(p, self.tiles))
         atomic_write(self.folder / files["faiss"], lambda p: faiss.write_index(self._faiss.index, p))
+        if self.reference_settings is not None:
+            files["reference"] = f"reference.{gen}.npz"
+            entries = self.reference_features()
+            atomic_write(self.folder / files["reference"], lambda p: reference_features.write(p, entries))
         manifest = {
             "format": FORMAT,
             "generation": gen,
@@ -334,6 +357,7 @@ class GalleryIndex:
             "config": asdict(self.config),
             "index": self._faiss.params,
             "files": files,
+            **({"reference_features": self.reference_settings} if self.reference_settings is not None else {}),
             "sources": sorted({t.source for t in self.tiles}),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -357,6 +381,8 @@ class GalleryIndex:
             "sources": sorted({t.source for t in self.tiles}),
             "generation": self.generation,
             "with_reference": sum(1 for t in self.tiles if t.ref_image and t.ref_affine is not None),
+            "reference_features": (dict(self.reference_settings, tiles=len(self.reference_features()))
+                                   if self.reference_settings is not None else None),
         }
         if len(self):
             out["extent"] = {

@@ -6,19 +6,33 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..data.images import shape_warning
 from ..geodesy import LocalFrame, weighted_position
+from ..registration import (
+    PhotoQuery,
+    Plane,
+    Pose,
+    RegisterConfig,
+    Registrar,
+    Registration,
+    ground_at_pixels,
+    homography_jacobian,  # fmt: skip
+    solve_pose,
+)
+from ..registration.matchers import AUTO, LEARNED
+from ..registration.priors import Prior, merged, read_prior
 from .encoders import Encoder, index_encoder
 from .imaging import open_photo, preprocess
 from .index import GalleryIndex
 from .intrinsics import Intrinsics, check_fov, from_exif, from_fov
-from .pose import Pose, ground_at_pixels, solve_pose
-from .register import Plane, RegisterConfig, Registrar, Registration, homography_jacobian
+from .reference_features import ReferenceSettings
 from .tiles import NoReference, Tile
+from .windows import WindowCache, window_key
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,8 @@ class Localization:
     radius_m: float | None = None
     inliers: int = 0
     intrinsics: str | None = None  # where the focal length came from
+    prior: dict | None = None  # {heading_deg, pitch_deg, altitude_m, source} known before matching
+    orientation_deg: float | None = None  # image-up azimuth the photo was matched at (learned features)
     register_s: float = 0.0
     warnings: list = field(default_factory=list)
 
@@ -103,11 +119,13 @@ MIN_PHOTO_PX = 64  # smaller photos hold too little to retrieve or register
 class Localizer:
     """An encoder and a gallery index that agree on the model, and a registrar; safe to call from several threads.
 
-    register=None answers with tiles only. `fov_deg` is the lens to assume for photos whose EXIF has no focal length.
+    register=None answers with tiles only. `fov_deg` is the lens to assume for photos whose EXIF has no focal length;
+    `prior` (heading, pitch, altitude) stands in for what photos record, value by value.
     """
 
     def __init__(self, encoder: Encoder, index: GalleryIndex, k: int = 5, temperature: float = 0.02,
-                 register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None) -> None:  # fmt: skip
+                 register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None,
+                 prior: Prior | None = None) -> None:  # fmt: skip
         if diff := index.identity.mismatch(encoder.identity):
             raise ValueError(
                 f"the gallery index at {index.folder} was built with a different model (index vs given: {diff}); "
@@ -119,8 +137,11 @@ class Localizer:
         if fov_deg is not None:
             check_fov(fov_deg)
         self.encoder, self.index, self.k, self.temperature = encoder, index, k, temperature
-        self.registrar = Registrar(register) if register is not None else None
+        self.notes: list[str] = []  # said once per localizer (the CLI prints them, the service reports them)
+        self.registrar = _registrar(register, index, self.notes) if register is not None else None
+        self.windows = WindowCache(register.margin, register.reference_max_px) if register is not None else None
         self.fov_deg = fov_deg
+        self.prior = merged(Prior(), prior.heading_deg, prior.pitch_deg, prior.altitude_m) if prior else Prior()
         self._lock = threading.Lock()
 
     @property
@@ -146,9 +167,20 @@ class Localizer:
             found = from_fov(fov, *image.size)
         return found
 
+    def photo_prior(self, data: bytes | None, exif: Image.Exif | None, name: str, heading: float | None = None,
+                    pitch: float | None = None, altitude: float | None = None) -> Prior:  # fmt: skip
+        """What the file records (DJI XMP, EXIF GPSImgDirection), overridden by the values given here, then by the
+        localizer's own (--heading/--pitch/--altitude). Raises ValueError naming a malformed record or value."""
+        own = self.prior
+        return merged(read_prior(data or b"", exif, name), own.heading_deg if heading is None else heading,
+                      own.pitch_deg if pitch is None else pitch,
+                      own.altitude_m if altitude is None else altitude)  # fmt: skip
+
     def localize(self, images: Sequence[Image.Image], names: Sequence[str] | None = None, k: int | None = None,
-                 intrinsics: Sequence[Intrinsics | None] | None = None) -> list[Localization]:  # fmt: skip
-        """Localize decoded, upright RGB images in one batch; `intrinsics` per image (None: use --fov or none)."""
+                 intrinsics: Sequence[Intrinsics | None] | None = None,
+                 priors: Sequence[Prior | None] | None = None) -> list[Localization]:  # fmt: skip
+        """Localize decoded, upright RGB images in one batch; `intrinsics` per image (None: use --fov or none),
+        `priors` per image (None: the localizer's own)."""
         if not images:
             return []
         names = list(names) if names is not None else [f"image-{i}" for i in range(len(images))]
@@ -156,6 +188,8 @@ class Localizer:
             check_photo_size(img, name)
         if intrinsics is None:
             intrinsics = [from_fov(self.fov_deg, *img.size) if self.fov_deg else None for img in images]
+        if priors is None:
+            priors = [None] * len(images)
         k = k or self.k
         batch = preprocess(list(images), self.encoder.identity.image_size)
         with self._lock:  # one forward at a time: keeps per-image timings honest and backends thread-safe
@@ -167,7 +201,7 @@ class Localizer:
             scores, idx = self.index.search(desc, max(k, more))
             search_s = (time.perf_counter() - start) / len(images)
         results = []
-        for name, img, intr, row_s, row_i in zip(names, images, intrinsics, scores, idx, strict=True):
+        for name, img, intr, prior, row_s, row_i in zip(names, images, intrinsics, priors, scores, idx, strict=True):
             tiles = [self.index.tiles[int(i)] for i in row_i if i >= 0]
             matches = [
                 Match(r + 1, t.id, float(s), t.latitude, t.longitude, t.footprint_m)
@@ -178,34 +212,34 @@ class Localizer:
                 raise ValueError(f"the index returned no tile for {name}: an approximate index probed only empty "
                                  "lists; rebuild it with --index-type flat or a larger nprobe")
             lat, lon, radius = estimate_position(matches, self.temperature)
-            base = Localization(name, matches, lat, lon, radius, model_s, search_s, warnings=photo_warnings(img))
+            prior = prior or self.prior
+            base = Localization(name, matches, lat, lon, radius, model_s, search_s, warnings=photo_warnings(img),
+                                prior=None if prior.empty else asdict(prior))  # fmt: skip
             if self.registrar is None:
                 results.append(base)
                 continue
             start = time.perf_counter()
-            features = self.registrar.photo_features(img)
-            found = self._register(img, intr, tiles[:k], base, features)
+            query = self.registrar.query(img, prior.heading_deg)
+            found = self._register(img, intr, tiles[:k], base, query)
             searching = not found.fix and (intr is not None or found.look_at is None)
             if searching and extra and not found.reason.startswith(NO_REFERENCE):
                 # none of the top k holds up: the next candidates too, and they join the answer's matches
-                wider = self._register(img, intr, tiles, replace(base, matches=matches + extra), features)
+                wider = self._register(img, intr, tiles, replace(base, matches=matches + extra), query)
                 found = wider if wider.fix else found
             results.append(replace(found, register_s=time.perf_counter() - start))
         return results
 
     def _register(self, photo: Image.Image, intr: Intrinsics | None, tiles: list[Tile], base: Localization,
-                  features: tuple) -> Localization:  # fmt: skip
+                  query: PhotoQuery) -> Localization:  # fmt: skip
         """Verify the candidates, re-rank them by inliers, and solve the camera from the best one."""
-        registrar = self.registrar
-        pts, desc, _ = features
-        regs: list[Registration] = []
-        for tile in tiles:
-            try:
-                regs.append(registrar.register(pts, desc, photo.size, tile))
-            except NoReference as exc:
-                return replace(base, reason=f"{NO_REFERENCE}: {exc}")
+        try:
+            windows = [self.windows.get(tile) for tile in tiles]
+        except NoReference as exc:
+            return replace(base, reason=f"{NO_REFERENCE}: {exc}")
+        regs = self.registrar.register(query, windows)
         order = sorted(range(len(tiles)), key=lambda i: (not regs[i].verified, -regs[i].inliers, i))
-        out = replace(base, intrinsics=intr.source if intr else None, inliers=regs[order[0]].inliers)
+        out = replace(base, intrinsics=intr.source if intr else None, inliers=regs[order[0]].inliers,
+                      orientation_deg=regs[order[0]].heading_deg)  # fmt: skip
         if not regs[order[0]].verified:
             why = f"no candidate registers to the photo (best: {regs[order[0]].reason})"
             return _reranked(replace(out, reason=why), regs, order)
@@ -237,7 +271,8 @@ class Localizer:
             if intr is None:
                 chosen = (plane, centre[0], None)
                 break
-            pose, why = self._pose(plane, intr, centre_px, reg.window.metres_per_px, cfg.min_inliers_for(n))
+            need = cfg.min_inliers_for(n) if reg.matcher not in LEARNED else cfg.learned_min_inliers
+            pose, why = self._pose(plane, intr, centre_px, reg.window.metres_per_px, need)
             if pose is None:
                 reason = reason or why
             elif chosen is None or pose.centre[2] > chosen[2].centre[2]:
@@ -255,7 +290,8 @@ class Localizer:
             return replace(out, reason="the camera position needs a focal length and the photo's EXIF has none: "
                                        "give the lens's field of view (--fov DEG; ?fov=DEG over HTTP); the "
                                        "look-at point and footprint are given")  # fmt: skip
-        radius = max(cfg.radius_floor_m, cfg.radius_scale * pose.radius95_m())
+        scale = cfg.learned_radius_scale if reg.matcher in LEARNED else cfg.radius_scale
+        radius = max(cfg.radius_floor_m, scale * pose.radius95_m())
         if radius > cfg.max_radius_m:
             return replace(out, reason=f"the fit pins the camera only to +/- {radius:.0f} m (more than "
                                        f"{cfg.max_radius_m:g} m)")  # fmt: skip
@@ -287,11 +323,12 @@ class Localizer:
         """
         out: list[Localization] = []
         for start in range(0, len(paths), batch_size):
-            chunk, photos, intr = [], [], []
+            chunk, photos, intr, priors = [], [], [], []
             for path in (str(p) for p in paths[start : start + batch_size]):
                 try:
                     img, exif = open_photo(path)
                     lens = self.intrinsics(img, exif, path)
+                    prior = self.photo_prior(Path(path).read_bytes(), exif, path)
                     check_photo_size(img, path)
                 except (ValueError, FileNotFoundError) as exc:
                     if errors is None:
@@ -301,8 +338,34 @@ class Localizer:
                 chunk.append(path)
                 photos.append(img)
                 intr.append(lens)
-            out.extend(self.localize(photos, chunk, k=k, intrinsics=intr))
+                priors.append(prior)
+            out.extend(self.localize(photos, chunk, k=k, intrinsics=intr, priors=priors))
         return out
+
+
+def _registrar(cfg: RegisterConfig, index: GalleryIndex, notes: list[str]) -> Registrar:
+    """A registrar with the index's stored learned reference features preloaded; `auto` on an index without them
+    registers with SIFT alone and says so (computing them per query would cost seconds a photo)."""
+    registrar = Registrar(cfg)
+    if registrar.learned is None:
+        return registrar
+    settings = asdict(ReferenceSettings.of(cfg, registrar.learned.name))
+    if index.reference_settings == settings:
+        stored = index.reference_features()
+        registrar.preload({(window_key(t, cfg.margin, cfg.reference_max_px), registrar.learned.name): stored[t.id]
+                           for t in index.tiles if t.id in stored})  # fmt: skip
+        return registrar
+    why = ("holds no learned reference features (built before they were stored, or with --no-reference-features)"
+           if index.reference_settings is None else "stored its learned reference features with other settings "
+           f"({index.reference_settings})")  # fmt: skip
+    if cfg.features == AUTO:
+        notes.append(f"the gallery index {index.folder} {why}: registering with SIFT alone, which fails across "
+                     "dates and sensors; rebuild it with `spikevimformer index build` for learned "
+                     "features")  # fmt: skip
+        return Registrar(replace(cfg, features="sift"))
+    notes.append(f"the gallery index {index.folder} {why}: --features {cfg.features} computes them per photo "
+                 "(slow); rebuild the index with `spikevimformer index build` to store them")  # fmt: skip
+    return registrar
 
 
 def check_photo_size(img: Image.Image, name: str) -> None:
@@ -339,12 +402,13 @@ def open_localizer(
     index_dir: str, checkpoint: str | None = None, variant: str | None = None, onnx: str | None = None,
     device: str = "cpu", k: int = 5, temperature: float = 0.02, init: str | None = None,
     register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None, random_init: bool = False,
+    prior: Prior | None = None,
 ) -> Localizer:  # fmt: skip
     """A Localizer for the index in `index_dir`: with no model given, the weights the index was built with
     (see geo.encoders.index_encoder); the variant and image size always come from the index."""
     index = GalleryIndex.load(index_dir)
     encoder = index_encoder(index, checkpoint, variant, onnx, device, init, random_init)
-    return Localizer(encoder, index, k, temperature, register, fov_deg)
+    return Localizer(encoder, index, k, temperature, register, fov_deg, prior)
 
 
 def format_table(results: Sequence[Localization]) -> str:

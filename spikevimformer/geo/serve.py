@@ -154,9 +154,12 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         return Response(buf.getvalue(), media_type="image/jpeg")
 
     @app.post("/localize", responses=LOCALIZE_ERRORS, openapi_extra={"requestBody": LOCALIZE_BODY})
-    async def localize(request: Request, k: int | None = None, fov: float | None = None):
+    async def localize(request: Request, k: int | None = None, fov: float | None = None, heading: float | None = None,
+                       pitch: float | None = None, altitude: float | None = None):  # fmt: skip
         """A photo (form field `image`, or the raw body) -> JSON; `k` candidates, `fov` the lens in degrees when
-        the photo's EXIF has no (or no believable) focal length."""
+        the photo's EXIF has no (or no believable) focal length; `heading` (degrees clockwise from north of the
+        image's up direction), `pitch` (below the horizon, 90 = down) and `altitude` (m) in place of what the
+        photo records."""
         if k is not None and not 1 <= k <= max_k:
             raise HTTPProblem(400, f"k must be between 1 and {max_k}")
         body = await _read_bounded(request, max_upload_bytes)
@@ -164,7 +167,8 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         image, exif = _decode(data, ctype, name)
         try:
             intrinsics = localizer.intrinsics(image, exif, name, fov)
-            result = (await run_in_threadpool(localizer.localize, [image], [name], k, [intrinsics]))[0]
+            prior = localizer.photo_prior(data, exif, name, heading, pitch, altitude)
+            result = (await run_in_threadpool(localizer.localize, [image], [name], k, [intrinsics], [prior]))[0]
         except ValueError as exc:  # a nonsense EXIF focal length, a photo too small to use
             raise HTTPProblem(400, str(exc)) from exc
         out = result.to_dict()

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 LAYOUTS = ("university1652", "sues200")
+NEW_WORLD_EPOCH_GAP = 0.5  # the CLI's default for a new procedural world: reference and photos on other dates
 
 # Defaults per layout: total locations, drone views (per location for University-1652, per altitude for
 # SUES-200), camera altitudes (a (min, max) spiral for University-1652, the four SUES-200 heights) and the
@@ -36,6 +37,8 @@ class SynthConfig:
     coverage: float = 1.1  # drone view width at the target / tile footprint, sets the lens when fov_deg is None
     fov_deg: float | None = None  # horizontal = vertical field of view of the drone camera
     photometric: float = 1.0  # strength of light, colour, haze, blur and noise changes (0 = none)
+    epoch_gap: float = 0.0  # how far apart the reference's (ortho.jpg, tiles) and the photos' dates are, 0..1
+    # (epochs.py); 0, one date, is every world made before the knob (the CLI's default is NEW_WORLD_EPOCH_GAP)
     test_fraction: float | None = None  # layout default: 0.2 University-1652, 0.4 SUES-200
     distractor_fraction: float = 0.16  # University-1652 only: extra gallery-only locations
     max_height_m: float = 45.0  # tallest procedural building
@@ -61,6 +64,7 @@ class SynthConfig:
             spacing_m=float(self.footprint_m if self.spacing_m is None else self.spacing_m),
             gsd_m=0.5 if self.gsd_m is None and self.ground is None else self.gsd_m,
             test_fraction=d["test_fraction"] if self.test_fraction is None else float(self.test_fraction),
+            epoch_gap=float(self.epoch_gap),
         )
         cfg._validate()
         if cfg.fov_deg is None:
@@ -110,6 +114,8 @@ class SynthConfig:
                 f"the lowest altitude ({min(self.altitudes_m):g} m) must clear the tallest building "
                 f"({self.max_height_m:g} m) by 10 m"
             )
+        if not 0 <= self.epoch_gap <= 1:  # also refuses NaN
+            raise ValueError(f"the epoch gap must lie in 0..1, got {self.epoch_gap:g}")
         if not 30 <= self.jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must lie in 30..100, got {self.jpeg_quality}")
 

@@ -2,7 +2,10 @@
 
 The image is the ground (and the satellite view); buildings rise out of it only where a height image
 says so (connected areas above 2.5 m become prisms at their median height). Without a world file the
-coordinates are relative to `origin` (or 0, 0), which the notes say.
+coordinates are relative to `origin` (or 0, 0), which the notes say. With an epoch gap the image is the
+reference's date, seen by a coarser sensor, and the drone sees a copy at another date: withered vegetation and
+the shadows of the extruded buildings under another sun (what the image's pixels allow; its roads, cars and
+fields are not known, so they stay).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import cv2
 import numpy as np
 
 from ...geodesy import WorldFile
+from . import paint as P
 from .config import SynthConfig
+from .epochs import Epochs, draw_epochs, sense, sun_vector, wither
 from .geo import GeoRef, georef_from_world_file
 from .render import MAX_LEVEL
 from .world import Buildings, World
@@ -40,7 +45,8 @@ def _read_image(path: str, flags: int, what: str) -> np.ndarray:
     return img
 
 
-def _buildings_from_heights(hmap: np.ndarray, rgb: np.ndarray, gsd: float) -> tuple[Buildings, np.ndarray]:
+def _buildings_from_heights(hmap: np.ndarray, rgb: np.ndarray, gsd: float, sun_az_deg: float,
+                            sun_el_deg: float) -> tuple[Buildings, np.ndarray]:
     mask = (hmap > MIN_BUILDING_M).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -62,7 +68,7 @@ def _buildings_from_heights(hmap: np.ndarray, rgb: np.ndarray, gsd: float) -> tu
         roofs.append(rgb[y:y + h, x:x + w][sel].mean(0))
         areas.append(area * gsd * gsd)
     walls = [(170, 165, 155)] * len(rings)
-    return Buildings.from_rings(rings, heights, walls, roofs, 180.0, 45.0), np.array(areas)
+    return Buildings.from_rings(rings, heights, walls, roofs, sun_az_deg, sun_el_deg), np.array(areas)
 
 
 def nodata_share(empty: np.ndarray, full_shape: tuple[int, int], points: np.ndarray, half_m: float,
@@ -127,6 +133,9 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
         rgb, (w0, h0) = None, size
         notes.append(f"the orthophoto ({w0}x{h0} px) is read window by window around each location; ortho.jpg "
                      "(a whole copy) is not written")  # fmt: skip
+        if cfg.epoch_gap > 0:
+            raise ValueError(f"an epoch gap repaints the whole orthophoto, but {cfg.ground} ({w0}x{h0} px) is read "
+                             "window by window; pass --epoch-gap 0")  # fmt: skip
     else:
         rgb = cv2.cvtColor(_read_image(cfg.ground, cv2.IMREAD_COLOR, "orthophoto"), cv2.COLOR_BGR2RGB)
         h0, w0 = rgb.shape[:2]
@@ -166,11 +175,19 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
     if core[1] <= core[0] or core[3] <= core[2]:
         raise ValueError(f"the orthophoto ({width * gsd:.0f} x {height * gsd:.0f} m) is smaller than one "
                          f"{cfg.footprint_m:g} m tile")
+    epochs = None
+    if cfg.epoch_gap > 0:
+        applied = ("withered vegetation", *(("cast shadows of the --heights buildings under another sun",)
+                                            if hmap is not None else ()), "reference sensor")
+        epochs = draw_epochs(cfg.seed, cfg.epoch_gap, None, None, gsd, "orthophoto", applied)
+        notes.append(f"epoch gap {cfg.epoch_gap:g} on a user orthophoto: only {', '.join(applied)} (its roads, cars, "
+                     "fields and trees are not known)")  # fmt: skip
+    sun = (180.0, 45.0) if epochs is None else (epochs.drone.sun_az_deg, epochs.drone.sun_el_deg)
     if hmap is not None:
-        buildings, areas = _buildings_from_heights(hmap, rgb, gsd)
+        buildings, areas = _buildings_from_heights(hmap, rgb, gsd, *sun)
         cands, weight = buildings.centroid[areas >= MIN_TARGET_AREA_M2], areas[areas >= MIN_TARGET_AREA_M2]
     else:
-        buildings = Buildings.from_rings([], [], [], [], 180.0, 45.0)
+        buildings = Buildings.from_rings([], [], [], [], *sun)
         notes.append("no height image: buildings are not extruded, drone views are perspective warps of the ground")
         step = cfg.spacing_m / 2
         xs = np.arange(core[0], core[1] + 1e-9, step)
@@ -196,6 +213,25 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
     if min(core[0], width * gsd - core[1]) < reach_m:
         notes.append(f"drone views reach {reach_m:.0f} m from a tile centre; near the image border they see the "
                      "mirrored orthophoto")
-    return World(ortho=rgb, ground=rgb, geo=geo, buildings=buildings, candidates=cands, candidate_weight=weight,
-                 sun_az_deg=180.0, sun_el_deg=45.0, source="orthophoto", core=core, notes=notes,
-                 raster=cfg.ground if windowed else None, raster_size=(width, height))
+    ground, reference = rgb, None
+    if epochs is not None:
+        ground, reference = _drone_date(rgb, buildings, epochs, gsd, np.random.default_rng([cfg.seed, 6]))
+    return World(ortho=ground, ground=ground, geo=geo, buildings=buildings, candidates=cands,
+                 candidate_weight=weight, sun_az_deg=sun[0], sun_el_deg=sun[1], source="orthophoto", core=core,
+                 notes=notes, raster=cfg.ground if windowed else None, raster_size=(width, height),
+                 reference=reference, epochs=None if epochs is None else epochs.record())
+
+
+def _drone_date(rgb: np.ndarray, buildings: Buildings, epochs: Epochs, gsd: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(what the drone sees, what the reference sensor recorded): the orthophoto's vegetation withered and the
+    extruded buildings' shadows cast under the drone's sun on a copy; the orthophoto coarsened for the reference."""
+    drone = rgb.copy()
+    wither(drone, epochs.drone.dryness, rng, gsd)
+    if len(buildings):
+        rings = [buildings.verts[s:s + n] * (1.0, -1.0) for s, n in zip(buildings.start, buildings.count, strict=True)]
+        shadow = np.zeros(drone.shape[:2], np.uint8)
+        P.cast_shadows(P.Canvas(shadow, gsd), rings, buildings.heights_m, [], sun_vector(epochs.drone.sun_az_deg),
+                       epochs.drone.sun_el_deg)
+        P.apply_gain(drone, cv2.LUT(shadow, np.round(128 - 0.45 * 128 / 255 * np.arange(256)).astype(np.uint8)))
+    return drone, sense(rgb, epochs.sensor, gsd, rng)

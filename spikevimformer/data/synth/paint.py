@@ -32,6 +32,10 @@ WATER = np.array([(52, 82, 100), (44, 72, 86), (62, 96, 108)], dtype=np.float32)
 CAR = np.array([(230, 230, 230), (30, 30, 34), (170, 172, 176), (150, 40, 36), (40, 70, 140), (100, 100, 104)],
                dtype=np.float32)
 SOIL = np.array([(130, 112, 88), (150, 128, 98)], dtype=np.float32)
+AUTUMN = np.array([(176, 122, 46), (188, 92, 40), (150, 132, 52), (124, 82, 42)], dtype=np.float32)
+BARE_TREE = np.array([112, 100, 86], dtype=np.float32)  # a leafless crown: branches over the ground
+STUBBLE = np.array([(196, 180, 124), (184, 166, 108), (206, 190, 140)], dtype=np.float32)
+PLOUGHED = np.array([(112, 92, 70), (128, 104, 78), (96, 80, 62)], dtype=np.float32)
 
 
 def pick(rng: np.random.Generator, palette: np.ndarray, jitter: float = 8.0) -> tuple[int, int, int]:
@@ -119,6 +123,21 @@ def apply_gain(image: np.ndarray, gain: np.ndarray, rows: int = 1024) -> None:
     for r in range(0, image.shape[0], rows):
         g = cv2.merge([gain[r:r + rows]] * 3)
         image[r:r + rows] = cv2.multiply(image[r:r + rows], g, scale=1 / 128)
+
+
+def cast_shadows(canvas: Canvas, rings: list[np.ndarray], heights, trees, sun_dir: np.ndarray,
+                 sun_el_deg: float) -> None:
+    """Paint 255 where prisms (rings, heights) and tree crowns (east, south, radius, ...) shade the ground, away from
+    the sun (length = height / tan(elevation)); roofs are not in their own shadow."""
+    reach = 1.0 / math.tan(math.radians(sun_el_deg))
+    polys = []
+    for ring, h in zip(rings, heights, strict=True):
+        both = np.vstack([ring, ring - sun_dir * h * reach]).astype(np.float32)
+        polys.append(cv2.convexHull(both).reshape(-1, 2).astype(np.float64))
+    canvas.fill(polys, 255)
+    for e, s, r, *_ in trees:
+        canvas.disc(np.array([e, s]) - sun_dir * r * 1.6 * reach, r, 255)  # a crown about 1.6 radii up
+    canvas.fill(rings, 0)
 
 
 def roof_shade(normal_xy: np.ndarray, sun_dir: np.ndarray) -> float:

@@ -68,6 +68,7 @@ class SynthSummary:
     world: dict
     seconds: float
     notes: list[str] = field(default_factory=list)
+    epochs: dict | None = None  # the two dates (world.json's `epochs`), None for one
 
 
 # --- locations -------------------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ def _share(world: World) -> tuple[World, list, list]:
         np.ndarray(arr.shape, arr.dtype, buffer=shm.buf)[...] = arr
         blocks.append(shm)
         specs.append((key, shm.name, arr.shape, arr.dtype.str))
-    light = replace(world, ortho=None, ground=None, _pyramids={})
+    light = replace(world, ortho=None, ground=None, reference=None, _pyramids={})
     return light, specs, blocks
 
 
@@ -168,7 +169,8 @@ def _init_worker(cfg: SynthConfig, light: World, specs: list, root: Path) -> Non
         blocks.append(shm)
         pyramids[tuple(key)] = np.ndarray(shape, np.dtype(dtype), buffer=shm.buf)
     if pyramids:  # a world read by windows shares no rasters: each worker reads its own windows
-        light = replace(light, ortho=pyramids[("ortho", 0)], ground=pyramids[("ground", 0)], _pyramids=pyramids)
+        light = replace(light, ortho=pyramids[("ortho", 0)], ground=pyramids[("ground", 0)],
+                        reference=pyramids.get(("reference", 0)), _pyramids=pyramids)
     _STATE.update(cfg=cfg, world=light, root=root, blocks=blocks)
 
 
@@ -262,13 +264,14 @@ def _csv(header: list[str], rows) -> str:
 
 
 def _write_orthophoto(root: Path, world: World) -> dict | None:
-    """ortho.jpg and its EPSG:4326 world file, so poses can be registered against the full world raster; None for
-    a world read by windows (a whole copy is what reading by windows avoids)."""
+    """ortho.jpg (the reference view, as the satellite tiles) and its EPSG:4326 world file, so poses can be
+    registered against the full world raster; None for a world read by windows (a whole copy is what reading by
+    windows avoids)."""
     if world.raster is not None:
         return None
-    write_bytes(root, ORTHO_IMAGE, encode(world.ortho, ORTHO_IMAGE, ORTHO_JPEG_QUALITY))
+    write_bytes(root, ORTHO_IMAGE, encode(world.reference_view, ORTHO_IMAGE, ORTHO_JPEG_QUALITY))
     (root / ORTHO_WORLD_FILE).write_text(world_file_text(world.geo.world_file()))
-    height, width = world.ortho.shape[:2]
+    height, width = world.reference_view.shape[:2]
     return {"image": ORTHO_IMAGE, "world_file": ORTHO_WORLD_FILE, "crs": "EPSG:4326",
             "ground_resolution_m": world.geo.gsd_m, "size_px": [int(width), int(height)]}
 
@@ -326,7 +329,7 @@ def generate_world(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, o
         record = {
             "format": FORMAT, "seed": cfg.seed, "layout": cfg.layout, "dataset": ROOT[cfg.layout],
             "source": world.source, **world.geo.record(), "orthophoto": orthophoto,
-            "sun": {"azimuth_deg": world.sun_az_deg, "elevation_deg": world.sun_el_deg},
+            "sun": {"azimuth_deg": world.sun_az_deg, "elevation_deg": world.sun_el_deg}, "epochs": world.epochs,
             "view_reach_m": reach, "config": cfg.to_record(), "counts": counts, "baseline": baseline,
             "notes": world.notes,
         }  # fmt: skip
@@ -336,7 +339,7 @@ def generate_world(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, o
         staging.discard()
         raise
     return SynthSummary(out, out / ROOT[cfg.layout], cfg.layout, cfg.seed, counts, baseline, world.geo.record(),
-                        time.perf_counter() - start, list(world.notes))
+                        time.perf_counter() - start, list(world.notes), world.epochs)
 
 
 def default_workers() -> int:

@@ -23,11 +23,11 @@ _S = 1 << _SHIFT
 
 
 def satellite_tile(world: World, centre_xy, footprint_m: float, size: int) -> np.ndarray:
-    """North-up square crop of the orthophoto, `footprint_m` wide, centred on a point, resized to `size`."""
+    """North-up square crop of the reference view, `footprint_m` wide, centred on a point, resized to `size`."""
     g = world.gsd_m
     n = int(round(footprint_m / g))
     col, row = centre_xy[0] / g - 0.5, -centre_xy[1] / g - 0.5
-    patch = cv2.getRectSubPix(world.ortho, (n, n), (float(col), float(row)))
+    patch = cv2.getRectSubPix(world.reference_view, (n, n), (float(col), float(row)))
     interp = cv2.INTER_AREA if n > size else cv2.INTER_CUBIC
     return cv2.resize(patch, (size, size), interpolation=interp)
 

@@ -74,7 +74,7 @@ class Buildings:
 class World:
     """A geo-referenced world ready to be photographed."""
 
-    ortho: np.ndarray | None  # (H, W, 3) uint8 RGB, roofs included: what a satellite sees
+    ortho: np.ndarray | None  # (H, W, 3) uint8 RGB, roofs included: what a satellite sees at the drone's date
     ground: np.ndarray | None  # (H, W, 3) uint8 RGB, roofs removed: the plane a drone warps
     geo: GeoRef
     buildings: Buildings
@@ -88,11 +88,19 @@ class World:
     raster: str | None = None  # an orthophoto too large to hold: ortho/ground are None, read by windows around
     # each location (ground.window_world)
     raster_size: tuple[int, int] | None = None  # (width, height) px of the whole raster
+    reference: np.ndarray | None = None  # (H, W, 3) what the reference sensor saw at another date (epochs.py);
+    # None: the orthophoto itself
+    epochs: dict | None = None  # world.json's record of the two dates, None for one date
     _pyramids: dict = field(default_factory=dict, repr=False)
 
     @property
     def gsd_m(self) -> float:
         return self.geo.gsd_m
+
+    @property
+    def reference_view(self) -> np.ndarray:
+        """What the satellite tiles and ortho.jpg show: the reference's date and sensor, or the orthophoto."""
+        return self.ortho if self.reference is None else self.reference
 
     def level(self, layer: str, lvl: int) -> np.ndarray:
         """Image pyramid of a layer, so minified drone views sample without aliasing."""
@@ -113,3 +121,5 @@ class World:
             return
         for layer in ("ground", "ortho"):
             self.level(layer, levels - 1)
+        if self.reference is not None:  # tiles crop it at full resolution only
+            self.level("reference", 0)

@@ -12,7 +12,7 @@ from PIL import Image
 from spikevimformer.data.synth.camera import Camera
 from spikevimformer.geo.imaging import open_photo
 from spikevimformer.geo.intrinsics import EXIF_IFD, from_exif, from_fov
-from spikevimformer.geo.pose import ground_at_pixels, solve_pose
+from spikevimformer.registration.pose import ground_at_pixels, solve_pose
 
 
 def _camera(heading: float = 37.0, pitch: float = 52.0, altitude: float = 95.0) -> Camera:
