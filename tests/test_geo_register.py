@@ -269,3 +269,22 @@ def test_reference_features_survive_save_and_load(world) -> None:
     full, coarse, scale = stored[index.tiles[0].id]
     assert len(full) > 100 and full.descriptors.shape[1] == 64 and 0 < scale <= 1 and len(coarse) > 50
     assert np.allclose(np.linalg.norm(full.descriptors, axis=1), 1.0, atol=1e-2)  # fp16 round trip
+
+
+def test_a_photo_with_a_malformed_xmp_packet_is_answered_with_a_warning(world, capsys, tmp_path) -> None:
+    root, idx = world
+    rel = "University-1652/test/query_drone/0008/image-01.jpeg"
+    src = Image.open(root / rel)
+    bad = tmp_path / "bad-xmp.jpg"
+    src.save(bad, exif=src.getexif().tobytes(), xmp=b"<x:xmpmeta><broken", quality=95)
+    (res,) = _localize(capsys, str(bad), "--index", str(idx), "-k", K)["results"]
+    assert res["fix"] and any("bad-xmp.jpg: its XMP packet is malformed" in w for w in res["warnings"])
+
+
+def test_without_a_verified_candidate_retrieval_order_stands(world, tmp_path) -> None:
+    _, idx = world
+    loc = open_localizer(str(idx), k=5, random_init=True)
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    (res,) = loc.localize([noise])
+    assert not res.fix
+    assert [m.verified_rank for m in res.matches] == [m.rank for m in res.matches]

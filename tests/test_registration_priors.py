@@ -16,6 +16,7 @@ from spikevimformer.registration.priors import (
     check_pitch,
     merged,
     read_prior,
+    recorded_prior,
     xmp_packet,
 )
 
@@ -77,10 +78,23 @@ def test_malformed_xmp_names_the_file() -> None:
         read_prior(upward, None, "bad.jpg")
 
 
-@pytest.mark.parametrize("value", [-1.0, 360.5, float("nan")])
-def test_heading_outside_0_360_is_refused(value: float) -> None:
+@pytest.mark.parametrize("value", [-360.5, 400.0, float("nan")])
+def test_heading_beyond_a_turn_is_refused(value: float) -> None:
     with pytest.raises(ValueError, match="is no heading"):
         check_heading(value)
+
+
+def test_headings_wrap_as_dji_writes_them() -> None:
+    assert check_heading(-10.0) == 350.0 and check_heading(360.0) == 0.0
+    assert read_prior(DJI_ATTRIBUTES.replace(b'"-95.30"', b'"-308.6"'), None, "p.jpg").heading_deg == 51.4
+
+
+def test_a_malformed_record_costs_only_itself() -> None:
+    broken = _jpeg_with_xmp(b"<x:xmpmeta><broken")
+    prior = recorded_prior(broken, None, "bad.jpg")
+    assert prior.heading_deg is None and prior.problem.startswith("bad.jpg: its XMP packet is malformed")
+    given = merged(prior, heading=30.0)
+    assert given.heading_deg == 30.0 and given.problem  # the flag sets what the file could not
 
 
 @pytest.mark.parametrize("value", [-0.1, 91.0])
@@ -96,7 +110,7 @@ def test_flags_override_what_the_photo_records() -> None:
     assert merged(Prior(), heading=360.0).heading_deg == 0.0
 
 
-@pytest.mark.parametrize("flag, value, words", [("--heading", "400", "is no heading"), ("--pitch", "95", "is no pitch"),
+@pytest.mark.parametrize("flag, value, words", [("--heading", "400", "--heading 400 is no heading"), ("--pitch", "95", "is no pitch"),
                                                 ("--altitude", "-5", "is no altitude")])  # fmt: skip
 def test_cli_refuses_bad_priors_in_one_line(tmp_path, capsys, flag: str, value: str, words: str) -> None:
     photo = tmp_path / "p.jpg"

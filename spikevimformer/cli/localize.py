@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--evaluate", metavar="WORLD_OR_CSV",
                    help="instead of IMAGE...: a synthetic world (cameras.csv) or CSV image,latitude,longitude; "
-                        "prints Dis@K, SDM@K and accuracy within 25/50/100 m")  # fmt: skip
+                        "prints camera error, fix and false-fix rates, radius coverage, R@1 before and after "
+                        "verification, Dis@K, SDM@K and tile accuracy within 25/50/100 m")  # fmt: skip
     p.add_argument("--truth", default="camera", choices=("camera", "location"),
                    help="true position for --evaluate on a world: the drone camera or the imaged tile centre")
     p.add_argument("--limit", type=int, help="evaluate only the first N queries")

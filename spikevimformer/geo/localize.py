@@ -25,7 +25,7 @@ from ..registration import (
     solve_pose,
 )
 from ..registration.matchers import AUTO, LEARNED
-from ..registration.priors import Prior, merged, read_prior
+from ..registration.priors import Prior, merged, recorded_prior
 from .encoders import Encoder, index_encoder
 from .imaging import open_photo, preprocess
 from .index import GalleryIndex
@@ -168,13 +168,15 @@ class Localizer:
         return found
 
     def photo_prior(self, data: bytes | None, exif: Image.Exif | None, name: str, heading: float | None = None,
-                    pitch: float | None = None, altitude: float | None = None) -> Prior:  # fmt: skip
-        """What the file records (DJI XMP, EXIF GPSImgDirection), overridden by the values given here, then by the
-        localizer's own (--heading/--pitch/--altitude). Raises ValueError naming a malformed record or value."""
+                    pitch: float | None = None, altitude: float | None = None,
+                    label: str = "--{}") -> Prior:  # fmt: skip
+        """What the file records (DJI XMP, EXIF GPSImgDirection; a malformed record becomes a warning), overridden
+        by the values given here (ValueError naming a bad one, `label` formatting its name), then by the
+        localizer's own (--heading/--pitch/--altitude)."""
         own = self.prior
-        return merged(read_prior(data or b"", exif, name), own.heading_deg if heading is None else heading,
-                      own.pitch_deg if pitch is None else pitch,
-                      own.altitude_m if altitude is None else altitude)  # fmt: skip
+        return merged(recorded_prior(data or b"", exif, name), own.heading_deg if heading is None else heading,
+                      own.pitch_deg if pitch is None else pitch, own.altitude_m if altitude is None else altitude,
+                      label)  # fmt: skip
 
     def localize(self, images: Sequence[Image.Image], names: Sequence[str] | None = None, k: int | None = None,
                  intrinsics: Sequence[Intrinsics | None] | None = None,
@@ -213,8 +215,10 @@ class Localizer:
                                  "lists; rebuild it with --index-type flat or a larger nprobe")
             lat, lon, radius = estimate_position(matches, self.temperature)
             prior = prior or self.prior
-            base = Localization(name, matches, lat, lon, radius, model_s, search_s, warnings=photo_warnings(img),
-                                prior=None if prior.empty else asdict(prior))  # fmt: skip
+            base = Localization(name, matches, lat, lon, radius, model_s, search_s,
+                                warnings=photo_warnings(img) + ([prior.problem] if prior.problem else []),
+                                prior=None if prior.empty else {k: v for k, v in asdict(prior).items()
+                                                                if k != "problem"})  # fmt: skip
             if self.registrar is None:
                 results.append(base)
                 continue
@@ -240,9 +244,9 @@ class Localizer:
         order = sorted(range(len(tiles)), key=lambda i: (not regs[i].verified, -regs[i].inliers, i))
         out = replace(base, intrinsics=intr.source if intr else None, inliers=regs[order[0]].inliers,
                       orientation_deg=regs[order[0]].heading_deg)  # fmt: skip
-        if not regs[order[0]].verified:
-            why = f"no candidate registers to the photo (best: {regs[order[0]].reason})"
-            return _reranked(replace(out, reason=why), regs, order)
+        if not regs[order[0]].verified:  # chance inlier counts are no ranking: retrieval's order stands
+            why = f"no candidate registers to the photo (the most matched: {regs[order[0]].reason})"
+            return _reranked(replace(out, reason=why), regs, range(len(tiles)))
         first = None
         for i in (i for i in order if regs[i].verified):  # the best verified candidate whose geometry holds up
             answer = self._solve(photo, intr, tiles[i], regs[i], out)
@@ -364,7 +368,8 @@ def _registrar(cfg: RegisterConfig, index: GalleryIndex, notes: list[str]) -> Re
                      "features")  # fmt: skip
         return Registrar(replace(cfg, features="sift"))
     notes.append(f"the gallery index {index.folder} {why}: --features {cfg.features} computes them per photo "
-                 "(slow); rebuild the index with `spikevimformer index build` to store them")  # fmt: skip
+                 "(slow); rebuild the index with `spikevimformer index build` (without --no-reference-features) "
+                 "to store them")  # fmt: skip
     return registrar
 
 

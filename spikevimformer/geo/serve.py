@@ -167,7 +167,7 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         image, exif = _decode(data, ctype, name)
         try:
             intrinsics = localizer.intrinsics(image, exif, name, fov)
-            prior = localizer.photo_prior(data, exif, name, heading, pitch, altitude)
+            prior = localizer.photo_prior(data, exif, name, heading, pitch, altitude, label="?{}=")
             result = (await run_in_threadpool(localizer.localize, [image], [name], k, [intrinsics], [prior]))[0]
         except ValueError as exc:  # a nonsense EXIF focal length, a photo too small to use
             raise HTTPProblem(400, str(exc)) from exc

@@ -27,6 +27,7 @@ class Prior:
     pitch_deg: float | None = None  # depression of the optical axis below the horizon, 0..90 (90 = straight down)
     altitude_m: float | None = None  # height above the take-off point (DJI) or as given
     source: str = ""  # where the values came from, for the answer
+    problem: str = ""  # why a record in the file was not used (the photo is still answered), for its warnings
 
     @property
     def empty(self) -> bool:
@@ -34,10 +35,10 @@ class Prior:
 
 
 def check_heading(value: float, label: str = "--heading") -> float:
-    """The heading in [0, 360); ValueError naming it otherwise (a compass gives 0..360)."""
-    if not math.isfinite(value) or not 0.0 <= value <= 360.0:
-        raise ValueError(f"{label} {value:g} is no heading: give degrees clockwise from north, 0-360")
-    return value % 360.0
+    """The heading wrapped to [0, 360) (DJI writes -180..180); ValueError naming it beyond one turn either way."""
+    if not math.isfinite(value) or not -360.0 <= value <= 360.0:
+        raise ValueError(f"{label} {value:g} is no heading: give degrees clockwise from north, -360 to 360")
+    return round(value % 360.0, 6) % 360.0
 
 
 def check_pitch(value: float, label: str = "--pitch") -> float:
@@ -70,7 +71,7 @@ def dji_values(packet: bytes, label: str) -> dict[str, float]:
     try:
         root = ET.fromstring(packet)
     except ET.ParseError as exc:
-        raise ValueError(f"{label}: its XMP packet is malformed ({exc}); give --heading/--pitch instead") from exc
+        raise ValueError(f"{label}: its XMP packet is malformed ({exc})") from exc
     found: dict[str, str] = {}
     for element in root.iter():
         for name, value in element.attrib.items():
@@ -106,13 +107,14 @@ def exif_direction(exif: Image.Exif | None) -> float | None:
 
 def read_prior(data: bytes, exif: Image.Exif | None, label: str) -> Prior:
     """The orientation the file records: DJI XMP gimbal yaw/pitch and relative altitude, else EXIF
-    GPSImgDirection for the heading. Raises ValueError naming the file and value for malformed records."""
+    GPSImgDirection for the heading. Raises ValueError naming the file and value for malformed records
+    (recorded_prior turns that into a warning)."""
     packet = xmp_packet(data)
     dji = dji_values(packet, label) if packet else {}
     heading, pitch, altitude, sources = None, None, None, []
     for key in ("GimbalYawDegree", "FlightYawDegree"):
         if key in dji:
-            heading = dji[key] % 360.0
+            heading = round(dji[key] % 360.0, 6) % 360.0
             sources.append(f"XMP {key}")
             break
     if heading is None and (direction := exif_direction(exif)) is not None:
@@ -121,8 +123,8 @@ def read_prior(data: bytes, exif: Image.Exif | None, label: str) -> Prior:
     if "GimbalPitchDegree" in dji:
         pitch = -dji["GimbalPitchDegree"]  # DJI: -90 straight down; ours: 90 straight down
         if not -1.0 <= pitch <= 91.0:
-            raise ValueError(f"{label}: XMP GimbalPitchDegree {dji['GimbalPitchDegree']:g} looks above the horizon; "
-                             "give --pitch instead")  # fmt: skip
+            raise ValueError(f"{label}: XMP GimbalPitchDegree {dji['GimbalPitchDegree']:g} looks above the "
+                             "horizon")  # fmt: skip
         pitch = min(max(pitch, 0.0), 90.0)
         sources.append("XMP GimbalPitchDegree")
     if "RelativeAltitude" in dji and dji["RelativeAltitude"] > 0:
@@ -132,18 +134,30 @@ def read_prior(data: bytes, exif: Image.Exif | None, label: str) -> Prior:
 
 
 def merged(recorded: Prior, heading: float | None = None, pitch: float | None = None,
-           altitude: float | None = None) -> Prior:  # fmt: skip
-    """The recorded prior with the values given by the user (flags, query parameters) in their place."""
+           altitude: float | None = None, label: str = "--{}") -> Prior:  # fmt: skip
+    """The recorded prior with the values given by the user in their place; `label` formats a value's name in
+    errors ("--{}" for flags, "?{}=" for query parameters)."""
     given = []
     if heading is not None:
-        recorded = replace(recorded, heading_deg=check_heading(heading))
+        recorded = replace(recorded, heading_deg=check_heading(heading, label.format("heading")))
         given.append("heading")
     if pitch is not None:
-        recorded = replace(recorded, pitch_deg=check_pitch(pitch))
+        recorded = replace(recorded, pitch_deg=check_pitch(pitch, label.format("pitch")))
         given.append("pitch")
     if altitude is not None:
-        recorded = replace(recorded, altitude_m=check_altitude(altitude))
+        recorded = replace(recorded, altitude_m=check_altitude(altitude, label.format("altitude")))
         given.append("altitude")
     if given:
         recorded = replace(recorded, source=", ".join(filter(None, [recorded.source, "given " + "/".join(given)])))
     return recorded
+
+
+def recorded_prior(data: bytes, exif: Image.Exif | None, label: str) -> Prior:
+    """read_prior, but a malformed record costs only itself: the photo is answered without it (the orientation is
+    then searched) and `problem` says why, in one line naming the file and the value."""
+    try:
+        return read_prior(data, exif, label)
+    except ValueError as exc:
+        direction = exif_direction(exif)
+        return Prior(heading_deg=direction, source="EXIF GPSImgDirection" if direction is not None else "",
+                     problem=f"{exc}; its XMP orientation is ignored (give --heading/--pitch to set it)")  # fmt: skip

@@ -57,6 +57,8 @@ class RegisterConfig:
     coarse_min_inliers: int = 8  # a window whose coarse pass finds fewer is not matched again (not verified)
     rematch_max: int = 2  # windows matched again at full resolution: the best by coarse inliers
     reference_keypoints: int = 2048  # learned features per reference window
+    rematch_keypoints: int = 1024  # learned features of the warped photo, and at most as many of the reference
+    # inside its footprint (LighterGlue's cost grows with the product)
     learned_min_inliers: int = 50  # learned matches verify a candidate only with this many inliers: their chance
     # fits (roofs, shadows, repeated blocks) reach 15-50 on cross-epoch worlds (calibrated on seed 3030, README)
     learned_radius_scale: float = 7.5  # the radius_scale of fixes from learned matches (calibrated likewise)
@@ -380,8 +382,8 @@ class Registrar:
         counts = [n for _, n in coarse[best]]
         need = max(cfg.coarse_min_inliers, max(counts, default=0) // 2)
         out = [Registration(n, f"{n} coarse matches at the best orientation, fewer than {need}" if n < need else
-                            f"{n} coarse matches, not matched again after {cfg.rematch_max} stronger "
-                            "candidates")  # fmt: skip
+                            f"{n} coarse matches; only the {cfg.rematch_max} candidates with the most are "
+                            "matched again")  # fmt: skip
                for n in counts]
         order = sorted((i for i, n in enumerate(counts) if n >= need and coarse[best][i][0] is not None),
                        key=lambda i: -counts[i])  # fmt: skip
@@ -427,9 +429,10 @@ class Registrar:
         right, bottom = left + warped.shape[1], top + warped.shape[0]
         inside = np.flatnonzero((full.keypoints[:, 0] >= left) & (full.keypoints[:, 0] < right)
                                 & (full.keypoints[:, 1] >= top) & (full.keypoints[:, 1] < bottom))  # fmt: skip
+        inside = inside[: self.cfg.rematch_keypoints]  # the strongest: extract() returns them best first
         ref = full.subset(inside)
         ref = Features(ref.keypoints - np.array([left, top], np.float32), ref.descriptors, warped.shape[::-1])
-        mine = self.learned.extract(warped, self.cfg.reference_keypoints)
+        mine = self.learned.extract(warped, self.cfg.rematch_keypoints)
         pairs = self.learned.match(mine, ref)
         if len(pairs) < max(4, self.cfg.min_inliers):
             return Registration(len(pairs), f"{len(pairs)} feature matches, fewer than {self.cfg.min_inliers}")
