@@ -110,7 +110,8 @@ def test_flags_override_what_the_photo_records() -> None:
     assert merged(Prior(), heading=360.0).heading_deg == 0.0
 
 
-@pytest.mark.parametrize("flag, value, words", [("--heading", "400", "--heading 400 is no heading"), ("--pitch", "95", "is no pitch"),
+@pytest.mark.parametrize("flag, value, words", [("--heading", "400", "--heading 400 is no heading"),
+                                                ("--pitch", "95", "is no pitch"),
                                                 ("--altitude", "-5", "is no altitude")])  # fmt: skip
 def test_cli_refuses_bad_priors_in_one_line(tmp_path, capsys, flag: str, value: str, words: str) -> None:
     photo = tmp_path / "p.jpg"
