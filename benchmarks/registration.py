@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -41,11 +40,10 @@ from spikevimformer.geo.encoders import TorchEncoder, encode_tiles  # noqa: E402
 from spikevimformer.geo.index import GalleryIndex, IndexConfig  # noqa: E402
 from spikevimformer.geo.localize import Localizer  # noqa: E402
 from spikevimformer.geo.metrics import evaluate_localizer, load_queries  # noqa: E402
-from spikevimformer.geo.reference_features import ReferenceSettings  # noqa: E402
 from spikevimformer.geo.tiles import world_tiles  # noqa: E402
 from spikevimformer.geodesy import haversine_m  # noqa: E402
 from spikevimformer.pretrained import load_pretrained  # noqa: E402
-from spikevimformer.registration import FEATURES, RegisterConfig, Registrar  # noqa: E402
+from spikevimformer.registration import FEATURES, RegisterConfig  # noqa: E402
 
 SEED = 2026
 
@@ -77,9 +75,7 @@ def indexed(world: Path, tmp: Path) -> tuple[TorchEncoder, GalleryIndex]:
     tiles = world_tiles(world)
     index = GalleryIndex.create(tmp / f"index-{world.name}", encoder.identity, IndexConfig())
     index.add(tiles, encode_tiles(encoder, tiles, progress=False))
-    store = Registrar(RegisterConfig(features="xfeat"))
-    index.add_reference_features(reference_features.compute(tiles, store),
-                                 asdict(ReferenceSettings.of(store.cfg, "xfeat")))  # fmt: skip
+    reference_features.store(index, tiles)
     return encoder, index
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 
 from ..geo import reference_features
 from ..geo.encoders import encode_tiles, index_encoder, open_encoder
 from ..geo.index import GalleryIndex, IndexConfig
-from ..geo.reference_features import ReferenceSettings
-from ..geo.tiles import OrthoConfig, Tile, folder_tiles, orthophoto_tiles, world_tiles
-from ..registration import RegisterConfig, Registrar
+from ..geo.tiles import OrthoConfig, folder_tiles, orthophoto_tiles, world_tiles
 from .common import add_device, add_image_size, add_model, require_weights, resolve_device, warn_image_size
 
 
@@ -101,23 +98,13 @@ def run_build(args: argparse.Namespace) -> int:
     index = GalleryIndex.create(args.out, encoder.identity, config, args.overwrite)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
     if not args.no_reference_features:
-        store_reference_features(index, tiles, None)
+        reference_features.store(index, tiles)
     index.save()
     stored = len(index.reference_features()) if index.reference_settings else 0
     print(f"built {args.out}: {len(index)} tiles, {index.index_params['kind']} index, "
           f"{encoder.identity.variant} {encoder.identity.dim}-d at {encoder.identity.image_size} px, "
           f"learned reference features for {stored} tiles")  # fmt: skip
     return 0
-
-
-def store_reference_features(index: GalleryIndex, tiles: list[Tile], settings: dict | None) -> None:
-    """Learned features of the tiles' registration windows, stored with the index (default settings, or those
-    the index already stores)."""
-    cfg = ReferenceSettings(**settings).register_config() if settings else RegisterConfig(features="xfeat")
-    registrar = Registrar(cfg)
-    entries = reference_features.compute(tiles, registrar)
-    if entries:
-        index.add_reference_features(entries, asdict(ReferenceSettings.of(cfg, registrar.learned.name)))
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -128,7 +115,7 @@ def run_add(args: argparse.Namespace) -> int:
     before = len(index)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
     if index.reference_settings is not None:
-        store_reference_features(index, tiles, index.reference_settings)
+        reference_features.store(index, tiles, index.reference_settings)
     index.save()
     print(f"added {len(index) - before} tiles to {args.index}: {len(index)} in all, {index.index_params['kind']} index")
     return 0

@@ -9,7 +9,8 @@ the same), and per-tile offsets.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from ..progress import progress_bar
 from ..registration import Features, RegisterConfig, Registrar
 from .tiles import NoReference, Tile
 from .windows import read_window
+
+if TYPE_CHECKING:  # index.py stores these features: a type only, no import at run time
+    from .index import GalleryIndex
 
 LEVELS = ("full", "coarse")
 
@@ -57,6 +61,16 @@ def compute(tiles: Sequence[Tile], registrar: Registrar) -> dict[str, Entry]:
             continue
         out[tile.id] = registrar.reference(window, matcher)
     return out
+
+
+def store(index: GalleryIndex, tiles: Sequence[Tile], settings: dict | None = None) -> None:
+    """Compute and add to a GalleryIndex the learned features of the tiles' registration windows (default
+    settings, or those the index already stores); saved with the index's next save()."""
+    cfg = ReferenceSettings(**settings).register_config() if settings else RegisterConfig(features="xfeat")
+    registrar = Registrar(cfg)
+    entries = compute(tiles, registrar)
+    if entries:
+        index.add_reference_features(entries, asdict(ReferenceSettings.of(cfg, registrar.learned.name)))
 
 
 def write(path: str, entries: dict[str, Entry]) -> None:
