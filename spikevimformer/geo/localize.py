@@ -24,7 +24,7 @@ from ..registration import (
     homography_jacobian,  # fmt: skip
     solve_pose,
 )
-from ..registration.matchers import AUTO, LEARNED
+from ..registration.matchers import AUTO
 from ..registration.priors import Prior, merged, recorded_prior
 from .encoders import Encoder, index_encoder
 from .imaging import open_photo, preprocess
@@ -275,7 +275,7 @@ class Localizer:
             if intr is None:
                 chosen = (plane, centre[0], None)
                 break
-            need = cfg.min_inliers_for(n) if reg.matcher not in LEARNED else cfg.learned_min_inliers
+            need = cfg.min_inliers_for(n, reg.matcher)
             pose, why = self._pose(plane, intr, centre_px, reg.window.metres_per_px, need)
             if pose is None:
                 reason = reason or why
@@ -294,8 +294,7 @@ class Localizer:
             return replace(out, reason="the camera position needs a focal length and the photo's EXIF has none: "
                                        "give the lens's field of view (--fov DEG; ?fov=DEG over HTTP); the "
                                        "look-at point and footprint are given")  # fmt: skip
-        scale = cfg.learned_radius_scale if reg.matcher in LEARNED else cfg.radius_scale
-        radius = max(cfg.radius_floor_m, scale * pose.radius95_m())
+        radius = max(cfg.radius_floor_m, cfg.radius_scale_for(reg.matcher) * pose.radius95_m())
         if radius > cfg.max_radius_m:
             return replace(out, reason=f"the fit pins the camera only to +/- {radius:.0f} m (more than "
                                        f"{cfg.max_radius_m:g} m)")  # fmt: skip

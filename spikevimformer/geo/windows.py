@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import cv2
 import numpy as np
 from PIL import Image
 
 from ..registration import Window
+from ..registration.cache import LRU
 from .tiles import Tile, reference_image
 
 
@@ -48,20 +46,9 @@ class WindowCache:
     """The last `size` windows read (neighbouring photos share candidates); thread-safe."""
 
     def __init__(self, margin: float, max_px: int, size: int = 256) -> None:
-        self.margin, self.max_px, self.size = margin, max_px, size
-        self._windows: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+        self.margin, self.max_px = margin, max_px
+        self._windows: LRU[Window] = LRU(size)
 
     def get(self, tile: Tile) -> Window:
-        key = window_key(tile, self.margin, self.max_px)
-        with self._lock:
-            hit = self._windows.get(key)
-            if hit is not None:
-                self._windows.move_to_end(key)
-                return hit
-        window = read_window(tile, self.margin, self.max_px)
-        with self._lock:
-            self._windows[key] = window
-            while len(self._windows) > self.size:
-                self._windows.popitem(last=False)
-        return window
+        return self._windows.get(window_key(tile, self.margin, self.max_px),
+                                 lambda: read_window(tile, self.margin, self.max_px))

@@ -16,7 +16,6 @@ matches (a large roof is a plane too). The pose solver (pose.py) turns the plane
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .cache import LRU
 from .features import Features, Matcher
 from .matchers import AUTO, FEATURES, LEARNED, create_matcher
 
@@ -65,9 +65,16 @@ class RegisterConfig:
     dense: bool = True  # learned features: the second pass (warp by the verified homography, correlate corners)
     dense_points: int = 600  # reference corners correlated in the second pass
 
-    def min_inliers_for(self, plane: int) -> int:
-        """Inliers the first plane needs (it verifies the candidate), and a further plane (it only adds one)."""
+    def min_inliers_for(self, plane: int, matcher: str = "") -> int:
+        """Inliers the first plane needs (it verifies the candidate), and a further plane (it only adds one); a
+        plane of learned matches needs learned_min_inliers, in its homography and its pose alike."""
+        if matcher in LEARNED:
+            return self.learned_min_inliers
         return self.min_inliers if plane == 0 else min(self.min_inliers, self.plane_min_inliers)
+
+    def radius_scale_for(self, matcher: str) -> float:
+        """The factor on a pose's first-order 95 % radius, by the features its matches came from."""
+        return self.learned_radius_scale if matcher in LEARNED else self.radius_scale
 
     def __post_init__(self) -> None:
         if self.features not in FEATURES:
@@ -279,8 +286,7 @@ class Registrar:
         name = self.cfg.features
         self.invariant = create_matcher("sift" if name == AUTO else name) if name not in LEARNED else None
         self.learned = create_matcher("xfeat" if name == AUTO else name) if name in (*LEARNED, AUTO) else None
-        self._cache: OrderedDict = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRU[tuple] = LRU(cache_size)
         self._stored: dict = {}
         self._lock = threading.Lock()
 
@@ -296,28 +302,20 @@ class Registrar:
 
     def reference(self, window: Window, matcher: Matcher) -> tuple[Features, Features | None, float]:
         """The window's features, its coarse ones (learned features) and the coarse scale (coarse / full)."""
-        key = (window.key, matcher.name) if window.key else None
-        if key is not None:
-            with self._lock:
-                if key in self._stored:
-                    return self._stored[key]
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-                    return hit
+        if not window.key:
+            return self._describe(window, matcher)
+        key = (window.key, matcher.name)
+        with self._lock:
+            stored = self._stored.get(key)
+        return stored or self._cache.get(key, lambda: self._describe(window, matcher))
+
+    def _describe(self, window: Window, matcher: Matcher) -> tuple[Features, Features | None, float]:
         learned = not matcher.rotation_invariant
         full = matcher.extract(window.gray, self.cfg.reference_keypoints if learned else None)
-        coarse, s = None, 1.0
-        if learned:
-            s = min(1.0, self.cfg.coarse_window_px / max(window.gray.shape))
-            coarse = matcher.extract(_resized(window.gray, s), self.cfg.coarse_keypoints)
-        entry = (full, coarse, s)
-        if key is not None:
-            with self._lock:
-                self._cache[key] = entry
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        return entry
+        if not learned:
+            return full, None, 1.0
+        s = min(1.0, self.cfg.coarse_window_px / max(window.gray.shape))
+        return full, matcher.extract(_resized(window.gray, s), self.cfg.coarse_keypoints), s
 
     def register(self, q: PhotoQuery, windows: Sequence[Window]) -> list[Registration]:
         """One Registration per window: the photo's matches to it and the planes they support."""
@@ -438,8 +436,7 @@ class Registrar:
             return Registration(len(pairs), f"{len(pairs)} feature matches, fewer than {self.cfg.min_inliers}")
         dst = full.keypoints[inside[pairs[:, 1]]].astype(np.float64)
         sharp, _ = refine(warped, window.gray[top:bottom, left:right], mine.keypoints[pairs[:, 0]], dst - [left, top])
-        reg = self._planes(_apply(np.linalg.inv(to_crop), sharp), dst, q.size, window, self.learned.name,
-                           self.cfg.learned_min_inliers)  # fmt: skip
+        reg = self._planes(_apply(np.linalg.inv(to_crop), sharp), dst, q.size, window, self.learned.name)
         if not (reg.verified and self.cfg.dense):
             return reg
         h1 = np.linalg.inv(np.vstack([window.to_ground, [0.0, 0.0, 1.0]])) @ reg.planes[0].h_pix_to_ground
@@ -464,18 +461,16 @@ class Registrar:
         if ok.sum() < self.cfg.min_inliers:
             return Registration(int(ok.sum()), "too few correlated points in the second pass")
         return self._planes(_apply(np.linalg.inv(to_crop), moved[ok]), pts[ok] + [left, top], q.size, window,
-                            self.learned.name, self.cfg.learned_min_inliers)  # fmt: skip
+                            self.learned.name)
 
-    def _planes(self, src: np.ndarray, dst: np.ndarray, size: tuple[int, int], window: Window, matcher: str,
-                first: int | None = None) -> Registration:  # fmt: skip
-        """Homographies photo px -> window px fitted in turn, checked, as planes photo px -> ground metres; the
-        first needs `first` inliers (default cfg.min_inliers)."""
+    def _planes(self, src: np.ndarray, dst: np.ndarray, size: tuple[int, int], window: Window,
+                matcher: str) -> Registration:  # fmt: skip
+        """Homographies photo px -> window px fitted in turn, checked, as planes photo px -> ground metres."""
         cfg = self.cfg
         affine = np.vstack([window.to_ground, [0.0, 0.0, 1.0]])
         planes: list[Plane] = []
         remaining = np.arange(len(src))
-        while len(planes) < cfg.max_planes and len(remaining) >= (
-                need := first if first and not planes else cfg.min_inliers_for(len(planes))):
+        while len(planes) < cfg.max_planes and len(remaining) >= (need := cfg.min_inliers_for(len(planes), matcher)):
             h, idx = _fit(src[remaining], dst[remaining], cfg.ransac_px)
             keep = remaining[idx]
             problem = _check(h, src[keep], size, cfg, need)
