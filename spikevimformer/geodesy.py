@@ -51,22 +51,6 @@ class LocalFrame:
         return lat, lon
 
 
-def weighted_position(lat, lon, weights) -> tuple[float, float, float]:
-    """Weighted mean of points and their weighted RMS spread in metres, computed in a local frame."""
-    lat, lon, w = (np.asarray(a, dtype=np.float64).ravel() for a in (lat, lon, weights))
-    if not (lat.size == lon.size == w.size) or lat.size == 0:
-        raise ValueError("weighted_position needs the same non-zero number of latitudes, longitudes and weights")
-    if np.any(w < 0) or w.sum() <= 0:
-        raise ValueError("weights must be non-negative with a positive sum")
-    w = w / w.sum()
-    frame = LocalFrame(float(lat[int(np.argmax(w))]), float(lon[int(np.argmax(w))]))
-    e, n = frame.to_local(lat, lon)
-    me, mn = float(w @ e), float(w @ n)
-    spread = math.sqrt(float(w @ ((e - me) ** 2 + (n - mn) ** 2)))
-    mlat, mlon = frame.to_geo(me, mn)
-    return float(mlat), float(mlon), spread
-
-
 # --- projected coordinates of world files -------------------------------------------------------------
 
 

@@ -19,7 +19,8 @@ LOCALIZATION_COLUMNS = ("queries", "gallery", "R@1", "Dis@1_m", "Dis@5_m", "SDM@
                         "within_100m", "tile_estimate_median_error_m", "model_ms_per_image", "backend")
 REGISTRATION_COLUMNS = ("queries_from", "fix_rate", "false_fix_rate", "camera_median_error_m", "camera_within_5m",
                         "camera_within_10m", "camera_within_25m", "radius95_coverage", "heading_median_error_deg",
-                        "look_at_median_error_m", "look_at_within_5m", "R@1", "R@1_verified", "register_s_per_image")
+                        "look_at_median_error_m", "look_at_within_5m", "R@1", "R@1_verified", "register_s_per_image",
+                        "tile_radius95_coverage", "tile_median_radius_m")  # fmt: skip
 METRIC_COLUMNS = ("model", "direction", "protocol", "R@1", "R@5", "R@10", "R@top1%", "AP", "queries", "gallery")
 
 
@@ -173,7 +174,10 @@ def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
                          "and within X m over all photos (a photo without a fix counts with its tile-level "
                          "estimate); 95 % radius coverage: fixes whose stated radius holds the true camera; R@1 "
                          "verified: top-1 after re-ranking the candidates by inliers; registration seconds per "
-                         "photo.</p>")
+                         "photo; tile radius coverage: photos without a fix whose tile-level radius (calibrated, "
+                         "scripts/calibrate_fallback.py) holds the camera. The row of another date registers the "
+                         "same photos to a reference painted at another date (synth --epoch-gap), as in the "
+                         "field.</p>")
             parts.append(_registration_table(registration))
     if pictures.get("registration") and Path(pictures["registration"]).is_file():
         parts.append("<p>One registration: the photo (left) and the reference window (right, grey), inlier "

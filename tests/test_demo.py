@@ -28,8 +28,13 @@ def test_toy_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     assert [s["name"] for s in payload["stages"]][0] == "generate the synthetic world"
     loc = payload["localization"]
     assert loc["queries"] > 0 and "Dis@1_m" in loc
-    rows = loc["registration_rows"]  # the world's own photos, then the same world photographed at 128 px
-    assert [r["queries_from"] for r in rows] == ["demo world, 64 px photos", "same world, new 128 px photos"]
+    rows = loc["registration_rows"]  # the world's own photos, the same world photographed at 128 px, and those
+    # photos against a reference of another date
+    assert [r["queries_from"] for r in rows] == ["demo world, 64 px photos", "same world, new 128 px photos",
+                                                 "same photos, reference of another date (epoch gap 0.5)"]
+    other = json.loads((out / "index-other-date" / "manifest.json").read_text())
+    assert other["reference_features"]["matcher"] == "xfeat"  # indexed as `index build` does, learned features
+    assert "another date" in report
     assert all({"fix_rate", "camera_median_error_m", "R@1_verified"} <= set(r) for r in rows)
     assert "Camera position by registration" in report
     assert "The same spikes under four conventions" in report and "binary-spikes: the SNN costs" in report

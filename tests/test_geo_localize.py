@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from spikevimformer import build_model, save_checkpoint
 from spikevimformer.cli import main
 from spikevimformer.geo.encoders import TorchEncoder
+from spikevimformer.geo.fallback import TileFallback
 from spikevimformer.geo.index import GalleryIndex
 from spikevimformer.geo.localize import Localizer, Match, estimate_position
 from spikevimformer.geo.metrics import evaluate_localizer, load_queries
@@ -33,14 +36,21 @@ def _run_json(capsys, argv: list[str]) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_estimate_position_weights() -> None:
+def test_estimate_position_top_tile_and_calibrated_radius() -> None:
     a = Match(1, "a", 0.9, 47.0, 8.0, 100.0)
-    b = Match(2, "b", 0.9, 47.001, 8.0, 100.0)
-    lat, _, radius = estimate_position([a, b], temperature=0.02)
-    assert lat == pytest.approx(47.0005, abs=1e-9)
-    assert radius == pytest.approx(float(haversine_m(47.0, 8.0, 47.001, 8.0)) / 2, rel=1e-3)
-    sharp = estimate_position([a, Match(2, "b", 0.5, 47.001, 8.0, 100.0)], temperature=0.02)
-    assert sharp[0] == pytest.approx(47.0, abs=1e-9) and sharp[2] == 50.0  # floor: half a tile
+    b = Match(2, "b", 0.5, 47.001, 8.0, 100.0)
+    lat, lon, radius, elsewhere = estimate_position([a, b], None)  # uncalibrated: the spread, at least half a tile
+    assert (lat, lon) == (47.0, 8.0) and not elsewhere
+    assert radius == pytest.approx(float(haversine_m(47.0, 8.0, 47.001, 8.0)) / 2**0.5, rel=1e-3)
+    layout = np.array([(47.0 + 0.001 * i, 8.0) for i in range(21)])  # 20 other tiles, 111 m apart, due north
+    cal = TileFallback("x", (0.6,), (0.5, 0.96), right_radius_footprints=1.5, elsewhere_below=0.55)
+    assert estimate_position([a, b], cal, layout) == (47.0, 8.0, 150.0, False)  # top-1 right 96 %: the stand-off
+    lat, _, radius, elsewhere = estimate_position([replace(a, score=0.5), b], cal, layout)
+    # right half the time: of the wrong half, 90 % must be held: 18 of the 20 others, the 18th is 18 x 111 m away
+    assert radius == pytest.approx(float(haversine_m(47.0, 8.0, 47.018, 8.0)) + 150.0, rel=1e-6) and elsewhere
+    assert estimate_position([replace(a, score=0.5), b], cal, layout, registered=True)[3] is False
+    lat, *_ = estimate_position([replace(a, verified_rank=2), replace(b, verified_rank=1)], cal, layout)
+    assert lat == 47.001  # verification re-ranked the candidates: the one it put first answers
 
 
 def test_index_info_cli(world_index, capsys) -> None:
@@ -151,6 +161,7 @@ def test_localizer_python_api(world_index) -> None:
     world, idx = world_index
     index = GalleryIndex.load(idx)
     localizer = Localizer(TorchEncoder.load(None, "tiny", 32), index, k=2)
+    assert localizer.fallback is None and any("not calibrated for this model" in n for n in localizer.notes)
     queries = load_queries(world / "cameras.csv")[:2]
     rep = evaluate_localizer(localizer, queries, ks=(1, 2), progress=False)
     assert rep["queries"] == 2 and rep["R@1"] == 1.0 and "Dis@2_m" in rep
@@ -171,6 +182,6 @@ def test_a_registered_photo_without_a_pose_is_reported_where_it_looks() -> None:
     r = Localization("p.jpg", [tile], 48.1839, 16.3130, 160.0, 0.01, 0.001, reason="no focal length",
                      look_at={"latitude": 48.1853385, "longitude": 16.3099782})
     head = format_table([r]).splitlines()[0]
-    assert "looks at 48.1853385, 16.3099782" in head and "ground near" not in head
+    assert "looks at 48.1853385, 16.3099782" in head and "tile level" not in head
     plain = format_table([dataclasses.replace(r, look_at=None)]).splitlines()[0]
-    assert "ground near 48.183900, 16.313000 +/- 160 m" in plain
+    assert "tile level: the camera within 160 m of 48.183900, 16.313000" in plain

@@ -13,7 +13,6 @@ from spikevimformer.geodesy import (
     parse_crs,
     utm_to_geo,
     web_mercator_to_geo,
-    weighted_position,
 )
 
 
@@ -31,19 +30,6 @@ def test_local_frame_round_trip_and_scale() -> None:
     np.testing.assert_allclose(lat, [47.37, 47.371], atol=1e-12)
     np.testing.assert_allclose(lon, [8.54, 8.541], atol=1e-12)
     assert math.hypot(east[1], north[1]) == pytest.approx(float(haversine_m(47.37, 8.54, 47.371, 8.541)), rel=1e-4)
-
-
-def test_weighted_position_midpoint_and_spread() -> None:
-    frame = LocalFrame(47.0, 8.0)
-    lat, lon = frame.to_geo([0.0, 100.0], [0.0, 0.0])
-    mlat, mlon, spread = weighted_position(lat, lon, [1, 1])
-    e, n = frame.to_local(mlat, mlon)
-    assert float(e) == pytest.approx(50.0, abs=1e-6) and float(n) == pytest.approx(0.0, abs=1e-6)
-    assert spread == pytest.approx(50.0, rel=1e-6)
-    _, _, tight = weighted_position(lat, lon, [1, 0])
-    assert tight == 0
-    with pytest.raises(ValueError):
-        weighted_position(lat, lon, [0, 0])
 
 
 def test_projections_against_known_values() -> None:

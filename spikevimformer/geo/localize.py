@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.images import shape_warning
-from ..geodesy import LocalFrame, weighted_position
+from ..geodesy import LocalFrame, haversine_m
 from ..registration import (
     PhotoQuery,
     Plane,
@@ -27,6 +27,7 @@ from ..registration import (
 from ..registration.matchers import AUTO
 from ..registration.priors import Prior, merged, recorded_prior
 from .encoders import Encoder, index_encoder
+from .fallback import TileFallback, shipped
 from .imaging import open_photo, preprocess
 from .index import GalleryIndex
 from .intrinsics import Intrinsics, check_fov, from_exif, from_fov
@@ -54,7 +55,8 @@ class Localization:
     `camera` is {latitude, longitude, height_m, heading_deg, pitch_deg} when `fix`; `radius_m` its 95 % horizontal
     radius in metres. `look_at` is the ground point at the photo centre, `footprint` the ground corners of the
     photo ([lat, lon] x 4, clockwise from the upper left), both whenever a candidate registers. `estimate` is the
-    camera position when `fix`, else today's tile-level estimate (softmax-weighted top-k tile centres).
+    camera position when `fix`, else the tile-level answer (estimate_position: the best tile's centre with a
+    calibrated 95 % radius, and `elsewhere` when the photo is probably of a place outside the index).
     """
 
     name: str
@@ -76,6 +78,7 @@ class Localization:
     orientation_deg: float | None = None  # image-up azimuth the photo was matched at (learned features)
     register_s: float = 0.0
     warnings: list = field(default_factory=list)
+    elsewhere: bool = False  # no fix, and the best tile scores like photos of places outside the index
 
     @property
     def estimate(self) -> dict:
@@ -83,7 +86,8 @@ class Localization:
         if self.fix:
             return {"latitude": self.camera["latitude"], "longitude": self.camera["longitude"],
                     "radius_m": self.radius_m, "source": "camera"}  # fmt: skip
-        return {"latitude": self.latitude, "longitude": self.longitude, "radius_m": self.radius, "source": "tiles"}
+        return {"latitude": self.latitude, "longitude": self.longitude, "radius_m": self.radius, "source": "tiles",
+                "probably_elsewhere": self.elsewhere}  # fmt: skip
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -101,14 +105,25 @@ def softmax_weights(scores: np.ndarray, temperature: float) -> np.ndarray:
     return w / w.sum()
 
 
-def estimate_position(matches: Sequence[Match], temperature: float) -> tuple[float, float, float]:
-    """Softmax(score / T)-weighted mean of the tile centres; radius = weighted RMS spread, at least half a tile.
+def estimate_position(matches: Sequence[Match], fallback: TileFallback | None, layout: np.ndarray | None = None,
+                      registered: bool = False) -> tuple[float, float, float, bool]:  # fmt: skip
+    """The tile-level answer (latitude, longitude, radius in metres, probably elsewhere): the best candidate's
+    centre (after verification where that re-ranked them), the 95 % radius the calibration earned for its
+    similarity over the index's tile `layout` ((n, 2) latitudes and longitudes; the candidates when None), and
+    whether the photo is probably of a place outside the index (never when a candidate `registered`).
 
-    One tile cannot place the camera better than its own extent, hence the floor.
+    Without a calibration (a model none was shipped for) the radius is the candidates' RMS distance from the
+    best, at least half a tile: a size, not a measured 95 % radius.
     """
-    w = softmax_weights(np.array([m.score for m in matches]), temperature)
-    lat, lon, spread = weighted_position([m.latitude for m in matches], [m.longitude for m in matches], w)
-    return lat, lon, max(spread, matches[int(np.argmax(w))].footprint_m / 2)
+    best = min(matches, key=lambda m: (m.verified_rank or m.rank, m.rank))
+    if layout is None:
+        layout = np.array([(m.latitude, m.longitude) for m in matches])
+    if fallback is not None:
+        d = haversine_m(best.latitude, best.longitude, layout[:, 0], layout[:, 1])
+        elsewhere = fallback.elsewhere(best.score) and not registered
+        return best.latitude, best.longitude, fallback.radius_m(best.score, best.footprint_m, d), elsewhere
+    d = haversine_m(best.latitude, best.longitude, [m.latitude for m in matches], [m.longitude for m in matches])
+    return best.latitude, best.longitude, max(float(np.sqrt(np.mean(np.square(d)))), best.footprint_m / 2), False
 
 
 DEFAULT_REGISTER = RegisterConfig()
@@ -140,6 +155,11 @@ class Localizer:
         self.notes: list[str] = []  # said once per localizer (the CLI prints them, the service reports them)
         self.registrar = _registrar(register, index, self.notes) if register is not None else None
         self.windows = WindowCache(register.margin, register.reference_max_px) if register is not None else None
+        self.fallback = shipped(index.identity.checkpoint_sha256)
+        self._layout: np.ndarray | None = None
+        if self.fallback is None:
+            self.notes.append("tile-level radii (answers without a camera fix) are not calibrated for this model: "
+                              "they give the candidates' spread, not a measured 95 % radius")  # fmt: skip
         self.fov_deg = fov_deg
         self.prior = merged(Prior(), prior.heading_deg, prior.pitch_deg, prior.altitude_m) if prior else Prior()
         self._lock = threading.Lock()
@@ -213,9 +233,9 @@ class Localizer:
             if not matches:
                 raise ValueError(f"the index returned no tile for {name}: an approximate index probed only empty "
                                  "lists; rebuild it with --index-type flat or a larger nprobe")
-            lat, lon, radius = estimate_position(matches, self.temperature)
+            lat, lon, radius, elsewhere = estimate_position(matches, self.fallback, self.layout())
             prior = prior or self.prior
-            base = Localization(name, matches, lat, lon, radius, model_s, search_s,
+            base = Localization(name, matches, lat, lon, radius, model_s, search_s, elsewhere=elsewhere,
                                 warnings=photo_warnings(img) + ([prior.problem] if prior.problem else []),
                                 prior=None if prior.empty else {k: v for k, v in asdict(prior).items()
                                                                 if k != "problem"})  # fmt: skip
@@ -230,8 +250,29 @@ class Localizer:
                 # none of the top k holds up: the next candidates too, and they join the answer's matches
                 wider = self._register(img, intr, tiles, replace(base, matches=matches + extra), query)
                 found = wider if wider.fix else found
-            results.append(replace(found, register_s=time.perf_counter() - start))
+            results.append(replace(self._tile_level(found), register_s=time.perf_counter() - start))
         return results
+
+    def layout(self) -> np.ndarray:
+        """(n, 2) latitudes and longitudes of the index's tiles (kept until the index grows)."""
+        with self._lock:
+            if self._layout is None or len(self._layout) != len(self.index.tiles):
+                self._layout = np.array([(t.latitude, t.longitude) for t in self.index.tiles], dtype=np.float64)
+            return self._layout
+
+    def _tile_level(self, found: Localization) -> Localization:
+        """The tile-level answer again from the candidates as verification left them, and why when elsewhere."""
+        if found.fix:
+            return replace(found, elsewhere=False)
+        lat, lon, radius, elsewhere = estimate_position(found.matches, self.fallback, self.layout(),
+                                                        found.look_at is not None)  # fmt: skip
+        reason = found.reason
+        if elsewhere:
+            best = min(found.matches, key=lambda m: (m.verified_rank or m.rank, m.rank))
+            reason += (f"; probably not in this index: the best tile scores {best.score:.3f}, under the "
+                       f"{self.fallback.elsewhere_below:.3f} below which photos of places outside an index "
+                       "outnumbered those inside when calibrated")  # fmt: skip
+        return replace(found, latitude=lat, longitude=lon, radius=radius, elsewhere=elsewhere, reason=reason)
 
     def _register(self, photo: Image.Image, intr: Intrinsics | None, tiles: list[Tile], base: Localization,
                   query: PhotoQuery) -> Localization:  # fmt: skip
@@ -241,6 +282,15 @@ class Localizer:
         except NoReference as exc:
             return replace(base, reason=f"{NO_REFERENCE}: {exc}")
         regs = self.registrar.register(query, windows)
+        found = self._verified(photo, intr, tiles, base, regs)
+        if found.fix or intr is None or not self.registrar.second_chance(regs):  # no lens: no camera to gain
+            return found
+        again = self._verified(photo, intr, tiles, base, self.registrar.register(query, windows, learned=True))
+        return again if again.fix else found
+
+    def _verified(self, photo: Image.Image, intr: Intrinsics | None, tiles: list[Tile], base: Localization,
+                  regs: Sequence[Registration]) -> Localization:  # fmt: skip
+        """The answer from the candidates' registrations: re-ranked by inliers, the camera from the best one."""
         order = sorted(range(len(tiles)), key=lambda i: (not regs[i].verified, -regs[i].inliers, i))
         out = replace(base, intrinsics=intr.source if intr else None, inliers=regs[order[0]].inliers,
                       orientation_deg=regs[order[0]].heading_deg)  # fmt: skip
@@ -430,9 +480,8 @@ def format_table(results: Sequence[Localization]) -> str:
                          f"{r.look_at['latitude']:.7f}, {r.look_at['longitude']:.7f} (registered on the orthophoto; "
                          f"the camera stands off from it) ({timing})")  # fmt: skip
         else:
-            lines.append(f"{r.name}: no camera fix ({r.reason}); the photo shows ground near {r.latitude:.6f}, "
-                         f"{r.longitude:.6f} +/- {r.radius:.0f} m (tile level: where the retrieved tiles lie, "
-                         f"not the camera) ({timing})")  # fmt: skip
+            lines.append(f"{r.name}: no camera fix ({r.reason}); tile level: the camera within {r.radius:.0f} m of "
+                         f"{r.latitude:.6f}, {r.longitude:.6f} (the best tile's centre) ({timing})")  # fmt: skip
         if r.look_at and r.fix:
             lines.append(f"  looks at {r.look_at['latitude']:.7f}, {r.look_at['longitude']:.7f}"
                          + (f"; focal length from {r.intrinsics}" if r.intrinsics else ""))  # fmt: skip

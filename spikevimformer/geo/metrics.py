@@ -124,7 +124,8 @@ def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds
                          false_fix_m: float = 25.0, by_id: bool = True) -> dict:  # fmt: skip
     """Camera-position and look-at accuracy over all photos (a photo without a fix counts with its tile-level
     estimate), the fix and false-fix rates (fixes farther than `false_fix_m` from the truth), the share of fixes
-    whose 95 % radius covers the truth, heading and height errors, and (`by_id`: the queries' ids name gallery
+    whose 95 % radius covers the truth (and of the tile-level answers, whose radius does), heading and height
+    errors, and (`by_id`: the queries' ids name gallery
     tiles) R@1 before and after verification."""
     n = len(queries)
     est = np.array([[r.estimate["latitude"], r.estimate["longitude"]] for r in results])
@@ -146,6 +147,10 @@ def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds
                    if r.fix and q.height_m is not None]  # fmt: skip
         if heights:
             out["height_median_error_m"] = float(np.median(np.abs(np.subtract(*np.array(heights).T))))
+    if not fix.all():  # the tile-level answers: how often their stated radius holds the camera
+        radius = np.array([r.estimate["radius_m"] for r in results])
+        out["tile_radius95_coverage"] = float((err[~fix] <= radius[~fix]).mean())
+        out["tile_median_radius_m"] = float(np.median(radius[~fix]))
     if all(q.look_at is not None for q in queries):
         # without a registered look-at point, the top-1 tile centre is the answer for where the photo looks
         pts = np.array([[r.look_at["latitude"], r.look_at["longitude"]] if r.look_at else

@@ -138,8 +138,8 @@ class PhotoQuery:
     heading_deg: float | None  # prior: image-up azimuth (camera heading), degrees clockwise from north
     features: Features | None = None  # rotation-invariant features at working resolution, original pixels
     coarse: dict = field(default_factory=dict)  # heading -> (Features, 3x3 original px -> coarse turned px)
-    done: dict = field(default_factory=dict)  # (window key, heading or matcher) -> Registration: a wider candidate
-    # list after a failed first one does not pay for the same windows twice
+    done: dict = field(default_factory=dict)  # (window key, heading or matcher) -> Registration, ("coarse", window
+    # key, heading) -> coarse fit: a wider candidate list after a failed first one does not pay for them twice
 
 
 def photo_gray(photo: Image.Image, cfg: RegisterConfig) -> tuple[np.ndarray, float]:
@@ -317,8 +317,13 @@ class Registrar:
         s = min(1.0, self.cfg.coarse_window_px / max(window.gray.shape))
         return full, matcher.extract(_resized(window.gray, s), self.cfg.coarse_keypoints), s
 
-    def register(self, q: PhotoQuery, windows: Sequence[Window]) -> list[Registration]:
-        """One Registration per window: the photo's matches to it and the planes they support."""
+    def register(self, q: PhotoQuery, windows: Sequence[Window], learned: bool = False) -> list[Registration]:
+        """One Registration per window: the photo's matches to it and the planes they support. `learned`: the
+        learned matcher alone (auto's second chance where SIFT verified a candidate but no camera came of it)."""
+        if learned:
+            if self.learned is None:
+                raise ValueError(f"features {self.cfg.features!r} have no learned matcher")
+            return self._register_learned(q, windows)
         regs = None
         if self.invariant is not None:
             regs = [self._register_invariant(q, w) for w in windows]
@@ -328,6 +333,12 @@ class Registrar:
         if regs is None:
             return learned
         return [b if b.verified or b.inliers >= a.inliers else a for a, b in zip(regs, learned, strict=True)]
+
+    def second_chance(self, regs: Sequence[Registration]) -> bool:
+        """Whether `auto` should match again with learned features: SIFT verified a candidate (so they were not
+        tried) but none of its candidates gave a camera (a chance fit of 12-20 inliers across dates)."""
+        return self.invariant is not None and self.learned is not None and any(
+            r.verified and r.matcher == self.invariant.name for r in regs)
 
     def _register_invariant(self, q: PhotoQuery, window: Window) -> Registration:
         if window.key and (window.key, self.invariant.name) in q.done:
@@ -357,7 +368,16 @@ class Registrar:
         return q.coarse[heading]
 
     def _coarse(self, q: PhotoQuery, heading: float, window: Window) -> tuple[np.ndarray | None, int]:
-        """Homography original photo px -> full window px from the coarse pass at one heading, and its inliers."""
+        """Homography original photo px -> full window px from the coarse pass at one heading, and its inliers
+        (kept per window: the wider candidate list after a failed first one repeats the first's windows)."""
+        if window.key and ("coarse", window.key, heading) in q.done:
+            return q.done["coarse", window.key, heading]
+        found = self._coarse_fit(q, heading, window)
+        if window.key:
+            q.done["coarse", window.key, heading] = found
+        return found
+
+    def _coarse_fit(self, q: PhotoQuery, heading: float, window: Window) -> tuple[np.ndarray | None, int]:
         feats, to_coarse = self._coarse_photo(q, heading)
         _, ref, s = self.reference(window, self.learned)
         pairs = self.learned.match_fast(feats, ref)
