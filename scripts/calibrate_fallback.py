@@ -123,8 +123,8 @@ def main() -> None:
               "inside; this model cannot tell them apart")  # fmt: skip
     print(f"held out ({check['photos']} photos, top-1 right {100 * check['top1_right']:.1f} %): the radius holds the "
           f"camera for {100 * check['coverage']:.1f} %, median radius {check['median_radius_m']:.0f} m (median "
-          f"error {check['median_error_m']:.0f} m); flagged as elsewhere: inside {100 * check['inside_flagged']:.1f} "
-          f"%, outside {100 * check['outside_flagged']:.1f} %")  # fmt: skip
+          f"error {check['median_error_m']:.0f} m); the similarity cut flags inside "
+          f"{100 * check['inside_flagged']:.1f} %, outside {100 * check['outside_flagged']:.1f} %")  # fmt: skip
     if args.write:
         path = RESOURCES / f"{release.name}-fallback.json"
         fit.save(path)

@@ -4,8 +4,8 @@ One interface: a photo (and its heading when known) plus candidate windows -> on
 
 - Rotation-invariant features (SIFT, ORB) match the photo as it is, with Lowe's ratio test.
 - Learned features (XFeat + LighterGlue) need the reference's orientation and scale. A coarse pass matches the
-  photo at low resolution, turned by the heading prior or, without one, at `rotations` headings (mutual nearest
-  neighbours, cheap), against every window; the best orientation's coarse homography then warps the photo into
+  photo at low resolution, turned to `rotations` headings (mutual nearest neighbours, cheap; with a heading
+  prior, only the three nearest it), against every window; the best orientation's coarse homography then warps the photo into
   the window's frame (north-up, the reference's scale, the perspective undone) and the warped photo is matched
   again at full resolution (OrthoLoC's warp-and-rematch), its points mapped back to photo pixels.
 
@@ -296,7 +296,7 @@ class Registrar:
             self._stored.update(entries)
 
     def query(self, photo: Image.Image, heading_deg: float | None = None) -> PhotoQuery:
-        """The photo prepared for matching; `heading_deg` (image-up azimuth) spares learned features the search."""
+        """The photo prepared for matching; `heading_deg` (image-up azimuth) narrows learned features' search."""
         gray, scale = photo_gray(photo, self.cfg)
         return PhotoQuery(photo.size, gray, scale, None if heading_deg is None else float(heading_deg) % 360.0)
 
@@ -391,10 +391,13 @@ class Registrar:
         """Coarse pass over orientations and windows, then the strongest windows matched again in turn until one
         verifies (a chance homography of mutual nearest neighbours finds ~8-15 coarse inliers)."""
         cfg = self.cfg
-        if q.heading_deg is not None:
-            headings = [q.heading_deg]
+        step = 360.0 / cfg.rotations
+        if q.heading_deg is not None:  # the grid orientation nearest the prior and its neighbours: on seed 4040
+            # (40 photos across dates) the prior's own angle alone lost 3 of 16 fixes within 5 m (README)
+            near = round(q.heading_deg / step) * step
+            headings = sorted({(near + d) % 360.0 for d in (-step, 0.0, step)})
         else:
-            headings = [i * 360.0 / cfg.rotations for i in range(cfg.rotations)]
+            headings = [i * step for i in range(cfg.rotations)]
         coarse = [[self._coarse(q, hd, w) for w in windows] for hd in headings]
         best = max(range(len(headings)), key=lambda i: max((c[1] for c in coarse[i]), default=0))
         counts = [n for _, n in coarse[best]]
