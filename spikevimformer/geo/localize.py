@@ -247,9 +247,8 @@ class Localizer:
             found = self._register(img, intr, tiles[:k], base, query)
             searching = not found.fix and (intr is not None or found.look_at is None)
             if searching and extra and not found.reason.startswith(NO_REFERENCE):
-                # none of the top k holds up: the next candidates too (auto: with SIFT alone, Registrar.register),
-                # and they join the answer's matches
-                wider = self._register(img, intr, tiles, replace(base, matches=matches + extra), query, wide=True)
+                # none of the top k holds up: the next candidates too, and they join the answer's matches
+                wider = self._register(img, intr, tiles, replace(base, matches=matches + extra), query)
                 found = wider if wider.fix else found
             results.append(replace(self._tile_level(found), register_s=time.perf_counter() - start))
         return results
@@ -276,17 +275,15 @@ class Localizer:
         return replace(found, latitude=lat, longitude=lon, radius=radius, elsewhere=elsewhere, reason=reason)
 
     def _register(self, photo: Image.Image, intr: Intrinsics | None, tiles: list[Tile], base: Localization,
-                  query: PhotoQuery, wide: bool = False) -> Localization:  # fmt: skip
-        """Verify the candidates, re-rank them by inliers, and solve the camera from the best one; `wide`: the
-        wider list after the top k failed, which `auto` verifies with SIFT alone."""
+                  query: PhotoQuery) -> Localization:  # fmt: skip
+        """Verify the candidates, re-rank them by inliers, and solve the camera from the best one."""
         try:
             windows = [self.windows.get(tile) for tile in tiles]
         except NoReference as exc:
             return replace(base, reason=f"{NO_REFERENCE}: {exc}")
-        cheap = wide and self.registrar.invariant is not None and self.registrar.learned is not None
-        regs = self.registrar.register(query, windows, learned=False if cheap else None)
+        regs = self.registrar.register(query, windows)
         found = self._verified(photo, intr, tiles, base, regs)
-        if found.fix or intr is None or cheap or not self.registrar.second_chance(regs):  # no lens: no camera
+        if found.fix or intr is None or not self.registrar.second_chance(regs):  # no lens: no camera to gain
             return found
         again = self._verified(photo, intr, tiles, base, self.registrar.register(query, windows, learned=True))
         return again if again.fix else found

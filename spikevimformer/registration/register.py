@@ -5,9 +5,9 @@ One interface: a photo (and its heading when known) plus candidate windows -> on
 - Rotation-invariant features (SIFT, ORB) match the photo as it is, with Lowe's ratio test.
 - Learned features (XFeat + LighterGlue) need the reference's orientation and scale. A coarse pass matches the
   photo at low resolution, turned to `rotations` headings (mutual nearest neighbours, cheap; with a heading
-  prior, only the three nearest it), against every window; the best orientation's coarse homography then warps
-  the photo into the window's frame (north-up, the reference's scale, the perspective undone) and the warped
-  photo is matched again at full resolution (OrthoLoC's warp-and-rematch), its points mapped back to photo pixels.
+  prior, only the three nearest it), against every window; the best orientation's coarse homography then warps the photo into
+  the window's frame (north-up, the reference's scale, the perspective undone) and the warped photo is matched
+  again at full resolution (OrthoLoC's warp-and-rematch), its points mapped back to photo pixels.
 
 A homography from photo pixels to the window is fitted with OpenCV's USAC MAGSAC++, then another on the remaining
 matches (a large roof is a plane too). The pose solver (pose.py) turns the planes' inliers into a camera.
@@ -317,20 +317,13 @@ class Registrar:
         s = min(1.0, self.cfg.coarse_window_px / max(window.gray.shape))
         return full, matcher.extract(_resized(window.gray, s), self.cfg.coarse_keypoints), s
 
-    def register(self, q: PhotoQuery, windows: Sequence[Window], learned: bool | None = None) -> list[Registration]:
-        """One Registration per window: the photo's matches to it and the planes they support.
-
-        learned None: every matcher of `features` (auto: SIFT, then learned where none verifies); True: the learned
-        matcher alone (auto's second chance where SIFT verified a candidate but no camera came of it); False: the
-        rotation-invariant one alone (auto's wider candidate list: on seed 4040, 40 photos across dates, learned
-        matching of candidates 6-10 added no fix and 30 % of the time). ValueError when `features` lack it.
-        """
-        if learned is not None and (self.learned if learned else self.invariant) is None:
-            raise ValueError(f"features {self.cfg.features!r} have no {'learned' if learned else 'invariant'} matcher")
+    def register(self, q: PhotoQuery, windows: Sequence[Window], learned: bool = False) -> list[Registration]:
+        """One Registration per window: the photo's matches to it and the planes they support. `learned`: the
+        learned matcher alone (auto's second chance where SIFT verified a candidate but no camera came of it)."""
         if learned:
+            if self.learned is None:
+                raise ValueError(f"features {self.cfg.features!r} have no learned matcher")
             return self._register_learned(q, windows)
-        if learned is False:
-            return [self._register_invariant(q, w) for w in windows]
         regs = None
         if self.invariant is not None:
             regs = [self._register_invariant(q, w) for w in windows]
