@@ -5,9 +5,9 @@ One interface: a photo (and its heading when known) plus candidate windows -> on
 - Rotation-invariant features (SIFT, ORB) match the photo as it is, with Lowe's ratio test.
 - Learned features (XFeat + LighterGlue) need the reference's orientation and scale. A coarse pass matches the
   photo at low resolution, turned to `rotations` headings (mutual nearest neighbours, cheap; with a heading
-  prior, only the three nearest it), against every window; the best orientation's coarse homography then warps the photo into
-  the window's frame (north-up, the reference's scale, the perspective undone) and the warped photo is matched
-  again at full resolution (OrthoLoC's warp-and-rematch), its points mapped back to photo pixels.
+  prior, only the three nearest it), against every window; the best orientation's coarse homography then warps
+  the photo into the window's frame (north-up, the reference's scale, the perspective undone) and the warped
+  photo is matched again at full resolution (OrthoLoC's warp-and-rematch), its points mapped back to photo pixels.
 
 A homography from photo pixels to the window is fitted with OpenCV's USAC MAGSAC++, then another on the remaining
 matches (a large roof is a plane too). The pose solver (pose.py) turns the planes' inliers into a camera.
