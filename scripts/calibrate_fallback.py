@@ -68,19 +68,22 @@ def samples(encoder: TorchEncoder, seeds: list[int], gaps: list[float], args, tm
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="pretrained", help="a shipped model's name")
+    class Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        """The docstring as written, and every option's default."""
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
+    ap.add_argument("--model", default="pretrained", help="a shipped model's name (the calibration ships with it)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[3030, 3031, 3032], help="calibration worlds")
     ap.add_argument("--check", type=int, nargs="+", default=[4040, 4041], help="held-out worlds")
     ap.add_argument("--gaps", type=float, nargs="+", default=[0.0, 0.5], help="reference epochs (synth --epoch-gap)")
-    ap.add_argument("--locations", type=int, default=300)
-    ap.add_argument("--image-size", type=int, default=256)
-    ap.add_argument("--bins", type=int, default=4)
+    ap.add_argument("--locations", type=int, default=300, help="locations of each rendered world")
+    ap.add_argument("--image-size", type=int, default=256, help="drone photo size of the worlds in px")
+    ap.add_argument("--bins", type=int, default=4, help="top-1 similarity bins (equal numbers of photos)")
     ap.add_argument("--min-odds", type=float, default=4.0,
                     help="'probably not in this index' only where it flags this many times as large a share of "
                          "photos outside an index as inside, on the calibration and the held-out worlds alike")
     ap.add_argument("--write", action="store_true", help="write resources/<release>-fallback.json")
-    ap.add_argument("--work", help="keep the worlds here (default: a temporary folder)")
+    ap.add_argument("--work", help="keep the worlds here (none: a temporary folder)")
     args = ap.parse_args()
     if min(len(args.seeds), len(args.check)) < 2:
         ap.error("--seeds and --check need two seeds or more each (one world's photos are outside the next's index)")
@@ -96,7 +99,8 @@ def main() -> None:
         del argv[argv.index("--work") : argv.index("--work") + 2]
     command = "python scripts/calibrate_fallback.py " + shlex.join(argv)
     fit = fallback.fit([p[0] for p in inside], [p[1] for p in inside], [p[2] for p in inside if p[1]], outside,
-                       encoder.identity.checkpoint_sha256, args.bins, min_odds=args.min_odds,
+                       encoder.identity.checkpoint_sha256,
+                       encoder.identity.image_size, args.bins, min_odds=args.min_odds,
                        command=command)  # fmt: skip
     print("held-out worlds")
     held, held_outside = samples(encoder, args.check, args.gaps, args, tmp)

@@ -43,7 +43,7 @@ def test_estimate_position_top_tile_and_calibrated_radius() -> None:
     assert (lat, lon) == (47.0, 8.0) and not elsewhere
     assert radius == pytest.approx(float(haversine_m(47.0, 8.0, 47.001, 8.0)) / 2**0.5, rel=1e-3)
     layout = np.array([(47.0 + 0.001 * i, 8.0) for i in range(21)])  # 20 other tiles, 111 m apart, due north
-    cal = TileFallback("x", (0.6,), (0.5, 0.96), right_radius_footprints=1.5, elsewhere_below=0.55)
+    cal = TileFallback("x", 64, (0.6,), (0.5, 0.96), right_radius_footprints=1.5, elsewhere_below=0.55)
     assert estimate_position([a, b], cal, layout) == (47.0, 8.0, 150.0, False)  # top-1 right 96 %: the stand-off
     lat, _, radius, elsewhere = estimate_position([replace(a, score=0.5), b], cal, layout)
     # right half the time: of the wrong half, 90 % must be held: 18 of the 20 others, the 18th is 18 x 111 m away
@@ -184,4 +184,4 @@ def test_a_registered_photo_without_a_pose_is_reported_where_it_looks() -> None:
     head = format_table([r]).splitlines()[0]
     assert "looks at 48.1853385, 16.3099782" in head and "tile level" not in head
     plain = format_table([dataclasses.replace(r, look_at=None)]).splitlines()[0]
-    assert "tile level: the camera within 160 m of 48.183900, 16.313000" in plain
+    assert "tile level: the camera within 160 m (95 %) of 48.183900, 16.313000" in plain

@@ -257,6 +257,8 @@ def test_an_index_without_stored_learned_features_answers_with_sift_and_says_so(
     assert res.fix
     stored = open_localizer(str(world[1]), k=9, random_init=True)
     assert stored.registrar.learned is not None and not any("SIFT alone" in note for note in stored.notes)
+    mnn = open_localizer(str(world[1]), k=9, register=RegisterConfig(features="xfeat-mnn"), random_init=True)
+    assert not any("other settings" in note for note in mnn.notes)  # the same XFeat features serve both
 
 
 def test_reference_features_survive_save_and_load(world) -> None:

@@ -33,6 +33,7 @@ class TileFallback:
     """Top-1 similarity -> chance that the top-1 tile is the photo's own, and how far the camera is from it then."""
 
     model_sha256: str  # the weights whose similarities these are
+    image_size: int  # at this input size (the same weights at another size give other similarities)
     score_edges: tuple[float, ...]  # ascending top-1 cosine similarities between bins
     p_right: tuple[float, ...]  # per bin (len(score_edges) + 1): share of photos whose top-1 tile was their own
     right_radius_footprints: float  # `coverage` of those cameras lie within this many footprints of its centre
@@ -84,7 +85,7 @@ class TileFallback:
 
 
 def fit(scores: Sequence[float], right: Sequence[bool], right_errors_footprints: Sequence[float],
-        outside_scores: Sequence[float], model_sha256: str, bins: int = 4, coverage: float = 0.95,
+        outside_scores: Sequence[float], model_sha256: str, image_size: int, bins: int = 4, coverage: float = 0.95,
         false_alarm: float = 0.05, min_odds: float = 4.0, command: str = "") -> TileFallback:  # fmt: skip
     """Calibrate from photos inside their indexes (top-1 similarity; whether the top-1 tile was their own; for
     those, the camera's distance from its centre in footprints) and photos of places outside them (similarity).
@@ -115,16 +116,17 @@ def fit(scores: Sequence[float], right: Sequence[bool], right_errors_footprints:
     measured = {"photos": int(len(s)), "right": int(ok.sum()), "outside_photos": int(len(out)),
                 "outside_flagged": float((out < below).mean()) if len(out) else None,
                 "inside_flagged": float((s < below).mean())}  # fmt: skip
-    return TileFallback(model_sha256, tuple(edges), tuple(float(p) for p in shares), stand_off, below, coverage,
-                        command, measured)  # fmt: skip
+    return TileFallback(model_sha256, image_size, tuple(edges), tuple(float(p) for p in shares), stand_off, below,
+                        coverage, command, measured)  # fmt: skip
 
 
-def shipped(model_sha256: str) -> TileFallback | None:
-    """The calibration shipped for a released model (resources/<release>-fallback.json), else None."""
+def shipped(model_sha256: str, image_size: int) -> TileFallback | None:
+    """The calibration shipped for a released model at the input size it was fitted at
+    (resources/<release>-fallback.json), else None."""
     folder = resources.files("spikevimformer") / "resources"
     for entry in folder.iterdir():
         if entry.name.endswith("-fallback.json"):
             found = TileFallback.load(Path(str(entry)))
-            if found.model_sha256 == model_sha256:
+            if found.model_sha256 == model_sha256 and found.image_size == image_size:
                 return found
     return None

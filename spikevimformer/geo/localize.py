@@ -85,7 +85,7 @@ class Localization:
         """{latitude, longitude, radius_m, source}: the camera when there is a fix, else the tile-level estimate."""
         if self.fix:
             return {"latitude": self.camera["latitude"], "longitude": self.camera["longitude"],
-                    "radius_m": self.radius_m, "source": "camera"}  # fmt: skip
+                    "radius_m": self.radius_m, "source": "camera", "probably_elsewhere": False}  # fmt: skip
         return {"latitude": self.latitude, "longitude": self.longitude, "radius_m": self.radius, "source": "tiles",
                 "probably_elsewhere": self.elsewhere}  # fmt: skip
 
@@ -155,11 +155,12 @@ class Localizer:
         self.notes: list[str] = []  # said once per localizer (the CLI prints them, the service reports them)
         self.registrar = _registrar(register, index, self.notes) if register is not None else None
         self.windows = WindowCache(register.margin, register.reference_max_px) if register is not None else None
-        self.fallback = shipped(index.identity.checkpoint_sha256)
+        self.fallback = shipped(index.identity.checkpoint_sha256, index.identity.image_size)
         self._layout: np.ndarray | None = None
         if self.fallback is None:
-            self.notes.append("tile-level radii (answers without a camera fix) are not calibrated for this model: "
-                              "they give the candidates' spread, not a measured 95 % radius")  # fmt: skip
+            self.notes.append("tile-level radii (answers without a camera fix) are not calibrated for this model at "
+                              f"{index.identity.image_size} px: they give the candidates' spread, not a measured "
+                              "95 % radius")  # fmt: skip
         self.fov_deg = fov_deg
         self.prior = merged(Prior(), prior.heading_deg, prior.pitch_deg, prior.altitude_m) if prior else Prior()
         self._lock = threading.Lock()
@@ -480,8 +481,9 @@ def format_table(results: Sequence[Localization]) -> str:
                          f"{r.look_at['latitude']:.7f}, {r.look_at['longitude']:.7f} (registered on the orthophoto; "
                          f"the camera stands off from it) ({timing})")  # fmt: skip
         else:
-            lines.append(f"{r.name}: no camera fix ({r.reason}); tile level: the camera within {r.radius:.0f} m of "
-                         f"{r.latitude:.6f}, {r.longitude:.6f} (the best tile's centre) ({timing})")  # fmt: skip
+            lines.append(f"{r.name}: no camera fix ({r.reason}); tile level: the camera within {r.radius:.0f} m "
+                         f"(95 %) of {r.latitude:.6f}, {r.longitude:.6f}, the best tile's centre, if the photo "
+                         f"shows this index's ground ({timing})")  # fmt: skip
         if r.look_at and r.fix:
             lines.append(f"  looks at {r.look_at['latitude']:.7f}, {r.look_at['longitude']:.7f}"
                          + (f"; focal length from {r.intrinsics}" if r.intrinsics else ""))  # fmt: skip

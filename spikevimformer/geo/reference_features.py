@@ -16,6 +16,7 @@ import numpy as np
 
 from ..progress import progress_bar
 from ..registration import Features, RegisterConfig, Registrar
+from ..registration.matchers import LEARNED
 from .tiles import NoReference, Tile
 from .windows import read_window
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # index.py stores these features: a type only, no import at r
     from .index import GalleryIndex
 
 LEVELS = ("full", "coarse")
+XFEAT = "xfeat"  # the extractor behind every learned matcher (registration.matchers.LEARNED)
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,10 @@ class ReferenceSettings:
 
     @classmethod
     def of(cls, cfg: RegisterConfig, matcher: str) -> ReferenceSettings:
-        return cls(matcher, cfg.margin, cfg.reference_max_px, cfg.reference_keypoints, cfg.coarse_window_px,
-                   cfg.coarse_keypoints)  # fmt: skip
+        """The settings of `matcher`'s reference features; xfeat and xfeat-mnn share theirs (the same XFeat
+        keypoints and descriptors, matched by LighterGlue or by mutual nearest neighbours)."""
+        return cls(XFEAT if matcher in LEARNED else matcher, cfg.margin, cfg.reference_max_px,
+                   cfg.reference_keypoints, cfg.coarse_window_px, cfg.coarse_keypoints)
 
     def register_config(self) -> RegisterConfig:
         return RegisterConfig(features=self.matcher, margin=self.margin, reference_max_px=self.max_px,
