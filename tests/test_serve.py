@@ -54,7 +54,8 @@ def test_localize_multipart_and_raw(server) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["matches"][0]["id"] == "0003" and len(body["matches"]) == 3
-    assert set(body["estimate"]) == {"latitude", "longitude", "radius_m", "source"} and body["model_s"] > 0
+    assert set(body["estimate"]) == {"latitude", "longitude", "radius_m", "source", "probably_elsewhere"}
+    assert body["model_s"] > 0
     assert abs(sum(body["weights"]) - 1) < 1e-4
     raw = httpx.post(f"{url}/localize?k=2", content=_query(world, "0001"), headers={"content-type": "image/png"})
     assert raw.status_code == 200 and [m["rank"] for m in raw.json()["matches"]] == [1, 2]

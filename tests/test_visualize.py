@@ -120,7 +120,8 @@ def test_report_shows_the_registration_table_and_picture(tmp_path):
     table = table.replace("\u00a0", " ")
     assert "<th>queries from</th><th>fix rate</th>" in table and "<th>register s per image</th>" in table
     assert "<td>demo world, 128 px photos</td><td>83.3 %</td><td>0.0 %</td><td>2.41</td><td>75.0 %</td>" in table
-    assert "<td>1.70</td><td>3.20</td><td>62.5 %</td><td>50.0 %</td><td>68.8 %</td><td>0.31</td></tr>" in table
+    assert "<td>1.70</td><td>3.20</td><td>62.5 %</td><td>50.0 %</td><td>68.8 %</td><td>0.31</td>" in table
+    assert "<th>tile radius95 coverage</th><th>tile median radius m</th></tr>" in table
     assert "<td>same world, 256 px photos</td><td>50.0 %</td>" in table
     assert "<td>95.0 %</td><td></td><td>3.20</td>" in table  # its heading error is missing
     assert loc.count("data:image/png;base64,") == 1 and 'alt="registration of a drone photo' in loc
