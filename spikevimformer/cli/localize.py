@@ -20,7 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     p.add_argument("-k", "--top-k", type=int, default=5,
                    help="tiles to return, verify by registration and fuse into the tile-level estimate")
-    p.add_argument("--temperature", type=float, default=0.02, help="softmax temperature on cosine scores")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--evaluate", metavar="WORLD_OR_CSV",
                    help="instead of IMAGE...: a synthetic world (cameras.csv) or CSV image,latitude,longitude; "
@@ -42,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         refuse_overwrite([args.out], args.overwrite)
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, args.temperature, args.init, register_config(args), args.fov,
-                               args.random_init, prior_flags(args))  # fmt: skip
+                               args.top_k, init=args.init, register=register_config(args), fov_deg=args.fov,
+                               random_init=args.random_init, prior=prior_flags(args))  # fmt: skip
     for note in localizer.notes:
         print(f"note: {note}", file=sys.stderr)
     errors: list[tuple[str, str]] = []  # unreadable photos are listed; the others are still answered

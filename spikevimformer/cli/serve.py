@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("-k", "--top-k", type=int, default=5,
                    help="tiles to return and verify per photo (a request's ?k= overrides it)")
-    p.add_argument("--temperature", type=float, default=0.02, help="softmax temperature on cosine scores")
+    p.add_argument("--temperature", type=float, default=0.02,
+                   help="softmax temperature of the per-match `weights` in answers (display only: the estimate is "
+                        "the best tile or the camera)")  # fmt: skip
     p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                    help="largest upload accepted, in MiB (larger: HTTP 413)")
     add_registration(p)
