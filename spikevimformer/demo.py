@@ -154,18 +154,14 @@ def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, tag: str, dev
     """Index the test gallery, then localize held-out drone photos: the world's own, and the same world
     photographed again at `localize_image_size` (registration needs more pixels than retrieval)."""
     from .data.synth import SynthConfig, generate_world
-    from .geo.encoders import TorchEncoder, encode_tiles
-    from .geo.index import GalleryIndex, IndexConfig
+    from .geo.encoders import TorchEncoder
     from .geo.localize import Localizer
-    from .geo.metrics import evaluate_localizer, load_queries
+    from .geo.metrics import evaluate_localizer
     from .geo.tiles import world_tiles
 
     encoder = TorchEncoder(model, cfg.image_size, tag, device)
     tiles = world_tiles(world_root, split="test")
-    index = GalleryIndex.create(out / "index", encoder.identity, IndexConfig(), overwrite=True)
-    index.add(tiles, encode_tiles(encoder, tiles))
-    index.save()
-    localizer = Localizer(encoder, index)
+    localizer = Localizer(encoder, _gallery_index(encoder, tiles, out / "index"))
     sets = [(f"demo world, {cfg.world_image_size} px photos", world_root)]
     if cfg.localize_image_size and cfg.localize_image_size != cfg.world_image_size:
         again = out / f"world-{cfg.localize_image_size}"
@@ -177,11 +173,9 @@ def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, tag: str, dev
         sets.append((f"same world, new {cfg.localize_image_size} px photos", again))
     rows, report, chosen = [], {}, []
     for label, root in sets:
-        queries = load_queries(root, truth="camera")
-        pick = np.linspace(0, len(queries) - 1, num=min(cfg.localize_queries, len(queries))).astype(int)
-        chosen = [queries[i] for i in pick]
+        chosen = _queries(root, cfg.localize_queries)
         report = evaluate_localizer(localizer, chosen, progress=False)
-        rows.append({"queries_from": label, **{k: report[k] for k in REGISTRATION_KEYS if k in report}})
+        rows.append(_registration_row(label, report))
     if cfg.other_date_gap and len(sets) > 1:
         rows.append(_other_date(encoder, cfg, out))
     report["queries_from"] = sets[-1][0]
@@ -195,26 +189,43 @@ def _other_date(encoder, cfg: DemoConfig, out: Path) -> dict[str, Any]:
     """The same photos against a reference painted at another date, indexed as `index build` does (with the
     learned reference features): the registration row that says how the field goes."""
     from .data.synth import SynthConfig, generate_world
-    from .geo import reference_features
-    from .geo.encoders import encode_tiles
-    from .geo.index import GalleryIndex, IndexConfig
     from .geo.localize import Localizer
-    from .geo.metrics import evaluate_localizer, load_queries
+    from .geo.metrics import evaluate_localizer
     from .geo.tiles import world_tiles
 
     world = out / f"world-{cfg.localize_image_size}-other-date"
     generate_world(SynthConfig(seed=cfg.seed, locations=cfg.locations, views=cfg.views,
                                image_size=cfg.localize_image_size, epoch_gap=cfg.other_date_gap), world,
                    workers=1 if cfg.workers == 0 else 2, overwrite=True)  # fmt: skip
-    tiles = world_tiles(world, split="test")
-    index = GalleryIndex.create(out / "index-other-date", encoder.identity, IndexConfig(), overwrite=True)
+    index = _gallery_index(encoder, world_tiles(world, split="test"), out / "index-other-date", learned=True)
+    report = evaluate_localizer(Localizer(encoder, index), _queries(world, cfg.other_date_queries), progress=False)
+    return _registration_row(f"same photos, reference of another date (epoch gap {cfg.other_date_gap:g})", report)
+
+
+def _gallery_index(encoder, tiles, folder: Path, learned: bool = False):
+    """The tiles indexed and saved in `folder`; `learned`: with their learned reference features, as `index
+    build` stores them."""
+    from .geo import reference_features
+    from .geo.encoders import encode_tiles
+    from .geo.index import GalleryIndex, IndexConfig
+
+    index = GalleryIndex.create(folder, encoder.identity, IndexConfig(), overwrite=True)
     index.add(tiles, encode_tiles(encoder, tiles))
-    reference_features.store(index, tiles)
+    if learned:
+        reference_features.store(index, tiles)
     index.save()
+    return index
+
+
+def _queries(world: Path, n: int) -> list:
+    """At most n of the world's held-out photos, spread evenly over them, with the true camera."""
+    from .geo.metrics import load_queries
+
     queries = load_queries(world, truth="camera")
-    pick = np.linspace(0, len(queries) - 1, num=min(cfg.other_date_queries, len(queries))).astype(int)
-    report = evaluate_localizer(Localizer(encoder, index), [queries[i] for i in pick], progress=False)
-    label = f"same photos, reference of another date (epoch gap {cfg.other_date_gap:g})"
+    return [queries[i] for i in np.linspace(0, len(queries) - 1, num=min(n, len(queries))).astype(int)]
+
+
+def _registration_row(label: str, report: dict) -> dict[str, Any]:
     return {"queries_from": label, **{k: report[k] for k in REGISTRATION_KEYS if k in report}}
 
 

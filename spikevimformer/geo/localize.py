@@ -105,6 +105,11 @@ def softmax_weights(scores: np.ndarray, temperature: float) -> np.ndarray:
     return w / w.sum()
 
 
+def best_match(matches: Sequence[Match]) -> Match:
+    """The candidate verification put first (retrieval's first where it did not re-rank)."""
+    return min(matches, key=lambda m: (m.verified_rank or m.rank, m.rank))
+
+
 def estimate_position(matches: Sequence[Match], fallback: TileFallback | None, layout: np.ndarray | None = None,
                       registered: bool = False) -> tuple[float, float, float, bool]:  # fmt: skip
     """The tile-level answer (latitude, longitude, radius in metres, probably elsewhere): the best candidate's
@@ -115,7 +120,7 @@ def estimate_position(matches: Sequence[Match], fallback: TileFallback | None, l
     Without a calibration (a model none was shipped for) the radius is the candidates' RMS distance from the
     best, at least half a tile: a size, not a measured 95 % radius.
     """
-    best = min(matches, key=lambda m: (m.verified_rank or m.rank, m.rank))
+    best = best_match(matches)
     if layout is None:
         layout = np.array([(m.latitude, m.longitude) for m in matches])
     if fallback is not None:
@@ -234,14 +239,14 @@ class Localizer:
             if not matches:
                 raise ValueError(f"the index returned no tile for {name}: an approximate index probed only empty "
                                  "lists; rebuild it with --index-type flat or a larger nprobe")
-            lat, lon, radius, elsewhere = estimate_position(matches, self.fallback, self.layout())
             prior = prior or self.prior
-            base = Localization(name, matches, lat, lon, radius, model_s, search_s, elsewhere=elsewhere,
+            # the tile-level answer is filled in once, from the candidates as verification leaves them
+            base = Localization(name, matches, matches[0].latitude, matches[0].longitude, 0.0, model_s, search_s,
                                 warnings=photo_warnings(img) + ([prior.problem] if prior.problem else []),
                                 prior=None if prior.empty else {k: v for k, v in asdict(prior).items()
                                                                 if k != "problem"})  # fmt: skip
             if self.registrar is None:
-                results.append(base)
+                results.append(self._tile_level(base))
                 continue
             start = time.perf_counter()
             query = self.registrar.query(img, prior.heading_deg)
@@ -255,11 +260,11 @@ class Localizer:
         return results
 
     def layout(self) -> np.ndarray:
-        """(n, 2) latitudes and longitudes of the index's tiles (kept until the index grows)."""
-        with self._lock:
-            if self._layout is None or len(self._layout) != len(self.index.tiles):
-                self._layout = np.array([(t.latitude, t.longitude) for t in self.index.tiles], dtype=np.float64)
-            return self._layout
+        """(n, 2) latitudes and longitudes of the index's tiles (kept until the index grows; two threads that
+        build it at once build the same array, so no lock is held against the model's forward)."""
+        if self._layout is None or len(self._layout) != len(self.index.tiles):
+            self._layout = np.array([(t.latitude, t.longitude) for t in self.index.tiles], dtype=np.float64)
+        return self._layout
 
     def _tile_level(self, found: Localization) -> Localization:
         """The tile-level answer again from the candidates as verification left them, and why when elsewhere."""
@@ -269,7 +274,7 @@ class Localizer:
                                                         found.look_at is not None)  # fmt: skip
         reason = found.reason
         if elsewhere:
-            best = min(found.matches, key=lambda m: (m.verified_rank or m.rank, m.rank))
+            best = best_match(found.matches)
             reason += (f"; probably not in this index: the best tile scores {best.score:.3f}, under the "
                        f"{self.fallback.elsewhere_below:.3f} below which photos of places outside an index "
                        "outnumbered those inside when calibrated")  # fmt: skip
