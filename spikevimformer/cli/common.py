@@ -138,6 +138,11 @@ def add_registration(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fov", type=float, metavar="DEG",
                    help="horizontal field of view of photos whose EXIF has no focal length (without it and without "
                         "EXIF: the look-at point only)")  # fmt: skip
+    g.add_argument("--camera", metavar="FILE",
+                   help="lens of every photo, distortion included: an OpenSfM/OpenDroneMap cameras.json "
+                        "(perspective, brown, fisheye) or a JSON {\"width\", \"height\", \"K\": 3x3, \"dist\": "
+                        "[k1, k2, p1, p2, k3]} in OpenCV's convention (default: the photo's DJI XMP DewarpData, "
+                        "else its EXIF focal length, else --fov)")  # fmt: skip
     g.add_argument("--no-register", action="store_true", help="tile-level answers only (retrieval, no registration)")
     g.add_argument("--features", choices=FEATURES, default=d.features,
                    help="local features: auto (SIFT, then XFeat where SIFT verifies no candidate), xfeat (XFeat + "

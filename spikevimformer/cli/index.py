@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from ..geo import reference_features
+import numpy as np
+
+from ..geo import reference_features, terrain
 from ..geo.encoders import encode_tiles, index_encoder, open_encoder
 from ..geo.index import GalleryIndex, IndexConfig
-from ..geo.tiles import OrthoConfig, folder_tiles, orthophoto_tiles, world_tiles
+from ..geo.raster import raster_size
+from ..geo.tiles import OrthoConfig, folder_tiles, georeference, orthophoto_tiles, world_orthophoto, world_tiles
 from .common import add_device, add_image_size, add_model, require_weights, resolve_device, warn_image_size
 
 
@@ -31,6 +35,12 @@ def add_sources(p: argparse.ArgumentParser) -> None:
     src.add_argument("--scales", default="1", help="(b) comma-separated tile-size factors, e.g. 1,1.5,2")
     src.add_argument("--rotations", default="0", help="(b) comma-separated rotations, e.g. 0,90,180,270")
     src.add_argument("--world", help="(c) synthetic world folder (its test gallery: test + distractor tiles)")
+    src.add_argument("--dsm", metavar="DSM.tif",
+                     help="(b, c) surface heights of the orthophoto's ground in metres (a GeoTIFF in any CRS, nodata "
+                          "kept): registration lifts matches to 3D and solves a full 6-DoF camera, heights above "
+                          "the DSM's datum (a synthetic world with --relief-m writes dsm.tif)")  # fmt: skip
+    src.add_argument("--dsm-units", choices=("m", "ft"),
+                     help="what the DSM's heights are in, when its CRS is feet-based (default: metres)")
     src.add_argument("--split", default="test", choices=("test", "train"), help="(c) which gallery of the world")
 
 
@@ -51,6 +61,26 @@ def tiles_from_args(args: argparse.Namespace):
         )  # fmt: skip
         return orthophoto_tiles(args.ortho, cfg, args.world_file)
     return world_tiles(args.world, args.split)
+
+
+def terrain_from_args(args: argparse.Namespace) -> list:
+    """The --dsm resampled onto the orthophoto of source (b) or (c) (empty without --dsm)."""
+    if not getattr(args, "dsm", None):
+        if getattr(args, "dsm_units", None):
+            raise ValueError("--dsm-units describes a --dsm; pass --dsm DSM.tif too")
+        return []
+    if args.ortho:
+        image = Path(args.ortho)
+        world, crs = georeference(image, args.crs, args.world_file)
+    elif args.world:
+        found = world_orthophoto(Path(args.world))
+        if found is None:
+            raise ValueError(f"--dsm needs the world's orthophoto, and {args.world} wrote none (world.json)")
+        image, world, crs = found
+    else:
+        raise ValueError("--dsm needs an orthophoto source (--ortho or --world): tile folders have no pixel grid "
+                         "to put heights on")  # fmt: skip
+    return [terrain.resample_dsm(args.dsm, image, world, crs, raster_size(image), args.dsm_units)]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,6 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     require_weights(args)
     tiles = tiles_from_args(args)
+    grids = terrain_from_args(args)  # a bad DSM is refused before minutes of encoding
     encoder = open_encoder(args.checkpoint, args.variant, args.image_size, args.onnx, resolve_device(args.device),
                            args.init)  # fmt: skip
     if args.image_size is not None:
@@ -100,15 +131,21 @@ def run_build(args: argparse.Namespace) -> int:
     if not args.no_reference_features:
         reference_features.store(index, tiles)
     index.save()
+    if grids:
+        terrain.store(index.folder, grids)
     stored = len(index.reference_features()) if index.reference_settings else 0
     print(f"built {args.out}: {len(index)} tiles, {index.index_params['kind']} index, "
           f"{encoder.identity.variant} {encoder.identity.dim}-d at {encoder.identity.image_size} px, "
-          f"learned reference features for {stored} tiles")  # fmt: skip
+          f"learned reference features for {stored} tiles"
+          + "".join(f"; terrain from {Path(g.source).name} ({100 * np.isfinite(g.heights).mean():.0f} % of the "
+                    f"orthophoto covered, heights {np.nanmin(g.heights):.1f}..{np.nanmax(g.heights):.1f} m)"
+                    for g in grids))  # fmt: skip
     return 0
 
 
 def run_add(args: argparse.Namespace) -> int:
     tiles = tiles_from_args(args)
+    grids = terrain_from_args(args)
     encoder = index_encoder(GalleryIndex.load(args.index), args.checkpoint, args.variant, args.onnx,
                             resolve_device(args.device), args.init, args.random_init)  # fmt: skip
     index = GalleryIndex.load(args.index, expect=encoder.identity)
@@ -117,6 +154,9 @@ def run_add(args: argparse.Namespace) -> int:
     if index.reference_settings is not None:
         reference_features.store(index, tiles, index.reference_settings)
     index.save()
+    if grids:  # the new orthophoto's heights join (or replace) those stored for others
+        terrain.store(index.folder, [*(g for g in terrain.load(index.folder).values()
+                                       if g.image not in {n.image for n in grids}), *grids])  # fmt: skip
     print(f"added {len(index) - before} tiles to {args.index}: {len(index)} in all, {index.index_params['kind']} index")
     return 0
 

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         refuse_overwrite([args.out], args.overwrite)
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
                                args.top_k, init=args.init, register=register_config(args), fov_deg=args.fov,
-                               random_init=args.random_init, prior=prior_flags(args))  # fmt: skip
+                               random_init=args.random_init, prior=prior_flags(args),
+                               camera=args.camera)  # fmt: skip
     for note in localizer.notes:
         print(f"note: {note}", file=sys.stderr)
     errors: list[tuple[str, str]] = []  # unreadable photos are listed; the others are still answered

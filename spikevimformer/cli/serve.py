@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
                                args.top_k, args.temperature, args.init, register_config(args), args.fov,
-                               args.random_init, prior_flags(args))  # fmt: skip
+                               args.random_init, prior_flags(args), args.camera)  # fmt: skip
     for note in localizer.notes:
         print(f"note: {note}")
     app = create_app(localizer, max_upload_bytes=int(args.max_upload_mb * 2**20))

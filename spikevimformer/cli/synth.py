@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "photos are: another sun and shadows, season, crops, cars, some buildings, and a coarser, "
                         f"blurrier reference sensor; 0 = one date (default: {NEW_WORLD_EPOCH_GAP:g}; 0 with --ground)")
     g.add_argument("--fov", type=float, help="drone lens field of view, degrees (default: fitted to --coverage)")
+    g.add_argument("--distortion", type=float, default=0.0, metavar="K1",
+                   help="radial distortion k1 of the drone lens, -0.4..0.4 (DJI Phantom 4: about -0.26; k2 = -0.4 "
+                        "k1), written to cameras.csv, cameras.json and each photo's DJI XMP DewarpData (default: 0, "
+                        "a pinhole)")  # fmt: skip
+    g.add_argument("--relief-m", type=float, default=0.0, metavar="M",
+                   help="terrain relief of the procedural world, lowest to highest point, 0..500 m: the drone views "
+                        "see the hills, the orthophoto is a true ortho of them and dsm.tif gives their heights "
+                        "(default: 0, flat ground)")  # fmt: skip
     g.add_argument("--coverage", type=float, default=1.1, help="drone view width at the target / tile footprint")
     w = p.add_argument_group("world")
     w.add_argument("--footprint", type=float, default=100.0, help="ground side of a satellite tile, metres")
@@ -79,11 +87,13 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         epoch_gap=(0.0 if args.ground else NEW_WORLD_EPOCH_GAP) if args.epoch_gap is None else args.epoch_gap,
         distractor_fraction=args.distractor_fraction, origin=tuple(args.origin) if args.origin else None,
         ground=args.ground, world_file=args.world_file, crs=args.crs, heights=args.heights,
-        height_scale=args.height_scale,
+        height_scale=args.height_scale, relief_m=args.relief_m, distortion=args.distortion,
     )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.relief_m and args.ground:
+        raise ValueError("--relief-m shapes the procedural world's terrain; a --ground orthophoto keeps its own")
     if (args.world_file or args.heights) and not args.ground:
         raise ValueError("--world-file and --heights describe a --ground orthophoto; pass --ground IMAGE too")
     summary = generate_world(config_from_args(args), args.out, workers=args.workers, overwrite=args.overwrite,

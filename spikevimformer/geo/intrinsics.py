@@ -1,16 +1,23 @@
-"""Pinhole intrinsics of a photo: from its EXIF focal length, from a field of view, or none.
+"""Intrinsics of a photo: from a camera file or DJI's DewarpData (lens.py), its EXIF focal length, a field of
+view, or none.
 
-Conventions: pixel (0, 0) is the centre of the upper-left pixel; the principal point is the image centre
-((w - 1) / 2, (h - 1) / 2); square pixels, no distortion. Camera frame x right, y down, z forward.
+Conventions: pixel (0, 0) is the centre of the upper-left pixel; without a lens model the principal point is the
+image centre ((w - 1) / 2, (h - 1) / 2), pixels square and the lens distortion-free. Distortion follows OpenCV:
+(k1, k2, p1, p2, k3) for the Brown-Conrady model, (k1, k2, k3, k4) for the equidistant fisheye model. Camera frame
+x right, y down, z forward. `undistort` turns a photo with a lens model into the pinhole photo the pose solver
+assumes (same focal length, centred principal point).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 from PIL import Image
+
+from ..registration.cache import LRU
 
 EXIF_IFD = 0x8769
 FOCAL_LENGTH = 0x920A  # mm
@@ -30,17 +37,45 @@ class Intrinsics:
     focal_px: float
     width: int
     height: int
-    source: str  # "exif: ...", "--fov 60", "synthetic world"
+    source: str  # "exif: ...", "--fov 60", "camera file cameras.json (brown)", "synthetic world"
+    focal_y_px: float | None = None  # None: square pixels
+    principal: tuple[float, float] | None = None  # (cx, cy) px; None: the image centre
+    dist: tuple[float, ...] = ()  # OpenCV order; () or all zero: no distortion
+    fisheye: bool = False  # dist holds the equidistant model's (k1, k2, k3, k4)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.focal_px) and self.focal_px > 0):
             raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_px}")
+        if self.focal_y_px is not None and not (math.isfinite(self.focal_y_px) and self.focal_y_px > 0):
+            raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_y_px}")
+        if not all(math.isfinite(v) for v in self.dist):
+            raise ValueError(f"distortion coefficients must be finite numbers, got {list(self.dist)}")
 
     @property
     def matrix(self) -> np.ndarray:
         """3x3 camera matrix K."""
-        return np.array([[self.focal_px, 0.0, (self.width - 1) / 2],
-                         [0.0, self.focal_px, (self.height - 1) / 2], [0.0, 0.0, 1.0]])  # fmt: skip
+        cx, cy = self.principal or ((self.width - 1) / 2, (self.height - 1) / 2)
+        fy = self.focal_y_px or self.focal_px
+        return np.array([[self.focal_px, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def distorted(self) -> bool:
+        """Whether the lens model departs from a centred pinhole (distortion, an offset principal point, or
+        non-square pixels)."""
+        centred = self.principal is None or np.allclose(self.principal, ((self.width - 1) / 2, (self.height - 1) / 2))
+        square = self.focal_y_px is None or self.focal_y_px == self.focal_px
+        return any(self.dist) or not centred or not square
+
+    def scaled(self, width: int, height: int) -> Intrinsics:
+        """The same lens for the photo resized to `width` x `height` (pixel centres scale about the corner)."""
+        if (width, height) == (self.width, self.height):
+            return self
+        sx, sy = width / self.width, height / self.height
+        principal = None
+        if self.principal is not None:
+            principal = ((self.principal[0] + 0.5) * sx - 0.5, (self.principal[1] + 0.5) * sy - 0.5)
+        return replace(self, focal_px=self.focal_px * sx, width=width, height=height, principal=principal,
+                       focal_y_px=None if self.focal_y_px is None else self.focal_y_px * sy)  # fmt: skip
 
     @property
     def hfov_deg(self) -> float:
@@ -109,3 +144,38 @@ def from_exif(exif: Image.Exif | None, width: int, height: int, label: str = "ph
                          "camera lens has; give the lens's field of view instead (--fov DEG; ?fov=DEG over "
                          "HTTP)")  # fmt: skip
     return Intrinsics(focal_px, width, height, source)
+
+
+_MAPS: LRU[tuple[np.ndarray, np.ndarray]] = LRU(8)  # a flight uses one lens: its maps are made once
+
+
+def _undistort_maps(intr: Intrinsics, pinhole: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    def make() -> tuple[np.ndarray, np.ndarray]:
+        size = (pinhole.width, pinhole.height)
+        if intr.fisheye:
+            return cv2.fisheye.initUndistortRectifyMap(intr.matrix, np.asarray(intr.dist[:4], np.float64), np.eye(3),
+                                                       pinhole.matrix, size, cv2.CV_32FC1)  # fmt: skip
+        return cv2.initUndistortRectifyMap(intr.matrix, np.asarray(intr.dist, np.float64), None, pinhole.matrix, size,
+                                           cv2.CV_32FC1)  # fmt: skip
+
+    return _MAPS.get((intr, pinhole.width, pinhole.height), make)
+
+
+def undistort(image: Image.Image, intr: Intrinsics | None, max_px: int | None = None) -> tuple[Image.Image,
+                                                                                                Intrinsics | None]:
+    """The photo as a centred pinhole with the lens's focal length would have taken it, and that pinhole.
+
+    Photos without a lens model (or without intrinsics) come back as they are. With `max_px`, a larger photo is
+    resampled to that long side in the same step (registration works at that size anyway). OpenCV's
+    initUndistortRectifyMap (fisheye: cv2.fisheye's) and remap; the maps are kept for the next photo.
+    """
+    if intr is None or not intr.distorted:
+        return image, intr
+    intr = intr.scaled(*image.size)
+    s = min(1.0, max_px / max(image.size)) if max_px else 1.0
+    width, height = max(1, round(image.width * s)), max(1, round(image.height * s))
+    focal = math.sqrt(intr.focal_px * (intr.focal_y_px or intr.focal_px)) * width / image.width
+    pinhole = Intrinsics(focal, width, height, f"{intr.source}, undistorted")
+    map_x, map_y = _undistort_maps(intr, pinhole)
+    out = cv2.remap(np.asarray(image.convert("RGB")), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return Image.fromarray(out), pinhole

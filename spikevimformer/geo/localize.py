@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -25,12 +26,15 @@ from ..registration import (
     solve_pose,
 )
 from ..registration.matchers import AUTO
-from ..registration.priors import Prior, merged, recorded_prior
+from ..registration.pose import rotation
+from ..registration.priors import Prior, merged, recorded_prior, xmp_packet
+from . import terrain
 from .encoders import Encoder, index_encoder
 from .fallback import TileFallback, shipped
 from .imaging import open_photo, preprocess
 from .index import GalleryIndex
-from .intrinsics import Intrinsics, check_fov, from_exif, from_fov
+from .intrinsics import EXIF_IFD, PIXEL_X, PIXEL_Y, Intrinsics, check_fov, from_exif, from_fov, undistort
+from .lens import CameraFile, dji_dewarp, read_camera_file
 from .reference_features import ReferenceSettings
 from .tiles import NoReference, Tile
 from .windows import WindowCache, window_key
@@ -139,13 +143,14 @@ MIN_PHOTO_PX = 64  # smaller photos hold too little to retrieve or register
 class Localizer:
     """An encoder and a gallery index that agree on the model, and a registrar; safe to call from several threads.
 
-    register=None answers with tiles only. `fov_deg` is the lens to assume for photos whose EXIF has no focal length;
-    `prior` (heading, pitch, altitude) stands in for what photos record, value by value.
+    register=None answers with tiles only. `camera` is the lens of every photo (a camera file, lens.py); else
+    each photo's own record (DJI DewarpData, EXIF focal length); `fov_deg` the lens to assume for photos that
+    record none. `prior` (heading, pitch, altitude) stands in for what photos record, value by value.
     """
 
     def __init__(self, encoder: Encoder, index: GalleryIndex, k: int = 5, temperature: float = 0.02,
                  register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None,
-                 prior: Prior | None = None) -> None:  # fmt: skip
+                 prior: Prior | None = None, camera: CameraFile | None = None) -> None:  # fmt: skip
         if diff := index.identity.mismatch(encoder.identity):
             raise ValueError(
                 f"the gallery index at {index.folder} was built with a different model (index vs given: {diff}); "
@@ -159,14 +164,16 @@ class Localizer:
         self.encoder, self.index, self.k, self.temperature = encoder, index, k, temperature
         self.notes: list[str] = []  # said once per localizer (the CLI prints them, the service reports them)
         self.registrar = _registrar(register, index, self.notes) if register is not None else None
-        self.windows = WindowCache(register.margin, register.reference_max_px) if register is not None else None
+        self.windows = None
+        if register is not None:
+            self.windows = WindowCache(register.margin, register.reference_max_px, terrain=terrain.load(index.folder))
         self.fallback = shipped(index.identity.checkpoint_sha256, index.identity.image_size)
         self._layout: np.ndarray | None = None
         if self.fallback is None:
             self.notes.append("tile-level radii (answers without a camera fix) are not calibrated for this model at "
                               f"{index.identity.image_size} px: they give the candidates' spread, not a measured "
                               "95 % radius")  # fmt: skip
-        self.fov_deg = fov_deg
+        self.fov_deg, self.camera = fov_deg, camera
         self.prior = merged(Prior(), prior.heading_deg, prior.pitch_deg, prior.altitude_m) if prior else Prior()
         self._lock = threading.Lock()
 
@@ -174,15 +181,22 @@ class Localizer:
     def backend(self) -> str:
         return getattr(self.encoder, "backend", type(self.encoder).__name__)
 
-    def intrinsics(self, image: Image.Image, exif: Image.Exif | None, name: str,
-                   fov_deg: float | None = None) -> Intrinsics | None:  # fmt: skip
-        """The photo's EXIF focal length, else the field of view given (`fov_deg`, else --fov), else None.
+    def intrinsics(self, image: Image.Image, exif: Image.Exif | None, name: str, fov_deg: float | None = None,
+                   data: bytes | None = None, camera: CameraFile | None = None) -> Intrinsics | None:  # fmt: skip
+        """The photo's lens: the camera file (`camera`, else --camera), else DJI XMP DewarpData in the file's
+        `data`, else its EXIF focal length, else the field of view given (`fov_deg`, else --fov), else None.
 
-        A nonsense EXIF focal length raises ValueError naming it, unless a field of view is given to use instead.
+        A camera file that does not fit the photo, malformed DewarpData, or a nonsense EXIF focal length raises
+        ValueError naming it (the EXIF one only when no field of view is given to use instead).
         """
         fov = fov_deg if fov_deg is not None else self.fov_deg
         if fov is not None:
             check_fov(fov)
+        camera = camera or self.camera
+        if camera is not None:
+            return camera.for_photo(*image.size, name=name)
+        if data and (lens := dji_dewarp(xmp_packet(data), *image.size, _recorded_size(exif), name)) is not None:
+            return lens
         try:
             found = from_exif(exif, *image.size, label=name)
         except ValueError as exc:
@@ -249,6 +263,7 @@ class Localizer:
                 results.append(self._tile_level(base))
                 continue
             start = time.perf_counter()
+            img, intr = undistort(img, intr, self.registrar.cfg.photo_max_px)
             query = self.registrar.query(img, prior.heading_deg)
             found = self._register(img, intr, tiles[:k], base, query)
             searching = not found.fix and (intr is not None or found.look_at is None)
@@ -315,14 +330,16 @@ class Localizer:
                out: Localization) -> Localization:  # fmt: skip
         """Look-at point, footprint and camera pose from one verified candidate, with the checks behind a fix.
 
-        Of the candidate's planes, the ground is the lowest: with a focal length, the plane whose pose puts the
-        camera highest above it wins (a roof plane puts it lower by the roof's height); without, the dominant one.
+        With a DSM, every match lifted through it gives one 6-DoF pose. On flat ground, of the candidate's planes
+        the ground is the lowest (see _ground_plane); without a focal length, the dominant plane gives the look-at
+        point and footprint.
         """
         cfg = self.registrar.cfg
         w, h = photo.size
         centre_px = ((w - 1) / 2, (h - 1) / 2)
         reach = tile.footprint_m * (0.5 + cfg.margin) * 1.5
-        reason, chosen = "", None
+        terrain = reg.window.terrain is not None and reg.matches is not None
+        reason, chosen, solved = "", None, []
         for n, plane in enumerate(reg.planes):
             centre = ground_at_pixels(plane.h_pix_to_ground, [centre_px], plane.pixels[0])
             if centre is None or np.abs(centre).max() > reach:
@@ -332,11 +349,19 @@ class Localizer:
                 chosen = (plane, centre[0], None)
                 break
             need = cfg.min_inliers_for(n, reg.matcher)
+            if terrain:  # every match lifted through the DSM: one 6-DoF pose, no plane to choose
+                pose, why = self._terrain_pose(plane, reg, intr, centre_px, need)
+                chosen = (plane, centre[0], pose) if pose is not None else None
+                reason = why
+                break
             pose, why = self._pose(plane, intr, centre_px, reg.window.metres_per_px, need)
             if pose is None:
                 reason = reason or why
-            elif chosen is None or pose.centre[2] > chosen[2].centre[2]:
-                chosen = (plane, centre[0], pose)
+            else:
+                solved.append((plane, centre[0], pose))
+        spread = 0.0
+        if solved:
+            chosen, spread = self._ground_plane(solved, reg.matcher)
         if chosen is None:
             return replace(out, reason=reason)
         plane, centre, pose = chosen
@@ -350,13 +375,43 @@ class Localizer:
             return replace(out, reason="the camera position needs a focal length and the photo's EXIF has none: "
                                        "give the lens's field of view (--fov DEG; ?fov=DEG over HTTP); the "
                                        "look-at point and footprint are given")  # fmt: skip
-        radius = max(cfg.radius_floor_m, cfg.radius_scale_for(reg.matcher) * pose.radius95_m())
+        radius = max(self._radius(pose, reg.matcher), spread)
+        doubt = gravity_doubt_m(pose, centre, out.prior)
+        radius = float(np.hypot(radius, doubt)) if doubt else radius
         if radius > cfg.max_radius_m:
             return replace(out, reason=f"the fit pins the camera only to +/- {radius:.0f} m (more than "
                                        f"{cfg.max_radius_m:g} m)")  # fmt: skip
-        camera = {**_latlon(frame, pose.centre[:2]), "height_m": float(pose.centre[2]),
-                  "heading_deg": pose.heading_deg, "pitch_deg": pose.pitch_deg}  # fmt: skip
+        height, altitude = float(pose.centre[2]), None
+        if terrain:  # heights above the DSM's datum: the camera's, and the ground's below it
+            altitude = height
+            height -= pose.ground_below_m
+        camera = {**_latlon(frame, pose.centre[:2]), "height_m": height, "altitude_m": altitude,
+                  "heading_deg": pose.heading_deg, "pitch_deg": pose.pitch_deg,
+                  "terrain": "dsm" if terrain else "flat"}  # fmt: skip
         return replace(out, fix=True, reason="", camera=camera, radius_m=radius, inliers=int(pose.inliers.sum()))
+
+    def _radius(self, pose: Pose, matcher: str) -> float:
+        """The fix's 95 % radius from the fit alone: first order, scaled by what calibration measured."""
+        cfg = self.registrar.cfg
+        return max(cfg.radius_floor_m, cfg.radius_scale_for(matcher) * pose.radius95_m())
+
+    def _ground_plane(self, solved: list, matcher: str) -> tuple[tuple, float]:
+        """The plane that is the ground, and how far (metres) the planes' cameras disagree horizontally.
+
+        A roof parallel to the ground gives the same camera, lower by the roof's height: a plane whose camera
+        agrees (within both radii) with the dominant plane's and stands higher replaces it. A plane whose camera
+        lies elsewhere contradicts the flat-ground model (a slope, unknown relief): the dominant plane stands and
+        the disagreement becomes the least radius, so an unknown terrain gives an honest radius or no fix.
+        """
+        chosen, spread = solved[0], 0.0
+        for other in solved[1:]:
+            d = float(np.hypot(*(other[2].centre[:2] - solved[0][2].centre[:2])))
+            if d <= self._radius(solved[0][2], matcher) + self._radius(other[2], matcher):
+                if other[2].centre[2] > chosen[2].centre[2]:
+                    chosen = other
+            else:
+                spread = max(spread, d)
+        return chosen, spread
 
     def _pose(self, plane: Plane, intr: Intrinsics, centre_px, reference_m_per_px: float,
               need: int) -> tuple[Pose | None, str]:  # fmt: skip
@@ -373,6 +428,38 @@ class Localizer:
                           f"(allowed {cfg.min_height_m:g}..{cfg.max_height_m:g} m)")  # fmt: skip
         return pose, ""
 
+    def _terrain_pose(self, plane: Plane, reg: Registration, intr: Intrinsics, centre_px,
+                      need: int) -> tuple[Pose | None, str]:  # fmt: skip
+        """The camera from every tentative match whose reference pixel the DSM lifts to 3D (PnP RANSAC), or None
+        and why."""
+        cfg, window = self.registrar.cfg, reg.window
+        src, dst = reg.matches
+        heights = window.heights_at(dst)
+        known = np.isfinite(heights)
+        if known.sum() < need:
+            return None, (f"the DSM has heights under only {int(known.sum())} of the {len(dst)} matches "
+                          f"({need} needed)")  # fmt: skip
+        en = dst[known] @ window.to_ground[:, :2].T + window.to_ground[:, 2]
+        pnp_px = max(1.0, cfg.ransac_px * window.metres_per_px / photo_m_per_px(plane.h_pix_to_ground, centre_px))
+        pose = solve_pose(np.c_[en, heights[known]], src[known], intr.matrix, pnp_px, need)
+        if pose is None:
+            return None, f"no camera pose above the terrain explains {need} or more matches"
+        below = self._ground_below(reg.window, pose)
+        if not math.isfinite(below):
+            below = float(np.median(heights[known][pose.inliers]))
+        above = float(pose.centre[2]) - below
+        if not cfg.min_height_m <= above <= cfg.max_height_m:
+            return None, (f"implausible camera height {above:.1f} m above the ground "
+                          f"(allowed {cfg.min_height_m:g}..{cfg.max_height_m:g} m)")  # fmt: skip
+        return replace(pose, ground_below_m=below), ""
+
+    @staticmethod
+    def _ground_below(window, pose: Pose) -> float:
+        """The DSM's height under the camera, NaN where it has none."""
+        a = np.vstack([window.to_ground, [0.0, 0.0, 1.0]])
+        uv = np.linalg.solve(a, np.r_[pose.centre[:2], 1.0])[:2]
+        return float(window.heights_at(uv[None])[0])
+
     def localize_files(self, paths: Sequence[str], batch_size: int = 16, k: int | None = None,
                        errors: list[tuple[str, str]] | None = None) -> list[Localization]:  # fmt: skip
         """Localize photos on disk, their focal lengths read from EXIF.
@@ -386,8 +473,9 @@ class Localizer:
             for path in (str(p) for p in paths[start : start + batch_size]):
                 try:
                     img, exif = open_photo(path)
-                    lens = self.intrinsics(img, exif, path)
-                    prior = self.photo_prior(Path(path).read_bytes(), exif, path)
+                    data = Path(path).read_bytes()
+                    lens = self.intrinsics(img, exif, path, data=data)
+                    prior = self.photo_prior(data, exif, path)
                     check_photo_size(img, path)
                 except (ValueError, FileNotFoundError) as exc:
                     if errors is None:
@@ -428,11 +516,36 @@ def _registrar(cfg: RegisterConfig, index: GalleryIndex, notes: list[str]) -> Re
     return registrar
 
 
+def _recorded_size(exif: Image.Exif | None) -> tuple[int, int] | None:
+    """The image size the camera wrote in EXIF (PixelXDimension, PixelYDimension), if it did."""
+    if not exif:
+        return None
+    sub = exif.get_ifd(EXIF_IFD)
+    size = sub.get(PIXEL_X), sub.get(PIXEL_Y)
+    return (int(size[0]), int(size[1])) if all(isinstance(v, int) and v > 0 for v in size) else None
+
+
 def check_photo_size(img: Image.Image, name: str) -> None:
     """Refuse photos under MIN_PHOTO_PX a side, naming them."""
     if min(img.size) < MIN_PHOTO_PX:
         raise ValueError(f"{name} is {img.size[0]}x{img.size[1]} px; photos need at least {MIN_PHOTO_PX} px on "
                          "each side")  # fmt: skip
+
+
+def gravity_doubt_m(pose: Pose, look_at_en: np.ndarray, prior: dict | None) -> float:
+    """How far the camera may be off because the ground it was solved against is not what the model assumed, in
+    metres: the angle between gravity in the camera as solved and as the gimbal recorded it (pitch, roll), times
+    the distance to the ground point at the photo centre. A slope the flat-ground model cannot see tilts the
+    solved camera by about the slope and moves it by about slant x tan(slope) (the gravity prior of PiLoT v2 and
+    OrthoLoC); 0 without a recorded pitch."""
+    if not prior or prior.get("pitch_deg") is None:
+        return 0.0
+    pitch, roll = math.radians(prior["pitch_deg"]), math.radians(prior.get("roll_deg") or 0.0)
+    recorded = np.array([math.sin(roll) * math.cos(pitch), math.cos(roll) * math.cos(pitch), math.sin(pitch)])
+    solved = rotation(pose.rvec) @ np.array([0.0, 0.0, -1.0])
+    tilt = math.acos(float(np.clip(solved @ recorded, -1.0, 1.0)))
+    slant = float(np.hypot(np.hypot(*(pose.centre[:2] - look_at_en)), pose.centre[2] - (pose.ground_below_m or 0.0)))
+    return slant * math.tan(min(tilt, math.radians(60.0)))
 
 
 def _reranked(result: Localization, regs: Sequence[Registration], order: Sequence[int]) -> Localization:
@@ -462,13 +575,15 @@ def open_localizer(
     index_dir: str, checkpoint: str | None = None, variant: str | None = None, onnx: str | None = None,
     device: str = "cpu", k: int = 5, temperature: float = 0.02, init: str | None = None,
     register: RegisterConfig | None = DEFAULT_REGISTER, fov_deg: float | None = None, random_init: bool = False,
-    prior: Prior | None = None,
+    prior: Prior | None = None, camera: str | None = None,
 ) -> Localizer:  # fmt: skip
     """A Localizer for the index in `index_dir`: with no model given, the weights the index was built with
-    (see geo.encoders.index_encoder); the variant and image size always come from the index."""
+    (see geo.encoders.index_encoder); the variant and image size always come from the index. `camera` is a
+    camera file (lens.read_camera_file) for every photo."""
+    lens = read_camera_file(camera) if camera else None
     index = GalleryIndex.load(index_dir)
     encoder = index_encoder(index, checkpoint, variant, onnx, device, init, random_init)
-    return Localizer(encoder, index, k, temperature, register, fov_deg, prior)
+    return Localizer(encoder, index, k, temperature, register, fov_deg, prior, lens)
 
 
 def format_table(results: Sequence[Localization]) -> str:

@@ -166,7 +166,7 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         data, ctype, name = await _image_part(request, body)
         image, exif = _decode(data, ctype, name)
         try:
-            intrinsics = localizer.intrinsics(image, exif, name, fov)
+            intrinsics = localizer.intrinsics(image, exif, name, fov, data=data)
             prior = localizer.photo_prior(data, exif, name, heading, pitch, altitude, label="?{}=")
             result = (await run_in_threadpool(localizer.localize, [image], [name], k, [intrinsics], [prior]))[0]
         except ValueError as exc:  # a nonsense EXIF focal length, a photo too small to use

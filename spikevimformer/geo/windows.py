@@ -8,6 +8,7 @@ from PIL import Image
 
 from ..registration import Window
 from ..registration.cache import LRU
+from .terrain import TerrainGrid
 from .tiles import Tile, reference_image
 
 
@@ -16,8 +17,9 @@ def window_key(tile: Tile, margin: float, max_px: int) -> tuple:
     return (tile.ref_image, tile.ref_affine, tile.footprint_m, margin, max_px)
 
 
-def read_window(tile: Tile, margin: float, max_px: int) -> Window:
-    """The tile's reference imagery, footprint plus margin on each side, at native resolution or max_px wide.
+def read_window(tile: Tile, margin: float, max_px: int, terrain: TerrainGrid | None = None) -> Window:
+    """The tile's reference imagery, footprint plus margin on each side, at native resolution or max_px wide,
+    with the terrain under it when the index holds a DSM for that imagery.
 
     Raises tiles.NoReference when the index holds no imagery for the tile.
     """
@@ -39,16 +41,20 @@ def read_window(tile: Tile, margin: float, max_px: int) -> Window:
     to_ground = a @ to_raster
     gray = cv2.cvtColor(np.asarray(crop.convert("RGB")), cv2.COLOR_RGB2GRAY)
     return Window(gray, to_ground, float(np.sqrt(abs(np.linalg.det(to_ground[:, :2])))),
-                  window_key(tile, margin, max_px))
+                  window_key(tile, margin, max_px), terrain, to_raster)  # fmt: skip
 
 
 class WindowCache:
-    """The last `size` windows read (neighbouring photos share candidates); thread-safe."""
+    """The last `size` windows read (neighbouring photos share candidates); thread-safe. `terrain` maps an
+    imagery path to its DSM grid (geo.terrain.load)."""
 
-    def __init__(self, margin: float, max_px: int, size: int = 256) -> None:
+    def __init__(self, margin: float, max_px: int, size: int = 256,
+                 terrain: dict[str, TerrainGrid] | None = None) -> None:  # fmt: skip
         self.margin, self.max_px = margin, max_px
+        self.terrain = terrain or {}
         self._windows: LRU[Window] = LRU(size)
 
     def get(self, tile: Tile) -> Window:
         return self._windows.get(window_key(tile, self.margin, self.max_px),
-                                 lambda: read_window(tile, self.margin, self.max_px))
+                                 lambda: read_window(tile, self.margin, self.max_px,
+                                                     self.terrain.get(tile.ref_image)))  # fmt: skip

@@ -1,6 +1,7 @@
 """Camera pose from ground correspondences: OpenCV's planar PnP (IPPE) refined by Levenberg-Marquardt.
 
-World frame: east, north, up metres (right-handed) about a local origin, the ground at up = 0.
+World frame: east, north, up metres (right-handed) about a local origin: the ground at up = 0 (flat ground), or
+at the heights of a DSM (terrain), where the pose is a general 6-DoF PnP (OpenCV's SQPnP).
 Camera frame: x right, y down, z forward (OpenCV). `rvec`, `tvec` map world to camera: x_c = R x_w + t.
 """
 
@@ -27,6 +28,7 @@ class Pose:
     rms_px: float  # reprojection RMS over the correspondences
     covariance_en: np.ndarray  # (2, 2) m^2, first-order covariance of the centre's east/north
     inliers: np.ndarray  # (n,) bool, the correspondences the pose was fitted to
+    ground_below_m: float | None = None  # terrain height under the camera (set by the caller that knows a DSM)
 
     def radius95_m(self) -> float:
         """Radius of the circle holding the 95 % ellipse of the centre's east/north (first order, no model error)."""
@@ -77,39 +79,48 @@ def _centre_covariance(obj, img, rvec, tvec, k) -> tuple[np.ndarray, float]:
     return cov[:2, :2], math.sqrt(float(res @ res) / (res.size / 2))
 
 
-def solve_pose(ground_en: np.ndarray, pixels: np.ndarray, k: np.ndarray, ransac_px: float | None = None,
+def solve_pose(ground: np.ndarray, pixels: np.ndarray, k: np.ndarray, ransac_px: float | None = None,
                min_inliers: int = 6) -> Pose | None:  # fmt: skip
-    """Pose of a pinhole camera K from >= 4 ground points (n, 2) east/north metres at up = 0 and their pixels (n, 2).
+    """Pose of a pinhole camera K from >= 4 ground points and their pixels (n, 2).
 
-    With `ransac_px`, OpenCV's PnP RANSAC (AP3P, reprojection threshold in pixels) first drops correspondences
-    no camera with this focal length explains (off-plane points a homography can absorb); fewer than
-    `min_inliers` left gives None. Both IPPE solutions are then refined (Levenberg-Marquardt); the one with the
-    camera above the ground and the smaller reprojection error wins. None when no solution puts the camera
-    above the ground in front of the points.
+    `ground` is (n, 2) east/north metres on flat ground (up = 0), or (n, 3) east/north/up metres (points lifted
+    through a DSM). With `ransac_px`, OpenCV's PnP RANSAC (AP3P, reprojection threshold in pixels) first drops
+    correspondences no camera with this focal length explains (off-plane points a homography can absorb, chance
+    matches); fewer than `min_inliers` left gives None. Planar points: both IPPE solutions refined
+    (Levenberg-Marquardt), the one with the camera above the ground and the smaller reprojection error wins.
+    Points in relief: SQPnP's global minimum, refined likewise. None when no solution puts the camera above the
+    points and in front of them.
     """
-    ground_en, pixels = np.asarray(ground_en, dtype=np.float64), np.asarray(pixels, dtype=np.float64)
-    if ground_en.shape != pixels.shape or ground_en.ndim != 2 or ground_en.shape[1] != 2 or len(ground_en) < 4:
-        raise ValueError(f"need n >= 4 ground points and pixels of shape (n, 2), got {ground_en.shape}, {pixels.shape}")
+    ground, pixels = np.asarray(ground, dtype=np.float64), np.asarray(pixels, dtype=np.float64)
+    if (ground.ndim != 2 or ground.shape[1] not in (2, 3) or pixels.shape != (len(ground), 2)
+            or len(ground) < 4):  # fmt: skip
+        raise ValueError(f"need n >= 4 ground points (n, 2) or (n, 3) and pixels (n, 2), got {ground.shape}, "
+                         f"{pixels.shape}")  # fmt: skip
     k = np.asarray(k, dtype=np.float64)
-    keep = np.ones(len(ground_en), dtype=bool)
+    obj = ground if ground.shape[1] == 3 else np.c_[ground, np.zeros(len(ground))]
+    keep = np.ones(len(obj), dtype=bool)
     if ransac_px is not None:
-        obj_all = np.c_[ground_en, np.zeros(len(ground_en))]
-        ok, _, _, idx = cv2.solvePnPRansac(obj_all, pixels, k, None, iterationsCount=2000,
+        ok, _, _, idx = cv2.solvePnPRansac(obj, pixels, k, None, iterationsCount=2000,
                                            reprojectionError=float(ransac_px), confidence=0.999,
                                            flags=cv2.SOLVEPNP_AP3P)  # fmt: skip
         if not ok or idx is None or len(idx) < max(4, min_inliers):
             return None
-        keep = np.zeros(len(ground_en), dtype=bool)
+        keep = np.zeros(len(obj), dtype=bool)
         keep[idx.ravel()] = True
-        ground_en, pixels = ground_en[keep], pixels[keep]
-    obj = np.c_[ground_en, np.zeros(len(ground_en))]
-    n, rvecs, tvecs, _ = cv2.solvePnPGeneric(obj, pixels, k, None, flags=cv2.SOLVEPNP_IPPE)
+        obj, pixels = obj[keep], pixels[keep]
+    if np.ptp(obj[:, 2]) < 1e-9:
+        n, rvecs, tvecs, _ = cv2.solvePnPGeneric(obj, pixels, k, None, flags=cv2.SOLVEPNP_IPPE)
+        starts = list(zip(rvecs[:n], tvecs[:n], strict=True))
+    else:
+        ok, rvec, tvec = cv2.solvePnP(obj, pixels, k, None, flags=cv2.SOLVEPNP_SQPNP)
+        starts = [(rvec, tvec)] if ok else []
+    floor = float(np.median(obj[:, 2]))
     best = None
-    for rvec, tvec in zip(rvecs[:n], tvecs[:n], strict=True):
+    for rvec, tvec in starts:
         rvec, tvec = cv2.solvePnPRefineLM(obj, pixels, k, None, rvec.copy(), tvec.copy())
         centre = camera_centre(rvec, tvec)
         depth = (obj @ rotation(rvec).T + tvec.reshape(1, 3))[:, 2]
-        if centre[2] <= 0 or np.any(depth <= 0):
+        if centre[2] <= floor or np.any(depth <= 0):
             continue
         res, _ = _residuals(obj, pixels, rvec, tvec, k)
         err = float(res @ res)

@@ -16,7 +16,7 @@ from PIL import Image
 GPS_IFD = 0x8825
 GPS_IMG_DIRECTION = 0x11  # EXIF 2.3: direction of the image when captured, degrees 0..359.99
 XMP_START, XMP_END = b"<x:xmpmeta", b"</x:xmpmeta>"
-DJI_KEYS = ("GimbalYawDegree", "FlightYawDegree", "GimbalPitchDegree", "RelativeAltitude")
+DJI_KEYS = ("GimbalYawDegree", "FlightYawDegree", "GimbalPitchDegree", "GimbalRollDegree", "RelativeAltitude")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Prior:
     heading_deg: float | None = None  # image-up azimuth, degrees clockwise from north, [0, 360)
     pitch_deg: float | None = None  # depression of the optical axis below the horizon, 0..90 (90 = straight down)
     altitude_m: float | None = None  # height above the take-off point (DJI) or as given
+    roll_deg: float | None = None  # rotation about the optical axis (DJI gimbal, right side down > 0); with the
+    # pitch it fixes gravity in the camera frame (a gimbal's roll is 0 when it does not say)
     source: str = ""  # where the values came from, for the answer
     problem: str = ""  # why a record in the file was not used (the photo is still answered), for its warnings
 
@@ -111,7 +113,7 @@ def read_prior(data: bytes, exif: Image.Exif | None, label: str) -> Prior:
     (recorded_prior turns that into a warning)."""
     packet = xmp_packet(data)
     dji = dji_values(packet, label) if packet else {}
-    heading, pitch, altitude, sources = None, None, None, []
+    heading, pitch, altitude, roll, sources = None, None, None, 0.0, []
     for key in ("GimbalYawDegree", "FlightYawDegree"):
         if key in dji:
             heading = round(dji[key] % 360.0, 6) % 360.0
@@ -127,10 +129,13 @@ def read_prior(data: bytes, exif: Image.Exif | None, label: str) -> Prior:
                              "horizon")  # fmt: skip
         pitch = min(max(pitch, 0.0), 90.0)
         sources.append("XMP GimbalPitchDegree")
+        roll = dji.get("GimbalRollDegree", 0.0)
+        if not -45.0 <= roll <= 45.0:
+            raise ValueError(f"{label}: XMP GimbalRollDegree {roll:g} is no gimbal roll (-45..45)")
     if "RelativeAltitude" in dji and dji["RelativeAltitude"] > 0:
         altitude = dji["RelativeAltitude"]
         sources.append("XMP RelativeAltitude")
-    return Prior(heading, pitch, altitude, ", ".join(sources))
+    return Prior(heading, pitch, altitude, roll if pitch is not None else None, ", ".join(sources))
 
 
 def merged(recorded: Prior, heading: float | None = None, pitch: float | None = None,
@@ -141,8 +146,8 @@ def merged(recorded: Prior, heading: float | None = None, pitch: float | None = 
     if heading is not None:
         recorded = replace(recorded, heading_deg=check_heading(heading, label.format("heading")))
         given.append("heading")
-    if pitch is not None:
-        recorded = replace(recorded, pitch_deg=check_pitch(pitch, label.format("pitch")))
+    if pitch is not None:  # a pitch given for every photo: a gimbal held level (roll 0)
+        recorded = replace(recorded, pitch_deg=check_pitch(pitch, label.format("pitch")), roll_deg=0.0)
         given.append("pitch")
     if altitude is not None:
         recorded = replace(recorded, altitude_m=check_altitude(altitude, label.format("altitude")))

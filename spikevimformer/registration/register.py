@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -89,6 +90,12 @@ class RegisterConfig:
             raise ValueError(f"rotations must be at least 1, got {self.rotations}")
 
 
+class Heights(Protocol):
+    """Surface heights by pixel of the imagery a window is read from (geo.terrain.TerrainGrid)."""
+
+    def at_pixels(self, col: np.ndarray, row: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True, eq=False)
 class Window:
     """A reference window at working resolution: grey pixels and the affine from its pixels to ground metres."""
@@ -97,6 +104,15 @@ class Window:
     to_ground: np.ndarray  # (2, 3): east, north metres about the tile centre = A @ (u, v, 1)
     metres_per_px: float
     key: tuple = ()  # identifies the imagery for caches of its features (empty: not cached)
+    terrain: Heights | None = None  # surface heights under the imagery (a DSM), None: flat ground
+    to_raster: np.ndarray | None = None  # (3, 3) window px -> pixel of the imagery the terrain follows
+
+    def heights_at(self, uv: np.ndarray) -> np.ndarray | None:
+        """Terrain heights (n,) metres at window pixels (n, 2), NaN where unknown; None without terrain."""
+        if self.terrain is None or self.to_raster is None:
+            return None
+        p = np.c_[np.asarray(uv, dtype=np.float64).reshape(-1, 2), np.ones(len(uv))] @ self.to_raster[:2].T
+        return self.terrain.at_pixels(p[:, 0], p[:, 1])
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +138,8 @@ class Registration:
     window: Window | None = None
     heading_deg: float | None = None  # the photo orientation matched (learned features), degrees from north
     matcher: str = ""  # the features that made it
+    matches: tuple[np.ndarray, np.ndarray] | None = None  # every tentative match: photo px (n, 2), window px (n, 2),
+    # for a pose through terrain, which no single homography describes
 
     @property
     def verified(self) -> bool:
@@ -507,4 +525,4 @@ class Registrar:
             remaining = np.setdiff1d(remaining, keep)
         if not planes:
             return Registration(0, "no homography fits the matches")
-        return Registration(len(planes[0].pixels), "", tuple(planes), window, matcher=matcher)
+        return Registration(len(planes[0].pixels), "", tuple(planes), window, matcher=matcher, matches=(src, dst))

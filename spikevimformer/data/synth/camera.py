@@ -1,8 +1,10 @@
-"""Pinhole drone cameras circling a target: poses, projections and the ground-plane homographies.
+"""Drone cameras circling a target: poses, projections (pinhole, or with OpenCV's Brown-Conrady distortion) and
+the ground-plane homographies.
 
 World frame: X east, Y north, Z up, metres (see world.py). Camera frame: x right, y down, z forward.
 `heading_deg` is the direction the camera looks, clockwise from north; `pitch_deg` its depression below
-the horizon; the camera sits on the far side of the target at `altitude_m` and looks straight at it.
+the horizon; the camera sits on the far side of the target at `altitude_m` above the target's ground (at
+height `ground_z`) and looks straight at it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .config import SynthConfig
@@ -24,19 +27,22 @@ class Camera:
     heading_deg: float
     pitch_deg: float
     altitude_m: float
+    dist: tuple[float, ...] = ()  # OpenCV (k1, k2, p1, p2, k3); () = pinhole
+    ground_z: float = 0.0  # terrain height at the target, metres
 
     @classmethod
     def look_at(cls, target_xy, heading_deg: float, pitch_deg: float, altitude_m: float, fov_deg: float,
-                size: int) -> Camera:
+                size: int, ground_z: float = 0.0, dist: tuple[float, ...] = ()) -> Camera:  # fmt: skip
         psi, theta = math.radians(heading_deg), math.radians(pitch_deg)
         horiz = np.array([math.sin(psi), math.cos(psi), 0.0])
         forward = horiz * math.cos(theta) + np.array([0.0, 0.0, -math.sin(theta)])
         right = np.array([math.cos(psi), -math.sin(psi), 0.0])  # forward x up, normalised
         down = np.cross(forward, right)
         back = altitude_m / math.tan(theta)
-        position = np.array([target_xy[0], target_xy[1], 0.0]) - horiz * back + np.array([0.0, 0.0, altitude_m])
+        position = np.array([target_xy[0], target_xy[1], ground_z]) - horiz * back + np.array([0.0, 0.0, altitude_m])
         focal = (size / 2) / math.tan(math.radians(fov_deg) / 2)
-        return cls(position, np.stack([right, down, forward]), focal, size, heading_deg, pitch_deg, altitude_m)
+        return cls(position, np.stack([right, down, forward]), focal, size, heading_deg, pitch_deg, altitude_m,
+                   tuple(float(v) for v in dist), float(ground_z))  # fmt: skip
 
     @property
     def k(self) -> np.ndarray:
@@ -50,9 +56,23 @@ class Camera:
         """(n, 3) world points -> (n, 2) pixel coordinates and (n,) depths."""
         cam = self.to_camera(pts)
         depth = cam[:, 2]
+        if any(self.dist):
+            front = np.c_[cam[:, :2], np.maximum(depth, 1e-6)]
+            uv, _ = cv2.projectPoints(front, np.zeros(3), np.zeros(3), self.k, np.asarray(self.dist, np.float64))
+            return uv.reshape(-1, 2), depth
         c = (self.size - 1) / 2
         uv = self.focal_px * cam[:, :2] / np.maximum(depth, 1e-6)[:, None] + c
         return uv, depth
+
+    def rays(self, uv: np.ndarray) -> np.ndarray:
+        """(n, 2) pixels -> (n, 3) world directions of their rays (lens distortion undone)."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        if any(self.dist):
+            xy = cv2.undistortPoints(uv.reshape(-1, 1, 2), self.k, np.asarray(self.dist, np.float64)).reshape(-1, 2)
+            local = np.c_[xy, np.ones(len(xy))]
+        else:
+            local = np.c_[uv, np.ones(len(uv))] @ np.linalg.inv(self.k).T
+        return local @ self.rot
 
     def plane_homography(self, z_m: float, gsd_m: float, scale: float = 1.0) -> np.ndarray:
         """3x3 map from pixels of a north-up raster (gsd_m * scale metres per pixel) lying at height z_m."""
@@ -63,9 +83,8 @@ class Camera:
 
     def ground_points(self, uv: np.ndarray) -> np.ndarray:
         """Where the rays through pixels meet the ground (Z = 0), (n, 2) X, Y metres."""
-        uv = np.asarray(uv, dtype=np.float64)
-        rays = np.c_[uv, np.ones(len(uv))] @ np.linalg.inv(self.k).T @ self.rot
-        t = -self.position[2] / np.minimum(rays[:, 2], -1e-9)
+        rays = self.rays(uv)
+        t = (self.ground_z - self.position[2]) / np.minimum(rays[:, 2], -1e-9)
         return self.position[:2] + rays[:, :2] * t[:, None]
 
     def metres_per_pixel_at_target(self) -> float:

@@ -39,6 +39,9 @@ class SynthConfig:
     photometric: float = 1.0  # strength of light, colour, haze, blur and noise changes (0 = none)
     epoch_gap: float = 0.0  # how far apart the reference's (ortho.jpg, tiles) and the photos' dates are, 0..1
     # (epochs.py); 0, one date, is every world made before the knob (the CLI's default is NEW_WORLD_EPOCH_GAP)
+    relief_m: float = 0.0  # terrain relief, lowest to highest point (terrain.py); 0: flat ground (dsm.tif with more)
+    distortion: float = 0.0  # radial distortion k1 of the drone lens (Brown-Conrady, k2 = -0.4 k1 as DJI lenses
+    # have); 0: a pinhole. Recorded in cameras.csv, cameras.json and the photos' DJI XMP DewarpData
     test_fraction: float | None = None  # layout default: 0.2 University-1652, 0.4 SUES-200
     distractor_fraction: float = 0.16  # University-1652 only: extra gallery-only locations
     max_height_m: float = 45.0  # tallest procedural building
@@ -116,6 +119,11 @@ class SynthConfig:
             )
         if not 0 <= self.epoch_gap <= 1:  # also refuses NaN
             raise ValueError(f"the epoch gap must lie in 0..1, got {self.epoch_gap:g}")
+        if not 0 <= self.relief_m <= 500:
+            raise ValueError(f"terrain relief must lie in 0..500 m, got {self.relief_m:g}")
+        if not -0.4 <= self.distortion <= 0.4:
+            raise ValueError(f"lens distortion k1 must lie in -0.4..0.4 (barrel < 0 < pincushion), got "
+                             f"{self.distortion:g}")  # fmt: skip
         if not 30 <= self.jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must lie in 30..100, got {self.jpeg_quality}")
 
@@ -124,6 +132,11 @@ class SynthConfig:
         pitch = math.radians(sum(self.pitch_deg) / 2)
         slant = sum(self.altitudes_m) / len(self.altitudes_m) / math.sin(pitch)
         return math.degrees(2 * math.atan(self.coverage * self.footprint_m / (2 * slant)))
+
+    @property
+    def dist(self) -> tuple[float, ...]:
+        """OpenCV distortion coefficients (k1, k2, p1, p2, k3) of the drone lens; () for a pinhole."""
+        return (self.distortion, -0.4 * self.distortion, 0.0, 0.0, 0.0) if self.distortion else ()
 
     def split_counts(self) -> tuple[int, int, int]:
         """(train, test, distractor) location counts."""

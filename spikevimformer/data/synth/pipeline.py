@@ -25,26 +25,34 @@ from .ground import orthophoto_world, window_world
 from .photometric import photometric
 from .procedural import procedural_world
 from .render import MAX_LEVEL, drone_view, satellite_tile
+from .terrain import relief_field
 from .world import World
 from .writer import (
+    CAMERA_FILE,
+    DSM_FILE,
     ORTHO_IMAGE,
     ORTHO_JPEG_QUALITY,
     ORTHO_WORLD_FILE,
     ROOT,
     Staging,
     camera_exif,
+    dji_xmp,
     drone_name,
     encode,
     placement,
     with_exif,
+    with_xmp,
     world_file_text,
     write_bytes,
+    write_camera_file,
+    write_dsm,
 )
 
 FORMAT = "spikevimformer-synth/1"
 SPLIT_ORDER = ("train", "test", "distractor")
 CAMERA_COLUMNS = ["image", "id", "latitude", "longitude", "altitude_m", "heading_deg", "pitch_deg", "fov_deg",
-                  "focal_px", "target_latitude", "target_longitude"]
+                  "focal_px", "target_latitude", "target_longitude", "ground_m", "k1", "k2", "p1", "p2", "k3"]
+# altitude_m: camera above the ground at the look-at point; ground_m: that ground's height above the DSM datum
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,9 @@ def build_world(cfg: SynthConfig, reach_m: float) -> tuple[World, list[Location]
         if len(xy) == n:
             lat0, lon0 = cfg.origin if cfg.origin else seeded_origin(np.random.default_rng([cfg.seed, 4]))
             world.geo = GeoRef(float(lat0), float(lon0), world.geo.gsd_m, world.geo.width_px, world.geo.height_px)
+            if cfg.relief_m > 0:
+                world.terrain = relief_field(np.random.default_rng([cfg.seed, 5]), world.ortho.shape[:2], world.gsd_m,
+                                             cfg.relief_m)  # fmt: skip
             return world, assign(cfg, xy, np.random.default_rng([cfg.seed, 3]))
         factor *= 1.4
     raise RuntimeError(f"could not place {n} locations {cfg.spacing_m:g} m apart")  # pragma: no cover
@@ -196,7 +207,8 @@ def _render_location(loc: Location) -> list[tuple]:
         k = counters[v.group] = counters.get(v.group, -1) + 1
         n_group = sum(1 for w in views if w.group == v.group)
         target = (centre[0] + v.offset_m[0], centre[1] + v.offset_m[1])
-        cam = Camera.look_at(target, v.heading_deg, v.pitch_deg, v.altitude_m, cfg.fov_deg, size)
+        ground_z = float(world.terrain.at(*target)) if world.terrain is not None else 0.0
+        cam = Camera.look_at(target, v.heading_deg, v.pitch_deg, v.altitude_m, cfg.fov_deg, size, ground_z, cfg.dist)
         img = photometric(drone_view(world, cam), rng, cfg.photometric)
         pose = _pose_fields(whole.geo, cam, target, shift, cfg.fov_deg)
         name = drone_name(cfg.layout, k, n_group)
@@ -205,7 +217,10 @@ def _render_location(loc: Location) -> list[tuple]:
             if group is not None and group != v.group:
                 continue
             rel = f"{folder}/{name}"
-            data = data or with_exif(encode(img, rel, cfg.jpeg_quality), camera_exif(cam.focal_px, size, size))
+            if data is None:
+                data = with_exif(encode(img, rel, cfg.jpeg_quality), camera_exif(cam.focal_px, size, size))
+                if (cfg.dist or cfg.relief_m) and data[:2] == b"\xff\xd8":  # a DJI-like camera records its attitude
+                    data = with_xmp(data, dji_xmp(cam.focal_px, cfg.dist, cam.heading_deg, cam.pitch_deg))
             write_bytes(root, rel, data)
             rows.append((rel, loc.id, *pose))
     return rows
@@ -217,9 +232,10 @@ def _pose_fields(geo: GeoRef, cam: Camera, target_xy: tuple[float, float], shift
     the frame of the rendered window, whose corner is `shift` metres (east, north) into the world."""
     lat, lon = geo.to_latlon(cam.position[0] + shift[0], -(cam.position[1] + shift[1]))
     t_lat, t_lon = geo.to_latlon(target_xy[0] + shift[0], -(target_xy[1] + shift[1]))
+    dist = list(cam.dist) + [0.0] * (5 - len(cam.dist))
     return (f"{float(lat):.8f}", f"{float(lon):.8f}", f"{cam.altitude_m:.2f}", f"{cam.heading_deg:.2f}",
             f"{cam.pitch_deg:.4f}", f"{fov_deg:.4f}", f"{cam.focal_px:.4f}", f"{float(t_lat):.8f}",
-            f"{float(t_lon):.8f}")
+            f"{float(t_lon):.8f}", f"{cam.ground_z:.3f}", *(f"{v:g}" for v in dist))
 
 
 def _render_all(cfg: SynthConfig, world: World, locations: list[Location], root: Path, workers: int,
@@ -321,6 +337,9 @@ def generate_world(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, o
             _csv(["id", "split", "latitude", "longitude", "footprint_m"], loc_rows))
         (staging.path / "cameras.csv").write_text(_csv(CAMERA_COLUMNS, sorted(cam_rows)))
         orthophoto = _write_orthophoto(staging.path, world)
+        if orthophoto is not None and world.terrain is not None:
+            orthophoto["dsm"] = write_dsm(staging.path / DSM_FILE, world.terrain, world.geo)
+        write_camera_file(staging.path / CAMERA_FILE, cfg)
         baseline = _baselines(cfg, staging.path, locations)
         splits = {s: sum(1 for loc in locations if loc.split == s) for s in SPLIT_ORDER}
         counts = {**splits, "locations": len(locations), "drone_views_rendered": len(locations) * len(plan_views(

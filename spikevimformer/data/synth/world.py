@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .geo import GeoRef
+from .terrain import Terrain
 
 STOREY_M = 3.2
 
@@ -91,6 +92,7 @@ class World:
     reference: np.ndarray | None = None  # (H, W, 3) what the reference sensor saw at another date (epochs.py);
     # None: the orthophoto itself
     epochs: dict | None = None  # world.json's record of the two dates, None for one date
+    terrain: Terrain | None = None  # relief under the world (terrain.py); None: flat ground at Z = 0
     _pyramids: dict = field(default_factory=dict, repr=False)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -19,8 +20,10 @@ from ...geodesy import WorldFile
 ROOT = {"university1652": "University-1652", "sues200": "SUES-200"}
 ORTHO_IMAGE, ORTHO_WORLD_FILE = "ortho.jpg", "ortho.jgw"
 ORTHO_JPEG_QUALITY = 92
-# world.json last: it marks a complete world
-OUTPUT_FILES = ("locations.csv", "cameras.csv", ORTHO_IMAGE, ORTHO_WORLD_FILE, "world.json")
+DSM_FILE, CAMERA_FILE = "dsm.tif", "cameras.json"  # terrain heights (worlds with relief); the drone lens (OpenSfM)
+# world.json last: it marks a complete world; a file a world does not write is removed from an older one it replaces
+OUTPUT_FILES = ("locations.csv", "cameras.csv", ORTHO_IMAGE, ORTHO_WORLD_FILE, DSM_FILE, CAMERA_FILE, "world.json")
+XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 SENSOR_WIDTH_MM = 36.0  # virtual sensor behind the EXIF focal length (full-frame width)
 FULL_FRAME_DIAGONAL_MM = 43.2666
 _EXIF_IFD = 0x8769
@@ -99,6 +102,60 @@ def with_exif(jpeg: bytes, exif: bytes) -> bytes:
     return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
 
 
+def dji_xmp(focal_px: float, dist: tuple[float, ...], yaw_deg: float, pitch_deg: float) -> bytes:
+    """A DJI-style XMP packet: the gimbal's attitude (GimbalYaw/Pitch/RollDegree; DJI's pitch is -90 straight
+    down) and, for a lens with distortion, DewarpData (fx, fy, cx, cy offsets from the centre, k1, k2, p1, p2, k3)
+    with DewarpFlag 0 (the pixels are not undistorted), as DJI enterprise drones write them."""
+    yaw = (yaw_deg + 180.0) % 360.0 - 180.0
+    attrs = (f'drone-dji:GimbalYawDegree="{yaw:+.2f}" drone-dji:GimbalPitchDegree="{-pitch_deg:+.2f}" '
+             'drone-dji:GimbalRollDegree="+0.00"')  # fmt: skip
+    if dist:
+        values = ",".join(f"{v:.6f}" for v in (focal_px, focal_px, 0.0, 0.0, *dist))
+        attrs += f' drone-dji:DewarpFlag="0" drone-dji:DewarpData="2026-01-01;{values}"'
+    return (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            f'<rdf:Description xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" {attrs}/></rdf:RDF>'
+            "</x:xmpmeta>").encode()  # fmt: skip
+
+
+def with_xmp(jpeg: bytes, packet: bytes) -> bytes:
+    """Splice an XMP APP1 segment right after SOI (and any EXIF segment): pixels untouched."""
+    if jpeg[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG stream (no SOI marker)")
+    at = 2
+    if jpeg[2:4] == b"\xff\xe1":  # keep EXIF first, where readers look for it
+        at = 4 + int.from_bytes(jpeg[4:6], "big")
+    payload = XMP_HEADER + packet
+    return jpeg[:at] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[at:]
+
+
+def write_camera_file(path: Path, cfg) -> None:
+    """cameras.json as OpenSfM/OpenDroneMap write it: the drone lens (brown; normalised by the longer side)."""
+    size = cfg.image_size
+    focal = (size / 2) / math.tan(math.radians(cfg.fov_deg) / 2) / size
+    k1, k2, p1, p2, k3 = list(cfg.dist) or [0.0] * 5
+    entry = {"projection_type": "brown", "width": size, "height": size, "focal_x": focal, "focal_y": focal,
+             "c_x": 0.0, "c_y": 0.0, "k1": k1, "k2": k2, "p1": p1, "p2": p2, "k3": k3}  # fmt: skip
+    path.write_text(json.dumps({f"v2 spikevimformer synthetic {size} {size} brown": entry}, indent=2) + "\n")
+
+
+def write_dsm(path: Path, terrain, geo) -> dict:
+    """The terrain as a float32 GeoTIFF in EPSG:4326 on its own (coarser) grid aligned with ortho.jpg's; returns
+    world.json's record of it."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    wf = geo.world_file()
+    cell = terrain.step
+    # world file: centre of pixel (0, 0); GeoTIFF: its corner
+    transform = Affine(wf.a * cell, 0.0, wf.c - wf.a / 2, 0.0, wf.e * cell, wf.f - wf.e / 2)
+    rows, cols = terrain.heights.shape
+    with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=1, dtype="float32",
+                       crs="EPSG:4326", transform=transform, nodata=float("nan"), compress="deflate") as dst:
+        dst.write(terrain.heights.astype(np.float32), 1)  # fmt: skip
+    return {"image": path.name, "crs": "EPSG:4326", "ground_resolution_m": terrain.cell_m, "units": "metre",
+            "relief_m": float(terrain.heights.max() - terrain.heights.min())}  # fmt: skip
+
+
 def world_file_text(wf: WorldFile) -> str:
     """Six lines A, D, B, E, C, F at full double precision, so readers recover the exact transform."""
     return "".join(f"{float(v)!r}\n" for v in (wf.a, wf.d, wf.b, wf.e, wf.c, wf.f))
@@ -138,6 +195,10 @@ class Staging:
             return
         for name in self.names:
             dst = self.out / name
+            if not (self.path / name).exists():
+                if dst.is_file():
+                    dst.unlink()
+                continue
             if dst.is_dir():
                 trash = Path(tempfile.mkdtemp(prefix=".synth-old-", dir=self.out))
                 os.replace(dst, trash / name)

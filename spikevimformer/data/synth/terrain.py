@@ -1,0 +1,89 @@
+"""Terrain relief: a smooth height field under the synthetic world, sampled and intersected by camera rays.
+
+The field lives on a grid `TERRAIN_STEP` world pixels coarse (2 m at the default 0.5 m/px, like a
+photogrammetric DSM); terrain pixel (i, j) has its centre at world pixel ((j + 0.5) * step - 0.5,
+(i + 0.5) * step - 0.5). Heights are metres above the world's datum, 0 at the lowest point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .paint import value_noise
+
+TERRAIN_STEP = 4  # world pixels per terrain pixel
+OCTAVES = ((400.0, 1.0), (160.0, 0.45), (60.0, 0.15))  # (feature size in metres, weight): hills, spurs, hummocks
+RAY_ITERATIONS = 24
+
+
+@dataclass(frozen=True)
+class Terrain:
+    """Heights (rows, cols) float32 metres on a grid `step` world pixels of `gsd_m` coarse."""
+
+    heights: np.ndarray
+    gsd_m: float
+    step: int = TERRAIN_STEP
+
+    @property
+    def cell_m(self) -> float:
+        return self.gsd_m * self.step
+
+    def grid(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """World X, Y metres -> fractional terrain (col, row)."""
+        return (np.asarray(x) / self.cell_m - 0.5).astype(np.float32), (-np.asarray(y) / self.cell_m - 0.5).astype(
+            np.float32
+        )
+
+    def at(self, x, y) -> np.ndarray:
+        """Bilinear height (metres) at world X, Y metres (clamped at the edges)."""
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        n = x.size
+        width = min(max(n, 1), 4096)  # remap's maps must stay under 32767 a side
+        pad = -n % width
+        col, row = self.grid(np.r_[x.ravel(), np.zeros(pad)], np.r_[y.ravel(), np.zeros(pad)])
+        out = cv2.remap(self.heights, col.reshape(-1, width), row.reshape(-1, width), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        return out.ravel()[:n].reshape(x.shape).astype(np.float64)
+
+    def crop(self, x0_px: int, y0_px: int, x1_px: int, y1_px: int) -> Terrain:
+        """The part under world pixels [x0, x1) x [y0, y1); x0, y0 multiples of `step`."""
+        s = self.step
+        return Terrain(self.heights[y0_px // s : -(-y1_px // s), x0_px // s : -(-x1_px // s)].copy(), self.gsd_m, s)
+
+
+def relief_field(rng: np.random.Generator, shape_px: tuple[int, int], gsd_m: float, relief_m: float) -> Terrain:
+    """Smooth hills `relief_m` metres from the lowest to the highest point over a world of `shape_px` pixels."""
+    rows, cols = -(-shape_px[0] // TERRAIN_STEP), -(-shape_px[1] // TERRAIN_STEP)
+    cell = gsd_m * TERRAIN_STEP
+    field = np.zeros((rows, cols), np.float32)
+    for size_m, weight in OCTAVES:
+        field += weight * value_noise(rng, (rows, cols), max(2, int(round(size_m / cell))))
+    field = cv2.GaussianBlur(field, (0, 0), max(1.0, 20.0 / cell))
+    field -= field.min()
+    field *= relief_m / max(float(field.max()), 1e-6)
+    return Terrain(field, gsd_m)
+
+
+def intersect(terrain: Terrain | None, origin: np.ndarray, rays: np.ndarray) -> np.ndarray:
+    """Where rays (n, 3) from `origin` (3,) first meet the terrain (flat ground at 0 without one): (n, 3) X, Y, Z.
+
+    Damped fixed-point iteration on the ray parameter (t = (Z_origin - h(X, Y)) / -dz); the smooth fields made
+    here (slopes well under the rays' depression) converge in a few steps. Rays that do not point down return
+    points far away at Z = 0.
+    """
+    down = np.minimum(rays[:, 2], -1e-6)
+    t = (origin[2] - (0.0 if terrain is None else float(np.median(terrain.heights)))) / -down
+    if terrain is not None:
+        for i in range(RAY_ITERATIONS):
+            p = origin + rays * t[:, None]
+            target = (origin[2] - terrain.at(p[:, 0], p[:, 1])) / -down
+            t = t + (0.5 if i < RAY_ITERATIONS // 2 else 1.0) * (target - t)
+    p = origin + rays * t[:, None]
+    if terrain is not None:
+        p[:, 2] = terrain.at(p[:, 0], p[:, 1])
+    else:
+        p[:, 2] = 0.0
+    return p
