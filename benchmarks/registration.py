@@ -8,8 +8,15 @@ rate, camera within 5/25 m, false fixes (> 25 m), 95 % radius coverage, median e
 verification, and wall seconds per photo (all stages). --large also times a 4000x3000 photo with its focal
 length in EXIF, rendered by the world generator's camera.
 
+Real cameras over real ground: --relief-m and --distortion render hilly worlds seen through a distorting lens
+(synth's knobs; the photos carry DJI XMP with the lens and the gimbal's attitude); each is localized with the
+world's dsm.tif in the index and without it (flat ground assumed), and --focal-errors also gives the localizer
+a lens file whose focal length is off by those shares.
+
     python benchmarks/registration.py                          # about 25 minutes on 2 cores
     python benchmarks/registration.py --sizes 256 --photos 20 --features sift auto
+    python benchmarks/registration.py --epoch-gaps 0 --sizes 256 --features auto --relief-m 80 --distortion -0.25 \
+        --focal-errors 0 -0.25 0.25
 """
 
 from __future__ import annotations
@@ -35,12 +42,14 @@ from spikevimformer.data.synth.camera import Camera, view_reach_m  # noqa: E402
 from spikevimformer.data.synth.pipeline import build_world  # noqa: E402
 from spikevimformer.data.synth.render import MAX_LEVEL, drone_view  # noqa: E402
 from spikevimformer.data.synth.writer import camera_exif, with_exif  # noqa: E402
-from spikevimformer.geo import reference_features  # noqa: E402
+from spikevimformer.geo import reference_features, terrain  # noqa: E402
 from spikevimformer.geo.encoders import TorchEncoder, encode_tiles  # noqa: E402
 from spikevimformer.geo.index import GalleryIndex, IndexConfig  # noqa: E402
+from spikevimformer.geo.lens import CameraFile, read_camera_file  # noqa: E402
 from spikevimformer.geo.localize import Localizer  # noqa: E402
 from spikevimformer.geo.metrics import evaluate_localizer, load_queries  # noqa: E402
-from spikevimformer.geo.tiles import world_tiles  # noqa: E402
+from spikevimformer.geo.raster import raster_size  # noqa: E402
+from spikevimformer.geo.tiles import world_orthophoto, world_tiles  # noqa: E402
 from spikevimformer.geodesy import haversine_m  # noqa: E402
 from spikevimformer.registration import FEATURES, RegisterConfig  # noqa: E402
 
@@ -67,39 +76,60 @@ def large_photo(cfg: SynthConfig, out: Path) -> tuple[Path, tuple[float, float]]
     return path, (float(lat), float(lon))
 
 
-def indexed(world: Path, tmp: Path) -> tuple[TorchEncoder, GalleryIndex]:
-    """The shipped model and an index of the world's gallery with stored learned reference features."""
+def indexed(world: Path, tmp: Path, dsm: bool = False) -> tuple[TorchEncoder, GalleryIndex]:
+    """The shipped model and an index of the world's gallery with stored learned reference features (and the
+    world's dsm.tif as terrain, as `index build --dsm` stores it)."""
     encoder = TorchEncoder.load("pretrained")  # tagged with the release's SHA-256, as the CLI tags it
     tiles = world_tiles(world)
-    index = GalleryIndex.create(tmp / f"index-{world.name}", encoder.identity, IndexConfig())
+    index = GalleryIndex.create(tmp / f"index-{world.name}-{'dsm' if dsm else 'flat'}", encoder.identity,
+                                IndexConfig())  # fmt: skip
     index.add(tiles, encode_tiles(encoder, tiles, progress=False))
     reference_features.store(index, tiles)
+    if dsm:
+        image, wf, crs = world_orthophoto(world)
+        terrain.store(index.folder, [terrain.resample_dsm(world / "dsm.tif", image, wf, crs, raster_size(image))])
     return encoder, index
 
 
-def world_rows(world: Path, tmp: Path, features: list[str], photos: int, label: str) -> list[dict]:
-    """Localize the world's held-out photos with each matcher at k = 5: accuracy in metres, seconds per photo."""
-    encoder, index = indexed(world, tmp)
+def lens_file(world: Path, tmp: Path, error: float) -> CameraFile:
+    """The world's cameras.json with its focal length off by `error` (a share: -0.25 = 25 % short)."""
+    entries = json.loads((world / "cameras.json").read_text())
+    for entry in entries.values():
+        entry["focal_x"] *= 1 + error
+        entry["focal_y"] *= 1 + error
+    path = tmp / f"cameras-{world.name}-{error:+g}.json"
+    path.write_text(json.dumps(entries))
+    return read_camera_file(path)
+
+
+def world_rows(world: Path, tmp: Path, features: list[str], photos: int, label: str, dsm: bool = False,
+               focal_errors: tuple[float, ...] = ()) -> list[dict]:  # fmt: skip
+    """Localize the world's held-out photos with each matcher at k = 5: accuracy in metres, seconds per photo;
+    with `focal_errors`, once more per wrong lens given as a camera file."""
+    encoder, index = indexed(world, tmp, dsm)
     queries = load_queries(world)
     pick = np.linspace(0, len(queries) - 1, num=min(photos, len(queries))).astype(int)
     chosen = [queries[i] for i in pick]
     rows = []
     for name in features:
-        localizer = Localizer(encoder, index, k=5, register=RegisterConfig(features=name))
-        localizer.localize_files([chosen[0].image])  # warm-up: weights, allocator, threads
-        start = time.perf_counter()
-        rep = evaluate_localizer(localizer, chosen, (1, 5), batch_size=1)
-        wall = (time.perf_counter() - start) / len(chosen)
-        rows.append({"world": label, "features": name, "photos": len(chosen), "s_per_photo": wall,
-                     **{key: rep.get(key) for key in KEYS}})
-        print(_row(rows[-1]), flush=True)
+        for error in focal_errors or (None,):
+            camera = lens_file(world, tmp, error) if error is not None else None
+            localizer = Localizer(encoder, index, k=5, register=RegisterConfig(features=name), camera=camera)
+            localizer.localize_files([chosen[0].image])  # warm-up: weights, allocator, threads
+            start = time.perf_counter()
+            rep = evaluate_localizer(localizer, chosen, (1, 5), batch_size=1, progress=False)
+            wall = (time.perf_counter() - start) / len(chosen)
+            tag = label + (f", focal {100 * error:+.0f} %" if error else "")
+            rows.append({"world": tag, "features": name, "photos": len(chosen), "s_per_photo": wall,
+                         **{key: rep.get(key) for key in KEYS}})
+            print(_row(rows[-1]), flush=True)
     return rows
 
 
 KEYS = ("fix_rate", "camera_within_5m", "camera_within_25m", "false_fix_rate", "radius95_coverage",
         "camera_median_error_m", "R@1", "R@1_verified", "R@5", "register_s_per_image", "tile_radius95_coverage",
         "tile_median_radius_m")  # fmt: skip
-HEADER = (f"{'world':<34} {'features':<8} {'photos':>6} {'fix':>6} {'<=5 m':>6} {'<=25 m':>6} {'false':>6} "
+HEADER = (f"{'world':<60} {'features':<8} {'photos':>6} {'fix':>6} {'<=5 m':>6} {'<=25 m':>6} {'false':>6} "
           f"{'radius':>6} {'median m':>8} {'R@1 -> verified':>15} {'s/photo':>8} {'no fix: radius holds, median':>29}")
 
 
@@ -107,7 +137,7 @@ def _row(r: dict) -> str:
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     med = "-" if r["camera_median_error_m"] is None else f"{r['camera_median_error_m']:.2f}"
     tile = "-" if r["tile_median_radius_m"] is None else f"{r['tile_median_radius_m']:.0f} m"
-    return (f"{r['world']:<34} {r['features']:<8} {r['photos']:>6} {pct(r['fix_rate']):>6} "
+    return (f"{r['world']:<60} {r['features']:<8} {r['photos']:>6} {pct(r['fix_rate']):>6} "
             f"{pct(r['camera_within_5m']):>6} {pct(r['camera_within_25m']):>6} {pct(r['false_fix_rate']):>6} "
             f"{pct(r['radius95_coverage']):>6} {med:>8} {pct(r['R@1']) + ' -> ' + pct(r['R@1_verified']):>15} "
             f"{r['s_per_photo']:>8.2f} {pct(r['tile_radius95_coverage']):>16} % of {tile:>7}")
@@ -122,6 +152,11 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024], help="drone photo sizes in px")
     ap.add_argument("--features", nargs="+", default=["sift", "xfeat", "auto"], choices=FEATURES)
     ap.add_argument("--photos", type=int, default=40, help="held-out photos localized per world and matcher")
+    ap.add_argument("--relief-m", type=float, default=0.0, help="terrain relief of the worlds (synth --relief-m)")
+    ap.add_argument("--distortion", type=float, default=0.0, help="lens k1 of the worlds (synth --distortion)")
+    ap.add_argument("--focal-errors", type=float, nargs="+", default=[],
+                    help="also localize with the world's lens file, its focal length off by these shares (0 = "
+                         "the right lens given as a file)")  # fmt: skip
     ap.add_argument("--large", action="store_true", help="also time a 4000x3000 photo with its EXIF focal length")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write the results here")
@@ -133,11 +168,18 @@ def main() -> None:
     print(HEADER, flush=True)
     for gap in args.epoch_gaps:
         for size in args.sizes:
-            cfg = SynthConfig(seed=args.seed, image_size=size, locations=args.locations, views=2, epoch_gap=gap)
+            cfg = SynthConfig(seed=args.seed, image_size=size, locations=args.locations, views=2, epoch_gap=gap,
+                              relief_m=args.relief_m, distortion=args.distortion)  # fmt: skip
             world = tmp / f"world-g{gap:g}-{size}"
             generate_world(cfg, world, workers=2, progress=False)
             label = f"seed {args.seed}, gap {gap:g}, {size} px photos"
-            rows += world_rows(world, tmp, args.features, args.photos, label)
+            if not args.relief_m:
+                rows += world_rows(world, tmp, args.features, args.photos, label, False, tuple(args.focal_errors))
+                continue
+            label = label.replace("photos", f"relief {args.relief_m:g} m, k1 {args.distortion:g}")
+            for dsm in (True, False):
+                rows += world_rows(world, tmp, args.features, args.photos, label + (", dsm" if dsm else ", flat"),
+                                   dsm, tuple(args.focal_errors))  # fmt: skip
     if args.large:
         cfg = SynthConfig(seed=args.seed, image_size=256, locations=args.locations, views=2)
         big, truth = large_photo(cfg, tmp)

@@ -119,8 +119,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     require_weights(args)
-    tiles = tiles_from_args(args)
     grids = terrain_from_args(args)  # a bad DSM is refused before minutes of encoding
+    tiles = tiles_from_args(args)
     encoder = open_encoder(args.checkpoint, args.variant, args.image_size, args.onnx, resolve_device(args.device),
                            args.init)  # fmt: skip
     if args.image_size is not None:
@@ -144,8 +144,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    tiles = tiles_from_args(args)
     grids = terrain_from_args(args)
+    tiles = tiles_from_args(args)
     encoder = index_encoder(GalleryIndex.load(args.index), args.checkpoint, args.variant, args.onnx,
                             resolve_device(args.device), args.init, args.random_init)  # fmt: skip
     index = GalleryIndex.load(args.index, expect=encoder.identity)
@@ -163,6 +163,8 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     info = GalleryIndex.load(args.index).info()
+    info["terrain"] = json.loads((Path(args.index) / terrain.TERRAIN_RECORD).read_text()) if (
+        Path(args.index) / terrain.TERRAIN_RECORD).is_file() else None
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -180,6 +182,11 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"  features    {rf['tiles']} tiles with stored {rf['matcher']} features for registration" if rf else
           "  features    no stored learned features (localize registers with SIFT alone: rebuild for learned "
           "ones)")  # fmt: skip
+    grids = terrain.load(args.index)
+    dsm = "; ".join(f"{Path(g.source).name} under {Path(g.image).name} ({100 * np.isfinite(g.heights).mean():.0f} % "
+                    f"covered, heights {np.nanmin(g.heights):.1f}..{np.nanmax(g.heights):.1f} m)"
+                    for g in grids.values())  # fmt: skip
+    print(f"  terrain     {dsm or 'none (flat ground assumed; index build --dsm for a 6-DoF camera over relief)'}")
     if "extent" in info:
         e = info["extent"]
         print(f"  extent      lat {e['lat_min']:.6f}..{e['lat_max']:.6f}, lon {e['lon_min']:.6f}..{e['lon_max']:.6f}")

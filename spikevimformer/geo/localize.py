@@ -21,6 +21,7 @@ from ..registration import (
     RegisterConfig,
     Registrar,
     Registration,
+    free_focal,
     ground_at_pixels,
     homography_jacobian,  # fmt: skip
     solve_pose,
@@ -376,8 +377,17 @@ class Localizer:
                                        "give the lens's field of view (--fov DEG; ?fov=DEG over HTTP); the "
                                        "look-at point and footprint are given")  # fmt: skip
         radius = max(self._radius(pose, reg.matcher), spread)
-        doubt = gravity_doubt_m(pose, centre, out.prior)
-        radius = float(np.hypot(radius, doubt)) if doubt else radius
+        free = free_focal(pose, intr.matrix)
+        if (free is not None and abs(free[0] / intr.focal_px - 1) > cfg.focal_tolerance
+                and abs(free[0] - intr.focal_px) > FOCAL_SIGMAS * free[1]):  # fmt: skip
+            fov = math.degrees(2 * math.atan(max(w, h) / (2 * free[0])))
+            return replace(out, reason=f"the matches call for a focal length of {free[0]:.0f} px ({fov:.0f} deg "
+                                       f"field of view), {100 * (free[0] / intr.focal_px - 1):+.0f} % from the "
+                                       f"lens's {intr.focal_px:.0f} px ({intr.source}): the lens is wrong or the "
+                                       "ground is not flat (check --camera/--fov, or index the terrain with "
+                                       "--dsm)")  # fmt: skip
+        moved = cfg.focal_doubt_scale * float(np.hypot(*(free[2][:2] - pose.centre[:2]))) if free else 0.0
+        radius = float(np.hypot(np.hypot(radius, gravity_doubt_m(pose, centre, out.prior)), moved))
         if radius > cfg.max_radius_m:
             return replace(out, reason=f"the fit pins the camera only to +/- {radius:.0f} m (more than "
                                        f"{cfg.max_radius_m:g} m)")  # fmt: skip
@@ -530,6 +540,9 @@ def check_photo_size(img: Image.Image, name: str) -> None:
     if min(img.size) < MIN_PHOTO_PX:
         raise ValueError(f"{name} is {img.size[0]}x{img.size[1]} px; photos need at least {MIN_PHOTO_PX} px on "
                          "each side")  # fmt: skip
+
+
+FOCAL_SIGMAS = 4.0  # a focal length the matches call for this many standard errors away is a real disagreement
 
 
 def gravity_doubt_m(pose: Pose, look_at_en: np.ndarray, prior: dict | None) -> float:

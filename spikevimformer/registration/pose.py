@@ -28,6 +28,8 @@ class Pose:
     rms_px: float  # reprojection RMS over the correspondences
     covariance_en: np.ndarray  # (2, 2) m^2, first-order covariance of the centre's east/north
     inliers: np.ndarray  # (n,) bool, the correspondences the pose was fitted to
+    object_points: np.ndarray  # (m, 3) east, north, up metres of the inliers
+    image_points: np.ndarray  # (m, 2) their pixels
     ground_below_m: float | None = None  # terrain height under the camera (set by the caller that knows a DSM)
 
     def radius95_m(self) -> float:
@@ -46,11 +48,21 @@ def camera_centre(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     return -rotation(rvec).T @ np.asarray(tvec, dtype=np.float64).reshape(3)
 
 
+NADIR_PITCH_DEG = 80.0  # steeper than this, the heading is the image-up azimuth
+
+
 def orientation(rvec: np.ndarray) -> tuple[float, float]:
-    """(heading, pitch) in degrees of the optical axis; heading clockwise from north, pitch below the horizon."""
-    f = rotation(rvec)[2]  # the camera's z axis in world coordinates
-    heading = math.degrees(math.atan2(f[0], f[1])) % 360.0
-    return heading, math.degrees(math.asin(float(np.clip(-f[2], -1.0, 1.0))))
+    """(heading, pitch) in degrees; heading clockwise from north, pitch of the optical axis below the horizon.
+
+    The heading is the optical axis's azimuth, or for a camera within NADIR_PITCH_DEG of straight down the
+    image-up azimuth (the optical axis of a nadir photo has no horizontal direction to speak of; for a camera
+    without roll the two agree).
+    """
+    r = rotation(rvec)
+    f = r[2]  # the camera's z axis in world coordinates
+    pitch = math.degrees(math.asin(float(np.clip(-f[2], -1.0, 1.0))))
+    axis = f if pitch <= NADIR_PITCH_DEG else -r[1]  # -y: image up
+    return math.degrees(math.atan2(axis[0], axis[1])) % 360.0, pitch
 
 
 def _residuals(obj: np.ndarray, img: np.ndarray, rvec, tvec, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +143,7 @@ def solve_pose(ground: np.ndarray, pixels: np.ndarray, k: np.ndarray, ransac_px:
     _, rvec, tvec, centre = best
     cov, rms = _centre_covariance(obj, pixels, rvec, tvec, k)
     heading, pitch = orientation(rvec)
-    return Pose(rvec, tvec, centre, heading, pitch, rms, cov, keep)
+    return Pose(rvec, tvec, centre, heading, pitch, rms, cov, keep, obj, pixels)
 
 
 def ground_at_pixels(h_pix_to_ground: np.ndarray, uv: np.ndarray, anchor_uv: np.ndarray) -> np.ndarray | None:
@@ -147,3 +159,27 @@ def ground_at_pixels(h_pix_to_ground: np.ndarray, uv: np.ndarray, anchor_uv: np.
     if abs(w_anchor) < 1e-12 or np.any(p[:, 2] * w_anchor <= 0):
         return None
     return p[:, :2] / p[:, 2:3]
+
+
+FREE_FOCAL_FLAGS = (cv2.CALIB_USE_INTRINSIC_GUESS | cv2.CALIB_FIX_PRINCIPAL_POINT | cv2.CALIB_FIX_ASPECT_RATIO
+                    | cv2.CALIB_ZERO_TANGENT_DIST | cv2.CALIB_FIX_K1 | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3)  # fmt: skip
+
+
+def free_focal(pose: Pose, k: np.ndarray) -> tuple[float, float, np.ndarray] | None:
+    """The focal length (px) the pose's inliers call for, its standard error (px), and the camera centre (3,)
+    with it: OpenCV's calibrateCameraExtended on one view, principal point and aspect ratio held, no distortion
+    (the photo is undistorted already), started from K. A view of a plane pins the focal length only when oblique
+    (Zhang, 2000); None when the fit fails."""
+    obj, px = pose.object_points, pose.image_points
+    if len(obj) < 6:
+        return None
+    size = (int(round(2 * k[0, 2] + 1)), int(round(2 * k[1, 2] + 1)))
+    try:
+        _, found, _, rvecs, tvecs, std, *_ = cv2.calibrateCameraExtended(
+            [obj.astype(np.float32)], [px.astype(np.float32)], size, k.copy(), np.zeros(5), flags=FREE_FOCAL_FLAGS)
+    except cv2.error:
+        return None
+    focal, sigma = float(found[0, 0]), float(std[1, 0])  # with the aspect ratio held, fy carries the error
+    if not (math.isfinite(focal) and focal > 0 and math.isfinite(sigma)):
+        return None
+    return focal, sigma, camera_centre(rvecs[0], tvecs[0])

@@ -25,7 +25,7 @@ from .ground import orthophoto_world, window_world
 from .photometric import photometric
 from .procedural import procedural_world
 from .render import MAX_LEVEL, drone_view, satellite_tile
-from .terrain import relief_field
+from .terrain import relief_field, surface
 from .world import World
 from .writer import (
     CAMERA_FILE,
@@ -338,7 +338,8 @@ def generate_world(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, o
         (staging.path / "cameras.csv").write_text(_csv(CAMERA_COLUMNS, sorted(cam_rows)))
         orthophoto = _write_orthophoto(staging.path, world)
         if orthophoto is not None and world.terrain is not None:
-            orthophoto["dsm"] = write_dsm(staging.path / DSM_FILE, world.terrain, world.geo)
+            orthophoto["dsm"] = write_dsm(staging.path / DSM_FILE, surface(world.terrain, world.buildings),
+                                          world.terrain.step, world.geo)  # fmt: skip
         write_camera_file(staging.path / CAMERA_FILE, cfg)
         baseline = _baselines(cfg, staging.path, locations)
         splits = {s: sum(1 for loc in locations if loc.split == s) for s in SPLIT_ORDER}

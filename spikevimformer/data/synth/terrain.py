@@ -87,3 +87,20 @@ def intersect(terrain: Terrain | None, origin: np.ndarray, rays: np.ndarray) -> 
     else:
         p[:, 2] = 0.0
     return p
+
+
+def surface(terrain: Terrain, buildings) -> np.ndarray:
+    """The digital surface model a photogrammetric DSM would show: the terrain, and every building's roof (its
+    base on the terrain at its centroid, as drone views draw it) over its footprint; (rows, cols) float32."""
+    out = terrain.heights.copy()
+    if not len(buildings):
+        return out
+    bases = terrain.at(*buildings.centroid.T)
+    cell = terrain.cell_m
+    for i, (start, count) in enumerate(zip(buildings.start, buildings.count, strict=True)):
+        ring = buildings.verts[start : start + count]
+        pts = np.stack([ring[:, 0] / cell, -ring[:, 1] / cell], axis=1)  # cell corner units
+        mask = np.zeros(out.shape, np.uint8)
+        cv2.fillPoly(mask, [np.round((pts - 0.5) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+        np.maximum(out, np.where(mask > 0, np.float32(bases[i] + buildings.heights_m[i]), out), out=out)
+    return out

@@ -138,22 +138,21 @@ def write_camera_file(path: Path, cfg) -> None:
     path.write_text(json.dumps({f"v2 spikevimformer synthetic {size} {size} brown": entry}, indent=2) + "\n")
 
 
-def write_dsm(path: Path, terrain, geo) -> dict:
-    """The terrain as a float32 GeoTIFF in EPSG:4326 on its own (coarser) grid aligned with ortho.jpg's; returns
-    world.json's record of it."""
+def write_dsm(path: Path, heights: np.ndarray, cell_px: int, geo) -> dict:
+    """The surface heights (terrain and roofs) as a float32 GeoTIFF in EPSG:4326 on a grid `cell_px` world pixels
+    coarse, aligned with ortho.jpg's; returns world.json's record of it."""
     import rasterio
     from rasterio.transform import Affine
 
     wf = geo.world_file()
-    cell = terrain.step
     # world file: centre of pixel (0, 0); GeoTIFF: its corner
-    transform = Affine(wf.a * cell, 0.0, wf.c - wf.a / 2, 0.0, wf.e * cell, wf.f - wf.e / 2)
-    rows, cols = terrain.heights.shape
+    transform = Affine(wf.a * cell_px, 0.0, wf.c - wf.a / 2, 0.0, wf.e * cell_px, wf.f - wf.e / 2)
+    rows, cols = heights.shape
     with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=1, dtype="float32",
                        crs="EPSG:4326", transform=transform, nodata=float("nan"), compress="deflate") as dst:
-        dst.write(terrain.heights.astype(np.float32), 1)  # fmt: skip
-    return {"image": path.name, "crs": "EPSG:4326", "ground_resolution_m": terrain.cell_m, "units": "metre",
-            "relief_m": float(terrain.heights.max() - terrain.heights.min())}  # fmt: skip
+        dst.write(heights.astype(np.float32), 1)  # fmt: skip
+    return {"image": path.name, "crs": "EPSG:4326", "ground_resolution_m": geo.gsd_m * cell_px, "units": "metre",
+            "surface": "terrain and roofs", "relief_m": float(heights.max() - heights.min())}  # fmt: skip
 
 
 def world_file_text(wf: WorldFile) -> str:
