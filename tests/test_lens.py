@@ -67,6 +67,10 @@ def test_dji_dewarp_data_is_read_and_a_dewarped_photo_is_left_alone() -> None:
     assert lens.focal_px == pytest.approx(750.0) and lens.dist == pytest.approx((-0.26, 0.1, 0.0, 0.0, -0.03))
     assert lens.principal == pytest.approx((683.5, 455.5)) and lens.source == "XMP DewarpData"
     assert dji_dewarp(packet.replace(b'DewarpFlag="0"', b'DewarpFlag="1"'), 1368, 912, None, "p.jpg") is None
+    centred = packet.replace(b"drone-dji:DewarpFlag", b'drone-dji:CalibratedOpticalCenterX="2736.0" '
+                             b'drone-dji:CalibratedOpticalCenterY="1824.0" drone-dji:DewarpFlag')  # fmt: skip
+    resized = dji_dewarp(centred, 1368, 912, None, "p.jpg")  # a copy without EXIF: XMP tells the full size
+    assert resized.focal_px == pytest.approx(750.0)
     assert dji_dewarp(dji_xmp(3000.0, (), 45.0, 60.0), 1368, 912, None, "p.jpg") is None  # no lens recorded
     broken = packet.replace(b"2026-01-01;3000.000000", b"2026-01-01;abc")
     with pytest.raises(ValueError, match="p.jpg: XMP DewarpData .* is not 'date;fx,fy,cx,cy,k1,k2,p1,p2,k3'"):

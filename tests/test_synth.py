@@ -72,7 +72,8 @@ def test_university_layout_and_csv_contract(world):
     assert img.shape == (64, 64, 3)
     cams = _rows(out / "cameras.csv")
     assert list(cams[0]) == ["image", "id", "latitude", "longitude", "altitude_m", "heading_deg", "pitch_deg",
-                             "fov_deg", "focal_px", "target_latitude", "target_longitude"] == CAMERA_COLUMNS
+                             "fov_deg", "focal_px", "target_latitude", "target_longitude", "ground_m", "k1", "k2",
+                             "p1", "p2", "k3"] == CAMERA_COLUMNS
     drone_files = {str(p.relative_to(out)) for p in ds.rglob("*.jpeg")}
     assert {r["image"] for r in cams} == drone_files and len(cams) == len(drone_files)
     assert all(Path(r["image"]).parent.name == r["id"] for r in cams)

@@ -9,7 +9,9 @@
   coordinates, (0, 0) the centre of the upper-left pixel), for any photo of the same aspect ratio.
 - DJI's XMP `drone-dji:DewarpData` = "date;fx,fy,cx,cy,k1,k2,p1,p2,k3" in pixels of the full-resolution photo,
   cx and cy the principal point's offset from the image centre; `DewarpFlag` = 1 means the photo was already
-  undistorted in the camera. (DJI, "Photo metadata of DJI enterprise drones", DewarpData.)
+  undistorted in the camera. (DJI, "Photo metadata of DJI enterprise drones", DewarpData.) The full resolution
+  is the EXIF PixelX/YDimension, else twice XMP `CalibratedOpticalCenterX/Y` (kept by copies resized without
+  their EXIF), else the photo's own size.
 """
 
 from __future__ import annotations
@@ -169,6 +171,13 @@ def dji_dewarp(packet: bytes | None, width: int, height: int, recorded: tuple[in
         raise ValueError(bad) from None
     if len(values) != 9 or not all(math.isfinite(v) for v in values) or values[0] <= 0 or values[1] <= 0:
         raise ValueError(f"{bad} with positive focal lengths")
+    if recorded is None and "CalibratedOpticalCenterX" in found and "CalibratedOpticalCenterY" in found:
+        try:  # DJI's optical centre is that of the full-resolution photo: a downsampled copy keeps it in XMP
+            centre = float(found["CalibratedOpticalCenterX"]), float(found["CalibratedOpticalCenterY"])
+        except ValueError:
+            centre = (0.0, 0.0)
+        if centre[0] > 0 and centre[1] > 0:
+            recorded = (round(2 * centre[0]), round(2 * centre[1]))
     full_w, full_h = recorded or (width, height)
     fx, fy, cx, cy, *dist = values
     lens = Intrinsics(fx, full_w, full_h, "XMP DewarpData", fy, (full_w / 2 - 0.5 + cx, full_h / 2 - 0.5 + cy),

@@ -268,7 +268,7 @@ class Localizer:
             query = self.registrar.query(img, prior.heading_deg)
             found = self._register(img, intr, tiles[:k], base, query)
             searching = not found.fix and (intr is not None or found.look_at is None)
-            if searching and extra and not found.reason.startswith(NO_REFERENCE):
+            if searching and extra and not found.reason.startswith((NO_REFERENCE, LENS_DISAGREES)):
                 # none of the top k holds up: the next candidates too, and they join the answer's matches
                 wider = self._register(img, intr, tiles, replace(base, matches=matches + extra), query)
                 found = wider if wider.fix else found
@@ -305,7 +305,8 @@ class Localizer:
             return replace(base, reason=f"{NO_REFERENCE}: {exc}")
         regs = self.registrar.register(query, windows)
         found = self._verified(photo, intr, tiles, base, regs)
-        if found.fix or intr is None or not self.registrar.second_chance(regs):  # no lens: no camera to gain
+        if (found.fix or intr is None or found.reason.startswith(LENS_DISAGREES)
+                or not self.registrar.second_chance(regs)):  # no lens, or a wrong one: no camera to gain  # fmt: skip
             return found
         again = self._verified(photo, intr, tiles, base, self.registrar.register(query, windows, learned=True))
         return again if again.fix else found
@@ -322,7 +323,7 @@ class Localizer:
         first = None
         for i in (i for i in order if regs[i].verified):  # the best verified candidate whose geometry holds up
             answer = self._solve(photo, intr, tiles[i], regs[i], out)
-            if answer.fix:
+            if answer.fix or answer.reason.startswith(LENS_DISAGREES):  # a wrong lens is wrong for every candidate
                 return _reranked(answer, regs, [i, *(j for j in order if j != i)])
             first = first or answer
         return _reranked(first, regs, order)
@@ -381,7 +382,7 @@ class Localizer:
         if (free is not None and abs(free[0] / intr.focal_px - 1) > cfg.focal_tolerance
                 and abs(free[0] - intr.focal_px) > FOCAL_SIGMAS * free[1]):  # fmt: skip
             fov = math.degrees(2 * math.atan(max(w, h) / (2 * free[0])))
-            return replace(out, reason=f"the matches call for a focal length of {free[0]:.0f} px ({fov:.0f} deg "
+            return replace(out, reason=f"{LENS_DISAGREES} of {free[0]:.0f} px ({fov:.0f} deg "
                                        f"field of view), {100 * (free[0] / intr.focal_px - 1):+.0f} % from the "
                                        f"lens's {intr.focal_px:.0f} px ({intr.source}): the lens is wrong or the "
                                        "ground is not flat (check --camera/--fov, or index the terrain with "
@@ -542,6 +543,7 @@ def check_photo_size(img: Image.Image, name: str) -> None:
                          "each side")  # fmt: skip
 
 
+LENS_DISAGREES = "the matches call for a focal length"  # the reason that ends the search: no candidate can help
 FOCAL_SIGMAS = 4.0  # a focal length the matches call for this many standard errors away is a real disagreement
 
 
