@@ -131,8 +131,7 @@ def run_build(args: argparse.Namespace) -> int:
     if not args.no_reference_features:
         reference_features.store(index, tiles)
     index.save()
-    if grids:
-        terrain.store(index.folder, grids)
+    terrain.store(index.folder, grids)  # without --dsm: no terrain, whatever an overwritten index held
     stored = len(index.reference_features()) if index.reference_settings else 0
     print(f"built {args.out}: {len(index)} tiles, {index.index_params['kind']} index, "
           f"{encoder.identity.variant} {encoder.identity.dim}-d at {encoder.identity.image_size} px, "

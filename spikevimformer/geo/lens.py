@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import math
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..registration.priors import xmp_fields
 from .intrinsics import FOV_RANGE_DEG, Intrinsics
 
 PROJECTIONS = ("perspective", "brown", "fisheye")
+DEWARP_KEYS = ("DewarpData", "DewarpFlag", "CalibratedOpticalCenterX", "CalibratedOpticalCenterY")
 ASPECT_TOLERANCE = 0.01  # a photo whose aspect ratio differs more than this from the lens's is another camera
 
 
@@ -151,17 +152,7 @@ def dji_dewarp(packet: bytes | None, width: int, height: int, recorded: tuple[in
     undistorted. Raises ValueError naming the file for malformed data."""
     if not packet or b"DewarpData" not in packet:
         return None
-    try:
-        root = ET.fromstring(packet)
-    except ET.ParseError as exc:
-        raise ValueError(f"{label}: its XMP packet is malformed ({exc})") from exc
-    found: dict[str, str] = {}
-    for element in root.iter():
-        for key, value in element.attrib.items():
-            found.setdefault(key.rsplit("}", 1)[-1], value)
-        tag = element.tag.rsplit("}", 1)[-1] if isinstance(element.tag, str) else ""
-        if tag in ("DewarpData", "DewarpFlag") and element.text:
-            found.setdefault(tag, element.text)
+    found = xmp_fields(packet, DEWARP_KEYS, label)
     if "DewarpData" not in found or found.get("DewarpFlag", "0").strip() == "1":
         return None
     bad = f"{label}: XMP DewarpData {found['DewarpData']!r} is not 'date;fx,fy,cx,cy,k1,k2,p1,p2,k3'"

@@ -175,6 +175,8 @@ class Localizer:
                               f"{index.identity.image_size} px: they give the candidates' spread, not a measured "
                               "95 % radius")  # fmt: skip
         self.fov_deg, self.camera = fov_deg, camera
+        if camera is not None and fov_deg is not None:
+            self.notes.append(f"--camera {camera.path} gives the lens of every photo: --fov {fov_deg:g} is not used")
         self.prior = merged(Prior(), prior.heading_deg, prior.pitch_deg, prior.altitude_m) if prior else Prior()
         self._lock = threading.Lock()
 
@@ -384,9 +386,10 @@ class Localizer:
             fov = math.degrees(2 * math.atan(max(w, h) / (2 * free[0])))
             return replace(out, reason=f"{LENS_DISAGREES} of {free[0]:.0f} px ({fov:.0f} deg "
                                        f"field of view), {100 * (free[0] / intr.focal_px - 1):+.0f} % from the "
-                                       f"lens's {intr.focal_px:.0f} px ({intr.source}): the lens is wrong or the "
-                                       "ground is not flat (check --camera/--fov, or index the terrain with "
-                                       "--dsm)")  # fmt: skip
+                                       f"lens's {intr.focal_px:.0f} px ({intr.source}): "
+                                       + ("the lens is wrong (check --camera/--fov)" if terrain else
+                                          "the lens is wrong or the ground is not flat (check --camera/--fov, "
+                                          "or index the terrain with --dsm)"))  # fmt: skip
         moved = cfg.focal_doubt_scale * float(np.hypot(*(free[2][:2] - pose.centre[:2]))) if free else 0.0
         radius = float(np.hypot(np.hypot(radius, gravity_doubt_m(pose, centre, out.prior)), moved))
         if radius > cfg.max_radius_m:
@@ -609,7 +612,10 @@ def format_table(results: Sequence[Localization]) -> str:
         if r.fix:
             c = r.camera
             lines.append(f"{r.name}: camera {c['latitude']:.7f}, {c['longitude']:.7f} +/- {r.radius_m:.1f} m (95 %), "
-                         f"{c['height_m']:.1f} m above ground, heading {c['heading_deg']:.1f} deg, "
+                         f"{c['height_m']:.1f} m above ground"
+                         + (f" ({c['altitude_m']:.1f} m above the DSM's datum)" if c.get("altitude_m") is not None
+                            else "")
+                         + f", heading {c['heading_deg']:.1f} deg, "
                          f"pitch {c['pitch_deg']:.1f} deg; pose from {r.inliers} matches ({timing})")  # fmt: skip
         elif r.look_at:  # registered without a pose: where the photo's centre lies is known, the camera not
             lines.append(f"{r.name}: no camera fix ({r.reason}); the photo's centre looks at "

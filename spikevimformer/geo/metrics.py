@@ -59,7 +59,9 @@ class Query:
     id: str = ""
     look_at: tuple[float, float] | None = None  # true ground point at the photo centre (synthetic worlds)
     heading_deg: float | None = None  # true camera heading
-    height_m: float | None = None  # true camera height above the ground
+    height_m: float | None = None  # true camera height above the ground at the look-at point
+    altitude_m: float | None = None  # true camera height above the DSM's datum (worlds with terrain: ground_m +
+    # altitude_m of cameras.csv)
 
 
 def _optional(row: dict, key: str) -> float | None:
@@ -102,9 +104,10 @@ def load_queries(source: str | Path, truth: str = "camera", split: str = "test")
                     lat, lon = float(row["latitude"]), float(row["longitude"])
                 check_latlon(lat, lon)
                 target = _optional(row, "target_latitude"), _optional(row, "target_longitude")
+                height, ground = _optional(row, "altitude_m"), _optional(row, "ground_m")
                 queries.append(Query(str(root / row["image"]), lat, lon, loc_id,
-                                     target if None not in target else None, _optional(row, "heading_deg"),
-                                     _optional(row, "altitude_m")))  # fmt: skip
+                                     target if None not in target else None, _optional(row, "heading_deg"), height,
+                                     height + ground if None not in (height, ground) else None))  # fmt: skip
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"{csv_path} line {line}: {exc}") from exc
     if any("/query_drone/" in q.image for q in queries):  # a world lists each test photo in query_ and gallery_drone
@@ -143,8 +146,8 @@ def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds
         if headed:
             d = np.abs((np.array(headed)[:, 0] - np.array(headed)[:, 1] + 180) % 360 - 180)
             out["heading_median_error_deg"] = float(np.median(d))
-        heights = [(q.height_m, r.camera["height_m"]) for q, r in zip(queries, results, strict=True)
-                   if r.fix and q.height_m is not None]  # fmt: skip
+        heights = [_height_pair(q, r.camera) for q, r in zip(queries, results, strict=True) if r.fix]
+        heights = [pair for pair in heights if pair is not None]
         if heights:
             out["height_median_error_m"] = float(np.median(np.abs(np.subtract(*np.array(heights).T))))
     if not fix.all():  # the tile-level answers: how often their stated radius holds the camera
@@ -166,6 +169,14 @@ def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds
                                                                                        strict=True)]))  # fmt: skip
     out["register_s_per_image"] = float(np.mean([r.register_s for r in results])) if n else 0.0
     return out
+
+
+def _height_pair(q: Query, camera: dict) -> tuple[float, float] | None:
+    """(true, found) camera height: above the DSM's datum for a fix through terrain (its height above the surface
+    under the camera is above whatever roof stands there), else above the ground."""
+    if camera.get("altitude_m") is not None and q.altitude_m is not None:
+        return q.altitude_m, camera["altitude_m"]
+    return (q.height_m, camera["height_m"]) if q.height_m is not None else None
 
 
 def evaluate_localizer(localizer, queries: Sequence[Query], ks: Sequence[int] = (1, 5, 10),

@@ -113,8 +113,14 @@ def resample_dsm(dsm: str | Path, ortho: str | Path, world: WorldFile, crs: str,
 
 
 def store(folder: str | Path, grids: list[TerrainGrid]) -> None:
-    """Write the grids into an index folder (heights stacked per orthophoto, one record)."""
+    """Write the grids into an index folder (one heights file per orthophoto, one record); no grids: the folder's
+    terrain is removed (an index rebuilt without --dsm must not answer with the old one's)."""
     folder = Path(folder)
+    if not grids:
+        (folder / TERRAIN_RECORD).unlink(missing_ok=True)
+        for stale in folder.glob("terrain-*.npy"):
+            stale.unlink()
+        return
     records = []
     for i, grid in enumerate(grids):
         name = f"terrain-{i}.npy"
@@ -123,6 +129,8 @@ def store(folder: str | Path, grids: list[TerrainGrid]) -> None:
                         "valid_share": float(np.isfinite(grid.heights).mean()),
                         "height_range_m": [float(np.nanmin(grid.heights)), float(np.nanmax(grid.heights))]})
     atomic_write_text(folder / TERRAIN_RECORD, json.dumps({"grids": records}, indent=2) + "\n")
+    for stale in set(folder.glob("terrain-*.npy")) - {folder / r["heights"] for r in records}:
+        stale.unlink()
 
 
 def _save(path: str, array: np.ndarray) -> None:

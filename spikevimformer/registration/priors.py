@@ -65,10 +65,10 @@ def xmp_packet(data: bytes) -> bytes | None:
     return data[start : end + len(XMP_END)] if end >= 0 else data[start:]
 
 
-def dji_values(packet: bytes, label: str) -> dict[str, float]:
-    """DJI_KEYS found in an XMP packet (as attributes or elements, any namespace prefix), as floats.
+def xmp_fields(packet: bytes, keys: tuple[str, ...], label: str) -> dict[str, str]:
+    """The `keys` found in an XMP packet, as attributes or elements of any namespace prefix, as text.
 
-    Raises ValueError naming the file for a packet that is not XML or a value that is not a number.
+    Raises ValueError naming the file for a packet that is not XML.
     """
     try:
         root = ET.fromstring(packet)
@@ -78,11 +78,20 @@ def dji_values(packet: bytes, label: str) -> dict[str, float]:
     for element in root.iter():
         for name, value in element.attrib.items():
             local = name.rsplit("}", 1)[-1]
-            if local in DJI_KEYS:
+            if local in keys:
                 found.setdefault(local, value)
         local = element.tag.rsplit("}", 1)[-1] if isinstance(element.tag, str) else ""
-        if local in DJI_KEYS and element.text:
+        if local in keys and element.text:
             found.setdefault(local, element.text)
+    return found
+
+
+def dji_values(packet: bytes, label: str) -> dict[str, float]:
+    """DJI_KEYS found in an XMP packet (xmp_fields), as floats.
+
+    Raises ValueError naming the file for a packet that is not XML or a value that is not a number.
+    """
+    found = xmp_fields(packet, DJI_KEYS, label)
     out = {}
     for key, value in found.items():
         try:

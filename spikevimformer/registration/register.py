@@ -63,7 +63,7 @@ class RegisterConfig:
     learned_min_inliers: int = 50  # learned matches verify a candidate only with this many inliers: their chance
     # fits (roofs, shadows, repeated blocks) reach 15-50 on cross-epoch worlds (calibrated on seed 3030, README)
     learned_radius_scale: float = 7.5  # the radius_scale of fixes from learned matches (calibrated likewise)
-    focal_tolerance: float = 0.06  # matches that call for a focal length further than this share from the lens's
+    focal_tolerance: float = 0.10  # matches that call for a focal length further than this share from the lens's
     # (and 4 standard errors): no fix, a wrong lens or unmodelled relief
     focal_doubt_scale: float = 3.0  # and within it, this many times the camera's move under the free focal
     # length joins the radius (measured on a hilly world with lenses off by 0 and +/-25 %, README)
