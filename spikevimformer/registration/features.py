@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 import cv2
+import faiss
 import numpy as np
 
 
@@ -80,6 +81,13 @@ class OpenCVMatcher(Matcher):
     def match(self, query: Features, reference: Features) -> np.ndarray:
         if len(query) < 2 or len(reference) < 2:
             return np.zeros((0, 2), dtype=np.int64)
+        if self._norm == cv2.NORM_L2:  # exact L2 neighbours through BLAS (faiss): the same pairs as OpenCV's
+            # brute force, several times faster on the ~8000 x 8000 SIFT descriptors of a 1024 px photo and window
+            d2, idx = faiss.knn(np.ascontiguousarray(query.descriptors, np.float32),
+                                np.ascontiguousarray(reference.descriptors, np.float32), 2)  # fmt: skip
+            dist = np.sqrt(np.maximum(d2, 0.0))
+            keep = np.flatnonzero(dist[:, 0] < self.ratio * dist[:, 1])
+            return np.c_[keep, idx[keep, 0]].astype(np.int64)
         pairs = cv2.BFMatcher(self._norm).knnMatch(query.descriptors, reference.descriptors, k=2)
         good = [(m[0].queryIdx, m[0].trainIdx) for m in pairs
                 if len(m) == 2 and m[0].distance < self.ratio * m[1].distance]  # fmt: skip
