@@ -180,3 +180,28 @@ def test_index_build_refuses_a_dsm_without_an_orthophoto_grid(hills, tmp_path, c
     assert main(["index", "build", "--out", str(tmp_path / "y"), "--world", str(hills / "world"), "--dsm-units", "ft",
                  "--random-init"]) == 2  # fmt: skip
     assert "--dsm-units describes a --dsm" in capsys.readouterr().err
+
+
+def test_a_wrong_lens_or_a_dsm_without_heights_there_gives_no_fix_and_says_why(hills, tmp_path, capsys) -> None:
+    world = hills / "world"
+    lens = json.loads((world / "cameras.json").read_text())
+    for entry in lens.values():
+        entry["focal_x"] *= 0.7
+        entry["focal_y"] *= 0.7
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps(lens))
+    with (world / "cameras.csv").open(newline="") as f:
+        photo = world / next(r["image"] for r in csv.DictReader(f) if "query_drone" in r["image"])
+    res = _answer(capsys, hills / "idx", photo, "--camera", str(wrong))
+    assert not res["fix"] and "the matches call for a focal length of" in res["reason"]
+    assert "the lens is wrong (check --camera/--fov)" in res["reason"]
+    holes = tmp_path / "holes.tif"  # the same DSM with no heights anywhere but one corner
+    with rasterio.open(world / "dsm.tif") as src:
+        heights, profile = src.read(1), src.profile
+    heights[4:, :] = np.nan
+    with rasterio.open(holes, "w", **profile) as dst:
+        dst.write(heights, 1)
+    assert main(["index", "build", "--out", str(tmp_path / "holes"), "--world", str(world), "--image-size", "32",
+                 "--random-init", "--dsm", str(holes)]) == 0  # fmt: skip
+    res = _answer(capsys, tmp_path / "holes", photo)
+    assert not res["fix"] and "the DSM has heights under only" in res["reason"]
