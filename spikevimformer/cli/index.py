@@ -162,8 +162,7 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     info = GalleryIndex.load(args.index).info()
-    info["terrain"] = json.loads((Path(args.index) / terrain.TERRAIN_RECORD).read_text()) if (
-        Path(args.index) / terrain.TERRAIN_RECORD).is_file() else None
+    info["terrain"] = terrain.record(args.index)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -181,10 +180,9 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"  features    {rf['tiles']} tiles with stored {rf['matcher']} features for registration" if rf else
           "  features    no stored learned features (localize registers with SIFT alone: rebuild for learned "
           "ones)")  # fmt: skip
-    grids = terrain.load(args.index)
-    dsm = "; ".join(f"{Path(g.source).name} under {Path(g.image).name} ({100 * np.isfinite(g.heights).mean():.0f} % "
-                    f"covered, heights {np.nanmin(g.heights):.1f}..{np.nanmax(g.heights):.1f} m)"
-                    for g in grids.values())  # fmt: skip
+    dsm = "; ".join(f"{Path(g['source']).name} under {Path(g['image']).name} ({100 * g['valid_share']:.0f} % covered, "
+                    f"heights {g['height_range_m'][0]:.1f}..{g['height_range_m'][1]:.1f} m)"
+                    for g in (info["terrain"] or {}).get("grids", []))  # fmt: skip
     print(f"  terrain     {dsm or 'none (flat ground assumed; index build --dsm for a 6-DoF camera over relief)'}")
     if "extent" in info:
         e = info["extent"]

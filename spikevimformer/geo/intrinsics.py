@@ -110,6 +110,15 @@ def _positive(value, what: str, label: str) -> float | None:
     return v
 
 
+def recorded_size(exif: Image.Exif | None) -> tuple[int, int] | None:
+    """The image size the camera wrote in EXIF (PixelXDimension, PixelYDimension), if it did."""
+    if not exif:
+        return None
+    sub = exif.get_ifd(EXIF_IFD)
+    size = sub.get(PIXEL_X), sub.get(PIXEL_Y)
+    return (int(size[0]), int(size[1])) if all(isinstance(v, int) and v > 0 for v in size) else None
+
+
 def from_exif(exif: Image.Exif | None, width: int, height: int, label: str = "photo") -> Intrinsics | None:
     """Focal length in pixels from EXIF, or None when the photo does not say.
 
@@ -128,8 +137,8 @@ def from_exif(exif: Image.Exif | None, width: int, height: int, label: str = "ph
     if focal_mm is not None and res is not None and unit in MM_PER_UNIT:
         focal_px = focal_mm * res / MM_PER_UNIT[unit]
         source = f"exif: FocalLength {focal_mm:g} mm x FocalPlaneXResolution"
-        recorded = [int(v) for v in (sub.get(PIXEL_X), sub.get(PIXEL_Y)) if isinstance(v, int) and v > 0]
-        if len(recorded) == 2 and max(recorded) != max(width, height):
+        recorded = recorded_size(exif)
+        if recorded is not None and max(recorded) != max(width, height):
             # resized after capture: the focal plane resolution counts the sensor's pixels, not these
             focal_px *= max(width, height) / max(recorded)
             source += f" (photo resized from {recorded[0]}x{recorded[1]})"

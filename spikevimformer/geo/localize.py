@@ -34,7 +34,7 @@ from .encoders import Encoder, index_encoder
 from .fallback import TileFallback, shipped
 from .imaging import open_photo, preprocess
 from .index import GalleryIndex
-from .intrinsics import EXIF_IFD, PIXEL_X, PIXEL_Y, Intrinsics, check_fov, from_exif, from_fov, undistort
+from .intrinsics import Intrinsics, check_fov, from_exif, from_fov, recorded_size, undistort
 from .lens import CameraFile, dji_dewarp, read_camera_file
 from .reference_features import ReferenceSettings
 from .tiles import NoReference, Tile
@@ -198,7 +198,7 @@ class Localizer:
         camera = camera or self.camera
         if camera is not None:
             return camera.for_photo(*image.size, name=name)
-        if data and (lens := dji_dewarp(xmp_packet(data), *image.size, _recorded_size(exif), name)) is not None:
+        if data and (lens := dji_dewarp(xmp_packet(data), *image.size, recorded_size(exif), name)) is not None:
             return lens
         try:
             found = from_exif(exif, *image.size, label=name)
@@ -430,23 +430,30 @@ class Localizer:
     def _pose(self, plane: Plane, intr: Intrinsics, centre_px, reference_m_per_px: float,
               need: int) -> tuple[Pose | None, str]:  # fmt: skip
         """The camera pose from one plane's correspondences, or None and why."""
-        cfg = self.registrar.cfg
-        # the homography's tolerance (ransac_px reference pixels) expressed in photo pixels at the photo centre
-        pnp_px = max(1.0, cfg.ransac_px * reference_m_per_px / photo_m_per_px(plane.h_pix_to_ground, centre_px))
+        pnp_px = self._pnp_px(plane, centre_px, reference_m_per_px)
         pose = solve_pose(plane.ground, plane.pixels, intr.matrix, pnp_px, need)
         if pose is None:
             return None, f"no camera pose above the ground explains {need} or more matches"
-        height = float(pose.centre[2])
-        if not cfg.min_height_m <= height <= cfg.max_height_m:
-            return None, (f"implausible camera height {height:.1f} m above the ground "
-                          f"(allowed {cfg.min_height_m:g}..{cfg.max_height_m:g} m)")  # fmt: skip
-        return pose, ""
+        return (None, why) if (why := self._height_problem(float(pose.centre[2]))) else (pose, "")
+
+    def _pnp_px(self, plane: Plane, centre_px, reference_m_per_px: float) -> float:
+        """The homography's tolerance (ransac_px reference pixels) in photo pixels at the photo centre."""
+        cfg = self.registrar.cfg
+        return max(1.0, cfg.ransac_px * reference_m_per_px / photo_m_per_px(plane.h_pix_to_ground, centre_px))
+
+    def _height_problem(self, above_m: float) -> str:
+        """Why a camera this high above the ground is no fix, or ""."""
+        cfg = self.registrar.cfg
+        if cfg.min_height_m <= above_m <= cfg.max_height_m:
+            return ""
+        return (f"implausible camera height {above_m:.1f} m above the ground "
+                f"(allowed {cfg.min_height_m:g}..{cfg.max_height_m:g} m)")  # fmt: skip
 
     def _terrain_pose(self, plane: Plane, reg: Registration, intr: Intrinsics, centre_px,
                       need: int) -> tuple[Pose | None, str]:  # fmt: skip
         """The camera from every tentative match whose reference pixel the DSM lifts to 3D (PnP RANSAC), or None
         and why."""
-        cfg, window = self.registrar.cfg, reg.window
+        window = reg.window
         src, dst = reg.matches
         heights = window.heights_at(dst)
         known = np.isfinite(heights)
@@ -454,17 +461,15 @@ class Localizer:
             return None, (f"the DSM has heights under only {int(known.sum())} of the {len(dst)} matches "
                           f"({need} needed)")  # fmt: skip
         en = dst[known] @ window.to_ground[:, :2].T + window.to_ground[:, 2]
-        pnp_px = max(1.0, cfg.ransac_px * window.metres_per_px / photo_m_per_px(plane.h_pix_to_ground, centre_px))
+        pnp_px = self._pnp_px(plane, centre_px, window.metres_per_px)
         pose = solve_pose(np.c_[en, heights[known]], src[known], intr.matrix, pnp_px, need)
         if pose is None:
             return None, f"no camera pose above the terrain explains {need} or more matches"
         below = self._ground_below(reg.window, pose)
         if not math.isfinite(below):
             below = float(np.median(heights[known][pose.inliers]))
-        above = float(pose.centre[2]) - below
-        if not cfg.min_height_m <= above <= cfg.max_height_m:
-            return None, (f"implausible camera height {above:.1f} m above the ground "
-                          f"(allowed {cfg.min_height_m:g}..{cfg.max_height_m:g} m)")  # fmt: skip
+        if why := self._height_problem(float(pose.centre[2]) - below):
+            return None, why
         return replace(pose, ground_below_m=below), ""
 
     @staticmethod
@@ -528,15 +533,6 @@ def _registrar(cfg: RegisterConfig, index: GalleryIndex, notes: list[str]) -> Re
                  "(slow); rebuild the index with `spikevimformer index build` (without --no-reference-features) "
                  "to store them")  # fmt: skip
     return registrar
-
-
-def _recorded_size(exif: Image.Exif | None) -> tuple[int, int] | None:
-    """The image size the camera wrote in EXIF (PixelXDimension, PixelYDimension), if it did."""
-    if not exif:
-        return None
-    sub = exif.get_ifd(EXIF_IFD)
-    size = sub.get(PIXEL_X), sub.get(PIXEL_Y)
-    return (int(size[0]), int(size[1])) if all(isinstance(v, int) and v > 0 for v in size) else None
 
 
 def check_photo_size(img: Image.Image, name: str) -> None:

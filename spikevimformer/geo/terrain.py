@@ -138,6 +138,12 @@ def _save(path: str, array: np.ndarray) -> None:
         np.save(f, array)
 
 
+def record(folder: str | Path) -> dict | None:
+    """terrain.json of an index folder (sources, coverage, height range), None when built without --dsm."""
+    path = Path(folder) / TERRAIN_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def load(folder: str | Path) -> dict[str, TerrainGrid]:
     """The index's terrain by orthophoto path ({} when built without --dsm); ValueError for a damaged record."""
     folder = Path(folder)
