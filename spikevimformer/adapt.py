@@ -34,7 +34,9 @@ class AdaptConfig:
     crs: str | None = None
     gsd_m: float | None = None  # metres per pixel when there is no world file
     origin: tuple[float, float] | None = None  # (lat, lon) of the north-west corner when there is no world file
-    heights: str | None = None
+    heights: str | None = None  # the surface as a height image aligned with the orthophoto (synth --heights)
+    dsm: str | None = None  # or as a DSM GeoTIFF: views cast onto its ground, and the index lifts matches by it
+    dsm_units: str | None = None  # 'm' or 'ft' where the DSM's CRS does not say
     init: str = "pretrained"
     minutes: float = 8.0  # the other stages take about 1-2 min on 2 cores for 1 km^2: ~10 min in all
     footprint_m: float = 100.0  # tile ground side, also the index's tiles
@@ -79,7 +81,7 @@ class AdaptConfig:
                            altitudes_m=tuple(self.altitudes_m), pitch_deg=tuple(self.pitch_deg), fov_deg=self.fov_deg,
                            test_fraction=test_fraction, distractor_fraction=0.0, origin=self.origin,
                            ground=self.ortho, world_file=self.world_file, crs=self.crs or "EPSG:4326",
-                           heights=self.heights)  # fmt: skip
+                           heights=self.heights, dsm=self.dsm, dsm_units=self.dsm_units)  # fmt: skip
 
 
 def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -106,11 +108,14 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     from .device import resolve_device
     from .engine import load_config, train
     from .engine.evaluate import evaluate_sets
+    from .geo import reference_features, terrain
     from .geo.encoders import TorchEncoder, encode_tiles
     from .geo.index import GalleryIndex, IndexConfig
     from .geo.localize import Localizer
     from .geo.metrics import evaluate_localizer, load_queries
+    from .geo.raster import raster_size
     from .geo.tiles import OrthoConfig, orthophoto_tiles
+    from .geodesy import WorldFile
 
     cfg = with_world_file(cfg, out, world_file)
     device = resolve_device(cfg.device)
@@ -180,6 +185,10 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     index = GalleryIndex.create(out / "index", encoder.identity, IndexConfig(), overwrite=True)
     index.add(tiles, encode_tiles(encoder, tiles, progress=progress))
     index.save()
+    reference_features.store(index, tiles)  # the learned matcher's side of each tile, as index build stores it
+    if cfg.dsm:  # world is set: a DSM needs the area's georeference (_checked)
+        terrain.store(index.folder, [terrain.resample_dsm(cfg.dsm, ortho, WorldFile.read(world), cfg.crs,
+                                                          raster_size(ortho), cfg.dsm_units)])  # fmt: skip
     done("gallery index of the whole orthophoto")
 
     stage("localize held-out views")
@@ -266,6 +275,13 @@ def _checked(cfg: AdaptConfig, georeferenced: bool) -> AdaptConfig:
     if cfg.origin is not None and not (-90 <= cfg.origin[0] <= 90 and -180 <= cfg.origin[1] <= 180):
         raise ValueError(f"--origin {cfg.origin[0]:g} {cfg.origin[1]:g}: latitude must lie in [-90, 90] and "
                          "longitude in [-180, 180]")  # fmt: skip
+    if cfg.dsm and not georeferenced:
+        raise ValueError("--dsm lies on the area's georeference, and this orthophoto has none: give it a world file "
+                         "or GeoTIFF tags instead of --gsd")  # fmt: skip
+    if cfg.dsm and cfg.heights:
+        raise ValueError("--dsm and --heights both give the surface's heights: pass one")
+    if cfg.dsm_units and not cfg.dsm:
+        raise ValueError("--dsm-units describes a --dsm; pass --dsm DSM.tif too")
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be at least 2, got {cfg.batch_size}")
     probe = replace(cfg, world_file=cfg.world_file or "area.wld") if georeferenced else cfg
@@ -280,8 +296,10 @@ def _checked(cfg: AdaptConfig, georeferenced: bool) -> AdaptConfig:
 
 def _check_area(cfg: AdaptConfig, world_file: tuple[str, str] | None) -> None:
     """Refuse areas too small for four tiles, or mostly nodata, in one line with the figures."""
-    from .geo.raster import empty_overview
+    from .geo import terrain
+    from .geo.raster import empty_overview, raster_size
     from .geo.tiles import OrthoConfig, orthophoto_tiles
+    from .geodesy import WorldFile
 
     if world_file is not None:
         import tempfile
@@ -296,6 +314,9 @@ def _check_area(cfg: AdaptConfig, world_file: tuple[str, str] | None) -> None:
                 if "do not fit" not in str(exc):
                     raise
                 tiles = []
+            if cfg.dsm:  # a DSM that does not fit the area is refused before anything renders
+                terrain.resample_dsm(cfg.dsm, cfg.ortho, WorldFile.read(Path(tmp) / "area.wld"), world_file[1],
+                                     raster_size(cfg.ortho), cfg.dsm_units)  # fmt: skip
         if not _holds_two_by_two(tiles):
             size = _ground_size(tiles)
             raise ValueError(f"{cfg.ortho} ({size}) holds fewer than 2 x 2 tiles of {cfg.footprint_m:g} m side by "

@@ -166,3 +166,26 @@ def test_ctrl_c_in_any_stage_says_how_to_continue(area, tmp_path, capsys, monkey
     monkeypatch.setattr(adapt_module, "adapt", interrupted)
     assert main(["adapt", "--ortho", str(area), "--out", str(tmp_path / "out")]) == 130
     assert "run the same command with --resume to continue in" in capsys.readouterr().err
+
+
+def test_an_area_over_a_dsm_renders_its_hills_and_indexes_its_heights(tmp_path, capsys):
+    """--dsm: the views stand on the DSM's terrain, and the index lifts matches through it (index info says so)."""
+    generate_world(SynthConfig(seed=6, locations=4, views=1, image_size=64, relief_m=40.0), tmp_path / "w")
+    area = tmp_path / "area.jpg"
+    Image.open(tmp_path / "w/ortho.jpg").crop((0, 0, 640, 640)).save(area, quality=92)
+    shutil.copy(tmp_path / "w/ortho.jgw", tmp_path / "area.jgw")
+    out = tmp_path / "run"
+    report = adapt(_cfg(area, out, dsm=str(tmp_path / "w/dsm.tif"), extra={"max_steps": 1},
+                        localize_queries=2), progress=False)  # fmt: skip
+    assert "fix_rate" in report["localization"] and (out / "index/terrain.json").is_file()
+    grounds = [float(line.split(",")[11]) for line in (out / "world-train/cameras.csv").read_text().splitlines()[1:]]
+    assert max(grounds) - min(grounds) > 2  # the views stand on hills
+    capsys.readouterr()
+    assert main(["index", "info", str(out / "index")]) == 0 and "dsm.tif under area.jpg" in capsys.readouterr().out
+    for extra, words in [(["--gsd", "0.5"], "--dsm lies on the area's georeference"),
+                         (["--heights", str(area)], "pass one")]:  # fmt: skip
+        assert main(["adapt", "--ortho", str(area), "--out", str(tmp_path / "bad"), "--dsm",
+                     str(tmp_path / "w/dsm.tif"), *extra]) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+        assert not (tmp_path / "bad").exists()

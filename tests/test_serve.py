@@ -126,3 +126,26 @@ def test_malformed_query_parameters_get_one_sentence(server) -> None:
     url, world = server
     r = httpx.post(f"{url}/localize?k=abc", content=_query(world, "0001"), headers={"content-type": "image/png"})
     assert r.status_code == 400 and r.json()["detail"].startswith("k: ") and "'abc'" in r.json()["detail"]
+
+
+def test_a_camera_file_per_request(server) -> None:
+    """The form's `camera` field is this photo's lens (as serve --camera would be); a bad one is one sentence."""
+    url, world = server
+    photo = _query(world, "0002")
+    w, h = Image.open(io.BytesIO(photo)).size
+    lens = f'{{"width": {w}, "height": {h}, "K": [[{w}, 0, {(w - 1) / 2}], [0, {w}, {(h - 1) / 2}], [0, 0, 1]], ' \
+           '"dist": [-0.1, 0, 0, 0, 0]}'
+    as_file = httpx.post(f"{url}/localize", files={"image": ("q.png", photo, "image/png"),
+                                                   "camera": ("lens.json", lens.encode(), "application/json")})
+    as_text = httpx.post(f"{url}/localize", files={"image": ("q.png", photo, "image/png")}, data={"camera": lens})
+    plain = httpx.post(f"{url}/localize", files={"image": ("q.png", photo, "image/png")})
+    for r in (as_file, as_text):
+        assert r.status_code == 200, r.text
+        assert "form field 'camera'" in r.json()["intrinsics"]
+    assert plain.status_code == 200 and "camera" not in (plain.json()["intrinsics"] or "")
+    bad = httpx.post(f"{url}/localize", files={"image": ("q.png", photo, "image/png")},
+                     data={"camera": '{"projection_type": "spherical"}'})
+    assert bad.status_code == 400 and "form field 'camera'" in bad.json()["detail"]
+    wrong = httpx.post(f"{url}/localize", files={"image": ("q.png", photo, "image/png")},
+                       data={"camera": lens.replace(f'"width": {w}', f'"width": {2 * w + 3}')})
+    assert wrong.status_code == 400 and "camera file" in wrong.json()["detail"]

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -295,6 +296,61 @@ def test_user_orthophoto_with_heights_and_world_file(tmp_path):
         assert 10 < float(r["longitude"]) < 10 + 400 / 111_195
 
 
+def _dsm(tmp_path: Path, heights_png: Path) -> tuple[Path, callable]:
+    """A DSM GeoTIFF of _orthophoto's ground on a 2 m grid: a 30 m hill and the buildings of its height image;
+    returns it and the hill's height (m) at pixel (col, row) of the orthophoto."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    def hill(col, row):
+        return 30.0 * np.exp(-((np.asarray(col) - 200.0) ** 2 + (np.asarray(row) - 200.0) ** 2) / (2 * 110.0**2))
+
+    rows, cols = np.mgrid[0:200, 0:200] * 2.0 + 1.0
+    buildings = cv2.imread(str(heights_png), cv2.IMREAD_UNCHANGED).astype(np.float32) / 10.0
+    surface = hill(cols, rows) + buildings[1::2, 1::2]
+    deg = 1.0 / 111_195.0
+    path = tmp_path / "dsm.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=200, height=200, count=1, dtype="float32", crs="EPSG:4326",
+                       transform=Affine(2 * deg, 0, 10.0, 0, -2 * deg, 0.0)) as dst:
+        dst.write(surface.astype(np.float32), 1)
+    return path, hill
+
+
+def test_user_orthophoto_over_a_dsm_stands_on_its_ground(tmp_path):
+    """--dsm: the views stand on the DSM's bare ground (its hill, not its roofs), what rises from it is extruded as
+    --heights would extrude it, and the world's own dsm.tif and cameras.csv ground_m say so."""
+    img, hp, wf = _orthophoto(tmp_path)
+    dsm, hill = _dsm(tmp_path, hp)
+    cfg = SynthConfig(seed=1, locations=6, views=2, image_size=48, footprint_m=60.0, ground=str(img),
+                      world_file=str(wf), dsm=str(dsm), epoch_gap=0.0)  # fmt: skip
+    s = generate_world(cfg, tmp_path / "hilly")
+    flat = generate_world(SynthConfig(seed=1, locations=6, views=2, image_size=48, footprint_m=60.0, ground=str(img),
+                                      world_file=str(wf), heights=str(hp), height_scale=0.1), tmp_path / "flat")
+    assert any("terrain from dsm.tif" in n for n in s.notes)
+    assert s.counts["buildings"] >= 0.4 * flat.counts["buildings"] > 10  # a 2 m DSM loses the smallest sheds
+    tall = [build_world(c.resolved(), view_reach_m(c.resolved()))[0].buildings for c in (cfg, replace(
+        cfg, dsm=None, heights=str(hp), height_scale=0.1))]  # fmt: skip
+    # heights above the ground, not the datum (the hill would add up to 30 m); the 2 m DSM blurs roof edges
+    assert abs(np.median(tall[0].heights_m) / np.median(tall[1].heights_m) - 1) < 0.25
+    assert (tmp_path / "hilly/dsm.tif").is_file() and not (tmp_path / "flat/dsm.tif").exists()
+    deg = 1.0 / 111_195.0
+    errors, grounds = [], []
+    for r in _rows(tmp_path / "hilly/cameras.csv"):
+        col, row = (float(r["target_longitude"]) - 10.0) / deg, -float(r["target_latitude"]) / deg
+        grounds.append(float(r["ground_m"]))
+        errors.append(abs(float(r["ground_m"]) - hill(col, row)))
+    assert max(grounds) > 10 and np.median(errors) < 2.5
+    assert all(float(r["ground_m"]) == 0 for r in _rows(tmp_path / "flat/cameras.csv"))
+    with pytest.raises(ValueError, match="--world-file"):
+        generate_world(SynthConfig(ground=str(img), gsd_m=1.0, dsm=str(dsm)), tmp_path / "x")
+    with pytest.raises(ValueError, match="pass one"):
+        generate_world(SynthConfig(ground=str(img), world_file=str(wf), dsm=str(dsm), heights=str(hp)), tmp_path / "y")
+    with pytest.raises(ValueError, match="does not overlap"):
+        far = tmp_path / "far.pgw"
+        far.write_text(wf.read_text().replace("10.0", "12.0", 1).replace(f"{10 + deg / 2}", f"{12 + deg / 2}"))
+        generate_world(SynthConfig(ground=str(img), world_file=str(far), dsm=str(dsm)), tmp_path / "z")
+
+
 def test_user_orthophoto_without_heights_is_flat(tmp_path):
     img, _, _ = _orthophoto(tmp_path)
     s = generate_world(SynthConfig(seed=1, locations=5, views=2, image_size=48, footprint_m=60.0, ground=str(img),
@@ -497,7 +553,7 @@ def test_user_orthophoto_at_two_dates(tmp_path, monkeypatch):
     rec = json.loads((tmp_path / "mine/world.json").read_text())
     ep = rec["epochs"]
     assert ep["repainted"] == "drone" and ep["changes"] is None and ep["reference"]["sun_az_deg"] is None
-    assert ep["applied"] == ["withered vegetation", "cast shadows of the --heights buildings under another sun",
+    assert ep["applied"] == ["withered vegetation", "cast shadows of the extruded buildings under another sun",
                              "reference sensor"]
     assert any("epoch gap 0.5 on a user orthophoto" in n for n in s.notes)
     resolved = cfg.resolved()

@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gsd", type=float, help="metres per pixel, for an image without a world file")
     p.add_argument("--origin", type=float, nargs=2, metavar=("LAT", "LON"),
                    help="latitude/longitude of the north-west corner, for an image without a world file")
-    p.add_argument("--heights", metavar="IMAGE", help="a height image to raise buildings in the rendered views")
+    p.add_argument("--dsm", metavar="DSM.tif",
+                   help="surface heights of the area in metres (a GeoTIFF in any CRS): the views are rendered over "
+                        "its terrain and buildings, and the index lifts matches through it (index build --dsm)")
+    p.add_argument("--dsm-units", choices=("m", "ft"), help="the DSM's heights, when its CRS is feet-based")
+    p.add_argument("--heights", metavar="IMAGE", help="or the surface heights as an image aligned with --ortho "
+                                                      "pixel for pixel (grey level = metres)")  # fmt: skip
     p.add_argument("--init", default=d.init, metavar="NAME_OR_FILE",
                    help="the weights to adapt, as train --init: a shipped model's name or a checkpoint")
     p.add_argument("--minutes", type=float, default=d.minutes, help="fine-tuning budget (the cosine fits it)")
@@ -67,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     fov = lens_of(args.like) if args.like else args.fov
     cfg = AdaptConfig(
         ortho=args.ortho, out_dir=args.out, world_file=args.world_file, crs=args.crs, gsd_m=args.gsd,
-        origin=tuple(args.origin) if args.origin else None, heights=args.heights, init=args.init,
+        origin=tuple(args.origin) if args.origin else None, heights=args.heights, dsm=args.dsm,
+        dsm_units=args.dsm_units, init=args.init,
         minutes=args.minutes, footprint_m=args.footprint_m, locations=args.locations, spacing_m=args.spacing_m,
         views=args.views,
         altitudes_m=tuple(args.altitude), pitch_deg=tuple(args.pitch), fov_deg=fov,

@@ -56,8 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--ground", metavar="IMAGE", help="your own north-up RGB orthophoto instead of the procedural one")
     w.add_argument("--world-file", metavar="F", help="its world file (.jgw/.tfw/.wld) for the geotransform")
     w.add_argument("--crs", default="EPSG:4326", help="the world file's coordinate system (EPSG:4326, UTM:33N, ...)")
-    w.add_argument("--heights", metavar="IMAGE", help="height image (grey level x --height-scale = metres) "
-                                                      "to extrude the buildings of --ground")
+    w.add_argument("--dsm", metavar="DSM.tif",
+                   help="surface heights of --ground in metres (a GeoTIFF in any CRS; needs --world-file): the "
+                        "views are cast onto its bare ground and what stands on it is extruded; dsm.tif is "
+                        "written for index build --dsm")  # fmt: skip
+    w.add_argument("--dsm-units", choices=("m", "ft"), help="what the DSM's heights are in, when its CRS is "
+                                                           "feet-based (default: metres)")  # fmt: skip
+    w.add_argument("--heights", metavar="IMAGE", help="or the surface heights as an image aligned with --ground "
+                                                      "pixel for pixel (grey level x --height-scale = metres)")
     w.add_argument("--height-scale", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=default_workers(), help="rendering processes")
     p.add_argument("--overwrite", action="store_true", help="replace an existing world in --out")
@@ -87,15 +93,17 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         epoch_gap=(0.0 if args.ground else NEW_WORLD_EPOCH_GAP) if args.epoch_gap is None else args.epoch_gap,
         distractor_fraction=args.distractor_fraction, origin=tuple(args.origin) if args.origin else None,
         ground=args.ground, world_file=args.world_file, crs=args.crs, heights=args.heights,
-        height_scale=args.height_scale, relief_m=args.relief_m, distortion=args.distortion,
+        height_scale=args.height_scale, dsm=args.dsm, dsm_units=args.dsm_units, relief_m=args.relief_m,
+        distortion=args.distortion,
     )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     if args.relief_m and args.ground:
         raise ValueError("--relief-m shapes the procedural world's terrain; a --ground orthophoto keeps its own")
-    if (args.world_file or args.heights) and not args.ground:
-        raise ValueError("--world-file and --heights describe a --ground orthophoto; pass --ground IMAGE too")
+    if (args.world_file or args.heights or args.dsm) and not args.ground:
+        raise ValueError("--world-file, --dsm and --heights describe a --ground orthophoto; pass --ground IMAGE too "
+                         "(the procedural world's hills: --relief-m)")  # fmt: skip
     summary = generate_world(config_from_args(args), args.out, workers=args.workers, overwrite=args.overwrite,
                              progress=not args.quiet)
     if args.json:

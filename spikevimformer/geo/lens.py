@@ -123,8 +123,13 @@ def read_camera_file(path: str | Path) -> CameraFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"camera file {path} does not exist")
+    return parse_camera(path.read_bytes(), str(path))
+
+
+def parse_camera(text: bytes | str, path: str) -> CameraFile:
+    """read_camera_file's parser, for a camera file's contents (an upload over HTTP); `path` names it in errors."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"camera file {path} is not JSON ({exc})") from None
     if not isinstance(data, dict) or not data:

@@ -259,6 +259,7 @@ class Localizer:
             prior = prior or self.prior
             # the tile-level answer is filled in once, from the candidates as verification leaves them
             base = Localization(name, matches, matches[0].latitude, matches[0].longitude, 0.0, model_s, search_s,
+                                intrinsics=intr.source if intr else None,
                                 warnings=photo_warnings(img) + ([prior.problem] if prior.problem else []),
                                 prior=None if prior.empty else {k: v for k, v in asdict(prior).items()
                                                                 if k != "problem"})  # fmt: skip
@@ -317,7 +318,7 @@ class Localizer:
                   regs: Sequence[Registration]) -> Localization:  # fmt: skip
         """The answer from the candidates' registrations: re-ranked by inliers, the camera from the best one."""
         order = sorted(range(len(tiles)), key=lambda i: (not regs[i].verified, -regs[i].inliers, i))
-        out = replace(base, intrinsics=intr.source if intr else None, inliers=regs[order[0]].inliers,
+        out = replace(base, inliers=regs[order[0]].inliers,
                       orientation_deg=regs[order[0]].heading_deg)  # fmt: skip
         if not regs[order[0]].verified:  # chance inlier counts are no ranking: retrieval's order stands
             why = f"no candidate registers to the photo (the most matched: {regs[order[0]].reason})"
@@ -380,7 +381,7 @@ class Localizer:
                                        "give the lens's field of view (--fov DEG; ?fov=DEG over HTTP); the "
                                        "look-at point and footprint are given")  # fmt: skip
         radius = max(self._radius(pose, reg.matcher), spread)
-        free = free_focal(pose, intr.matrix)
+        free = self._free_focal(pose, plane, reg, intr, centre_px, cfg.min_inliers_for(0, reg.matcher), terrain)
         if (free is not None and abs(free[0] / intr.focal_px - 1) > cfg.focal_tolerance
                 and abs(free[0] - intr.focal_px) > FOCAL_SIGMAS * free[1]):  # fmt: skip
             fov = math.degrees(2 * math.atan(max(w, h) / (2 * free[0])))
@@ -403,6 +404,26 @@ class Localizer:
                   "heading_deg": pose.heading_deg, "pitch_deg": pose.pitch_deg,
                   "terrain": "dsm" if terrain else "flat"}  # fmt: skip
         return replace(out, fix=True, reason="", camera=camera, radius_m=radius, inliers=int(pose.inliers.sum()))
+
+    def _free_focal(self, pose: Pose, plane: Plane, reg: Registration, intr: Intrinsics, centre_px, need: int,
+                    terrain: bool) -> tuple[float, float, np.ndarray] | None:  # fmt: skip
+        """The focal length (px) the matches call for, its standard error and the camera with it (pose.free_focal).
+
+        Where it differs from the lens's by more than FOCAL_RECHECK, the pose is solved again at that focal length
+        from all the matches and the focal length estimated once more: the first estimate starts from the inliers
+        of the lens's own pose, which lean towards it (a lens 25 % short gave estimates only 3-14 % longer).
+        """
+        free = free_focal(pose, intr.matrix)
+        if free is None or abs(free[0] / intr.focal_px - 1) <= FOCAL_RECHECK:
+            return free
+        ratio = free[0] / intr.focal_px
+        scaled = replace(intr, focal_px=free[0], focal_y_px=intr.focal_y_px and intr.focal_y_px * ratio)
+        if terrain:
+            again, _ = self._terrain_pose(plane, reg, scaled, centre_px, need)
+        else:
+            again, _ = self._pose(plane, scaled, centre_px, reg.window.metres_per_px, need)
+        refined = free_focal(again, scaled.matrix) if again is not None else None
+        return free if refined is None else refined
 
     def _radius(self, pose: Pose, matcher: str) -> float:
         """The fix's 95 % radius from the fit alone: first order, scaled by what calibration measured."""
@@ -543,6 +564,7 @@ def check_photo_size(img: Image.Image, name: str) -> None:
 
 
 LENS_DISAGREES = "the matches call for a focal length"  # the reason that ends the search: no candidate can help
+FOCAL_RECHECK = 0.02  # a free focal length further than this share from the lens's is estimated again
 FOCAL_SIGMAS = 4.0  # a focal length the matches call for this many standard errors away is a real disagreement
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from starlette.requests import Request as StarletteRequest
 
 from .imaging import open_photo
+from .lens import parse_camera
 from .localize import Localizer
 from .tiles import load_tile
 
@@ -44,24 +45,28 @@ async def _read_bounded(request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _image_part(request, body: bytes) -> tuple[bytes, str, str]:
-    """(bytes, content type, file name) from a multipart form field or a raw image body."""
+async def _image_part(request, body: bytes) -> tuple[bytes, str, str, bytes | None]:
+    """(bytes, content type, file name, the form's `camera` field or None) from a multipart form or a raw image
+    body."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         async def replay() -> dict:
             return {"type": "http.request", "body": body, "more_body": False}
 
         try:
-            form = await StarletteRequest(request.scope, replay).form(max_files=1, max_fields=8)
+            form = await StarletteRequest(request.scope, replay).form(max_files=2, max_fields=8)
         except Exception as exc:  # malformed multipart from the client
             raise HTTPProblem(400, f"malformed multipart form ({exc})") from exc
-        upload = form.get("image") or next((v for v in form.values() if hasattr(v, "read")), None)
+        camera = form.get("camera")
+        if camera is not None:
+            camera = await camera.read() if hasattr(camera, "read") else camera.encode()
+        upload = form.get("image") or next((v for k, v in form.items() if hasattr(v, "read") and k != "camera"), None)
         if upload is None or not hasattr(upload, "read"):
             raise HTTPProblem(400, "the form has no file field; send the photo as field 'image'")
         data = await upload.read()
         part_type = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
-        return data, part_type, upload.filename or "upload"
-    return body, ctype, "upload"
+        return data, part_type, upload.filename or "upload", camera
+    return body, ctype, "upload", None
 
 
 def _decode(data: bytes, ctype: str, name: str) -> tuple[Image.Image, Image.Exif]:
@@ -93,13 +98,17 @@ LOCALIZE_BODY = {
                    "(any content-type label; the format is read from the bytes)",
     "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
-                                           "properties": {"image": {"type": "string", "format": "binary"}}}},
+                                           "properties": {"image": {"type": "string", "format": "binary"},
+                                                          "camera": {"type": "string", "format": "binary",
+                                                                     "description": "the lens: OpenSfM cameras.json "
+                                                                     "or {width, height, K, dist} JSON"}}}},
         "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
         "image/png": {"schema": {"type": "string", "format": "binary"}},
     },
 }  # fmt: skip
 LOCALIZE_ERRORS = {
-    400: {"description": "unreadable image, photo too small, bad k or fov, a form without a file"},
+    400: {"description": "unreadable image, photo too small, bad k or fov, a bad camera file, a form without "
+                         "a file"},
     413: {"description": "upload larger than the service's limit (serve --max-upload-mb)"},
     415: {"description": "not an accepted image format (JPEG, PNG, TIFF, WebP, BMP)"},
 }
@@ -156,17 +165,19 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
     @app.post("/localize", responses=LOCALIZE_ERRORS, openapi_extra={"requestBody": LOCALIZE_BODY})
     async def localize(request: Request, k: int | None = None, fov: float | None = None, heading: float | None = None,
                        pitch: float | None = None, altitude: float | None = None):  # fmt: skip
-        """A photo (form field `image`, or the raw body) -> JSON; `k` candidates, `fov` the lens in degrees when
-        the photo's EXIF has no (or no believable) focal length; `heading` (degrees clockwise from north of the
-        image's up direction), `pitch` (below the horizon, 90 = down) and `altitude` (m) in place of what the
-        photo records."""
+        """A photo (form field `image`, or the raw body) -> JSON; `k` candidates; form field `camera` a camera file
+        (geo.lens: OpenSfM cameras.json or {"width", "height", "K", "dist"}) for this photo, in place of serve
+        --camera; `fov` the lens in degrees when the photo's EXIF has no (or no believable) focal length;
+        `heading` (degrees clockwise from north of the image's up direction), `pitch` (below the horizon, 90 =
+        down) and `altitude` (m) in place of what the photo records."""
         if k is not None and not 1 <= k <= max_k:
             raise HTTPProblem(400, f"k must be between 1 and {max_k}")
         body = await _read_bounded(request, max_upload_bytes)
-        data, ctype, name = await _image_part(request, body)
+        data, ctype, name, camera = await _image_part(request, body)
         image, exif = _decode(data, ctype, name)
         try:
-            intrinsics = localizer.intrinsics(image, exif, name, fov, data=data)
+            lens = None if camera is None else parse_camera(camera, "in form field 'camera'")
+            intrinsics = localizer.intrinsics(image, exif, name, fov, data=data, camera=lens)
             prior = localizer.photo_prior(data, exif, name, heading, pitch, altitude, label="?{}=")
             result = (await run_in_threadpool(localizer.localize, [image], [name], k, [intrinsics], [prior]))[0]
         except ValueError as exc:  # a nonsense EXIF focal length, a photo too small to use

@@ -49,8 +49,10 @@ class SynthConfig:
     ground: str | None = None  # a user's RGB orthophoto instead of the procedural world
     world_file: str | None = None  # its ESRI world file (geotransform)
     crs: str = "EPSG:4326"  # coordinate system of the world file
-    heights: str | None = None  # a height image (metres per grey level x height_scale) to extrude buildings
+    heights: str | None = None  # a height image aligned with it (metres = grey level x height_scale): surface
     height_scale: float = 1.0
+    dsm: str | None = None  # or a surface model GeoTIFF (any CRS) of it: terrain, and buildings extruded from it
+    dsm_units: str | None = None  # the DSM's heights, 'm' or 'ft', where its CRS does not say (geo.terrain)
     jpeg_quality: int = 90
 
     def resolved(self) -> SynthConfig:
@@ -124,6 +126,13 @@ class SynthConfig:
         if not -0.4 <= self.distortion <= 0.4:
             raise ValueError(f"lens distortion k1 must lie in -0.4..0.4 (barrel < 0 < pincushion), got "
                              f"{self.distortion:g}")  # fmt: skip
+        if self.dsm and (self.ground is None or self.world_file is None):
+            raise ValueError("a DSM lies on a georeferenced orthophoto: pass --ground IMAGE with --world-file (the "
+                             "procedural world takes --relief-m)")  # fmt: skip
+        if self.dsm and self.heights:
+            raise ValueError("--dsm and --heights both give the surface's heights: pass one")
+        if self.dsm_units not in (None, "m", "ft"):
+            raise ValueError(f"DSM units must be 'm' or 'ft', got {self.dsm_units!r}")
         if not 30 <= self.jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must lie in 30..100, got {self.jpeg_quality}")
 

@@ -1,7 +1,10 @@
 """A user's own orthophoto as the world: training and test sets of a real region.
 
-The image is the ground (and the satellite view); buildings rise out of it only where a height image
-says so (connected areas above 2.5 m become prisms at their median height). Without a world file the
+The image is the ground (and the satellite view); what rises out of it comes from a surface model, a DSM
+GeoTIFF (`dsm`, any CRS, resampled onto the image's grid) or a height image aligned with it pixel for pixel
+(`heights`, grey level x height_scale metres): one notion either way. Its bare ground (terrain.ground_of) becomes
+the terrain the views are ray-cast onto, and what stands more than 2.5 m above it becomes prisms at their median
+height (buildings; trees too, as a DSM shows them). Without a world file the
 coordinates are relative to `origin` (or 0, 0), which the notes say. With an epoch gap the image is the
 reference's date, seen by a coarser sensor, and the drone sees a copy at another date: withered vegetation and
 the shadows of the extruded buildings under another sun (what the image's pixels allow; its roads, cars and
@@ -15,19 +18,23 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rasterio.fill import fillnodata
 
+from ...geo.terrain import resample_dsm
 from ...geodesy import WorldFile
 from . import paint as P
 from .config import SynthConfig
 from .epochs import Epochs, draw_epochs, sense, sun_vector, wither
 from .geo import GeoRef, georef_from_world_file
 from .render import MAX_LEVEL
+from .terrain import ground_of
 from .world import Buildings, World
 
 MIN_BUILDING_M = 2.5
 MIN_TARGET_AREA_M2 = 120.0
 MAX_NODATA_SHARE = 0.1  # a location whose tile footprint is more than this black (nodata) is not rendered
 WINDOWED_PIXELS = 64_000_000  # above this a GeoTIFF is rendered from windows (geo.raster.LARGE_PIXELS' rule)
+FLAT_RELIEF_M = 1.0  # a height image whose ground varies less than this is taken as flat (the fast renderer)
 
 
 def _read_image(path: str, flags: int, what: str) -> np.ndarray:
@@ -94,10 +101,10 @@ def nodata_share(empty: np.ndarray, full_shape: tuple[int, int], points: np.ndar
 
 def _window_size(cfg: SynthConfig) -> tuple[int, int] | None:
     """(width, height) px when --ground is rendered window by window (a GeoTIFF rasterio reads, above
-    WINDOWED_PIXELS, without --heights: buildings come from the whole height image), else None."""
+    WINDOWED_PIXELS, without a surface model: buildings come from the whole of it), else None."""
     from ...geo.raster import _windowed, raster_size
 
-    if cfg.heights or not _windowed(cfg.ground):
+    if cfg.heights or cfg.dsm or not _windowed(cfg.ground):
         return None
     width, height = raster_size(cfg.ground)
     return (width, height) if width * height > WINDOWED_PIXELS else None
@@ -139,14 +146,7 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
     else:
         rgb = cv2.cvtColor(_read_image(cfg.ground, cv2.IMREAD_COLOR, "orthophoto"), cv2.COLOR_BGR2RGB)
         h0, w0 = rgb.shape[:2]
-    hmap = None
-    if cfg.heights:
-        raw = _read_image(cfg.heights, cv2.IMREAD_UNCHANGED, "height image")
-        raw = raw[..., 0] if raw.ndim == 3 else raw
-        if raw.shape != (h0, w0):
-            raise ValueError(f"height image {cfg.heights} is {raw.shape[1]}x{raw.shape[0]} px but the orthophoto "
-                             f"is {w0}x{h0} px; they must match pixel for pixel")
-        hmap = raw.astype(np.float32) * float(cfg.height_scale)
+    hmap = _surface(cfg, (w0, h0), notes)
     if cfg.world_file:
         geo, gsd_e, gsd_n = georef_from_world_file(WorldFile.read(cfg.world_file), cfg.crs, w0, h0)
         if cfg.gsd_m is not None and abs(cfg.gsd_m - gsd_n) > 0.05 * gsd_n:
@@ -177,18 +177,30 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
                          f"{cfg.footprint_m:g} m tile")
     epochs = None
     if cfg.epoch_gap > 0:
-        applied = ("withered vegetation", *(("cast shadows of the --heights buildings under another sun",)
+        applied = ("withered vegetation", *(("cast shadows of the extruded buildings under another sun",)
                                             if hmap is not None else ()), "reference sensor")
         epochs = draw_epochs(cfg.seed, cfg.epoch_gap, None, None, gsd, "orthophoto", applied)
         notes.append(f"epoch gap {cfg.epoch_gap:g} on a user orthophoto: only {', '.join(applied)} (its roads, cars, "
                      "fields and trees are not known)")  # fmt: skip
     sun = (180.0, 45.0) if epochs is None else (epochs.drone.sun_az_deg, epochs.drone.sun_el_deg)
+    terrain = None
     if hmap is not None:
+        terrain = ground_of(hmap, gsd)
+        rows, cols = terrain.heights.shape
+        base = cv2.resize(terrain.heights, (cols * terrain.step, rows * terrain.step), interpolation=cv2.INTER_LINEAR)
+        hmap = hmap - base[: hmap.shape[0], : hmap.shape[1]]
+        relief = float(np.ptp(terrain.heights))
+        if cfg.dsm:
+            notes.append(f"terrain from {Path(cfg.dsm).name}: ground {float(terrain.heights.min()):.1f}.."
+                         f"{float(terrain.heights.max()):.1f} m; the views are cast onto it")  # fmt: skip
+        elif relief < FLAT_RELIEF_M:
+            terrain = None
         buildings, areas = _buildings_from_heights(hmap, rgb, gsd, *sun)
         cands, weight = buildings.centroid[areas >= MIN_TARGET_AREA_M2], areas[areas >= MIN_TARGET_AREA_M2]
     else:
         buildings = Buildings.from_rings([], [], [], [], *sun)
-        notes.append("no height image: buildings are not extruded, drone views are perspective warps of the ground")
+        notes.append("no surface model (--dsm or --heights): buildings are not extruded, drone views are "
+                     "perspective warps of the ground")  # fmt: skip
         step = cfg.spacing_m / 2
         xs = np.arange(core[0], core[1] + 1e-9, step)
         ys = np.arange(core[2], core[3] + 1e-9, step)
@@ -219,7 +231,30 @@ def orthophoto_world(cfg: SynthConfig, reach_m: float, rng: np.random.Generator)
     return World(ortho=ground, ground=ground, geo=geo, buildings=buildings, candidates=cands,
                  candidate_weight=weight, sun_az_deg=sun[0], sun_el_deg=sun[1], source="orthophoto", core=core,
                  notes=notes, raster=cfg.ground if windowed else None, raster_size=(width, height),
-                 reference=reference, epochs=None if epochs is None else epochs.record())
+                 reference=reference, epochs=None if epochs is None else epochs.record(), terrain=terrain)
+
+
+def _surface(cfg: SynthConfig, size: tuple[int, int], notes: list[str]) -> np.ndarray | None:
+    """The surface heights (metres) on the orthophoto's `size` (width, height) pixels: the --dsm GeoTIFF
+    resampled onto its grid (gaps filled from their edges, rasterio.fill), or the --heights image x height_scale;
+    None without either. Raises FileNotFoundError or ValueError naming the file."""
+    if cfg.heights:
+        raw = _read_image(cfg.heights, cv2.IMREAD_UNCHANGED, "height image")
+        raw = raw[..., 0] if raw.ndim == 3 else raw
+        if raw.shape != size[::-1]:
+            raise ValueError(f"height image {cfg.heights} is {raw.shape[1]}x{raw.shape[0]} px but the orthophoto "
+                             f"is {size[0]}x{size[1]} px; they must match pixel for pixel")
+        return raw.astype(np.float32) * float(cfg.height_scale)
+    if not cfg.dsm:
+        return None
+    grid = resample_dsm(cfg.dsm, cfg.ground, WorldFile.read(cfg.world_file), cfg.crs, size, cfg.dsm_units)
+    known = np.isfinite(grid.heights)
+    heights = np.nan_to_num(grid.heights, nan=float(np.nanmedian(grid.heights)))
+    if not known.all():
+        heights = fillnodata(heights, mask=known.astype(np.uint8), max_search_distance=max(heights.shape))
+        notes.append(f"the DSM {Path(cfg.dsm).name} has heights under {100 * known.mean():.0f} % of the orthophoto; "
+                     "the rest is filled in from the nearest heights")  # fmt: skip
+    return cv2.resize(heights, size, interpolation=cv2.INTER_LINEAR)
 
 
 def _drone_date(rgb: np.ndarray, buildings: Buildings, epochs: Epochs, gsd: float,

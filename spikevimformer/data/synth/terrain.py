@@ -104,3 +104,24 @@ def surface(terrain: Terrain, buildings) -> np.ndarray:
         cv2.fillPoly(mask, [np.round((pts - 0.5) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
         np.maximum(out, np.where(mask > 0, np.float32(bases[i] + buildings.heights_m[i]), out), out=out)
     return out
+
+
+GROUND_WINDOW_M = 80.0  # the widest roof or crown the ground filter takes off a surface model
+GROUND_SMOOTH_M = 10.0  # and the scale it smooths the bare ground over
+
+
+def ground_of(surface_px: np.ndarray, gsd_m: float) -> Terrain:
+    """The bare ground under a surface model (rows, cols, metres at world pixels of `gsd_m`), on the terrain grid.
+
+    A grey opening as wide as GROUND_WINDOW_M (the first step of the morphological ground filters of Zhang et al.
+    2003, "A progressive morphological filter for removing nonground measurements from airborne LIDAR data")
+    takes roofs and tree crowns off, a Gaussian of GROUND_SMOOTH_M rounds what is left, and the ground never
+    rises above the surface. Wider roofs stay in the ground as low mounds.
+    """
+    rows, cols = -(-surface_px.shape[0] // TERRAIN_STEP), -(-surface_px.shape[1] // TERRAIN_STEP)
+    cell = gsd_m * TERRAIN_STEP
+    coarse = cv2.resize(surface_px.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
+    side = 2 * max(1, int(round(GROUND_WINDOW_M / cell / 2))) + 1
+    opened = cv2.morphologyEx(coarse, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    smooth = cv2.GaussianBlur(opened, (0, 0), max(0.5, GROUND_SMOOTH_M / cell), borderType=cv2.BORDER_REPLICATE)
+    return Terrain(np.minimum(smooth, coarse), gsd_m)
