@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 from rasterio.transform import Affine
 from rasterio.warp import transform
 
@@ -143,6 +144,7 @@ def test_a_hilly_distorted_world_writes_its_dsm_lens_and_xmp(hills) -> None:
         row = next(csv.DictReader(f))
     assert float(row["k1"]) == -0.25 and float(row["ground_m"]) > 0
     assert b"DewarpData" in (world / row["image"]).read_bytes()
+    assert Image.open(world / row["image"]).getexif()[0x0110] == "synthetic Brown-Conrady lens"  # EXIF Model
 
 
 def _answer(capsys, index: Path, photo: Path, *extra: str) -> dict:
@@ -205,3 +207,26 @@ def test_a_wrong_lens_or_a_dsm_without_heights_there_gives_no_fix_and_says_why(h
                  "--random-init", "--dsm", str(holes)]) == 0  # fmt: skip
     res = _answer(capsys, tmp_path / "holes", photo)
     assert not res["fix"] and "the DSM has heights under only" in res["reason"]
+
+
+def test_a_lens_off_by_a_quarter_gives_no_fix_outside_its_radius(hills, tmp_path, capsys) -> None:
+    """The pose solved again at focal lengths 0.6-1.6x the lens's: a lens the matches contradict gives no fix, and
+    focal lengths they do not tell apart widen the radius (with and without the DSM)."""
+    world = hills / "world"
+    with (world / "cameras.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if "query_drone" in r["image"]][:4]
+    for share in (0.75, 1.25):
+        lens = json.loads((world / "cameras.json").read_text())
+        for entry in lens.values():
+            entry["focal_x"] *= share
+            entry["focal_y"] *= share
+        wrong = tmp_path / f"lens-{share}.json"
+        wrong.write_text(json.dumps(lens))
+        for row, index in ((r, i) for r in rows for i in ("idx", "flat")):
+            res = _answer(capsys, hills / index, world / row["image"], "--camera", str(wrong))
+            if res["fix"]:
+                err = float(haversine_m(float(row["latitude"]), float(row["longitude"]), res["camera"]["latitude"],
+                                        res["camera"]["longitude"]))  # fmt: skip
+                assert err <= res["radius_m"], (share, index, row["image"], err, res["radius_m"])
+            else:
+                assert res["reason"]

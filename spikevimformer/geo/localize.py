@@ -381,18 +381,34 @@ class Localizer:
                                        "give the lens's field of view (--fov DEG; ?fov=DEG over HTTP); the "
                                        "look-at point and footprint are given")  # fmt: skip
         radius = max(self._radius(pose, reg.matcher), spread)
-        free = self._free_focal(pose, plane, reg, intr, centre_px, cfg.min_inliers_for(0, reg.matcher), terrain)
+        wrong = ("the lens is wrong (check --camera/--fov)" if terrain else "the lens is wrong or the ground is not "
+                 "flat (check --camera/--fov, or index the terrain with --dsm)")  # fmt: skip
+        free = free_focal(pose, intr.matrix)
         if (free is not None and abs(free[0] / intr.focal_px - 1) > cfg.focal_tolerance
                 and abs(free[0] - intr.focal_px) > FOCAL_SIGMAS * free[1]):  # fmt: skip
             fov = math.degrees(2 * math.atan(max(w, h) / (2 * free[0])))
             return replace(out, reason=f"{LENS_DISAGREES} of {free[0]:.0f} px ({fov:.0f} deg "
                                        f"field of view), {100 * (free[0] / intr.focal_px - 1):+.0f} % from the "
-                                       f"lens's {intr.focal_px:.0f} px ({intr.source}): "
-                                       + ("the lens is wrong (check --camera/--fov)" if terrain else
-                                          "the lens is wrong or the ground is not flat (check --camera/--fov, "
-                                          "or index the terrain with --dsm)"))  # fmt: skip
+                                       f"lens's {intr.focal_px:.0f} px ({intr.source}): {wrong}")  # fmt: skip
+        need = cfg.min_inliers_for(next(i for i, p in enumerate(reg.planes) if p is plane), reg.matcher)
+        sweep = self._focal_sweep(plane, reg, intr, centre_px, need, terrain)
+        lens_n = max(sweep[int(np.argmin(np.abs(FOCAL_SWEEP - 1)))][1], int(pose.inliers.sum()))
+        best_f, best_n, _ = max(sweep, key=lambda s: (s[1], -abs(s[0] / intr.focal_px - 1)))
+        if (abs(best_f / intr.focal_px - 1) > cfg.focal_tolerance and best_n >= FOCAL_GAIN * lens_n
+                and best_n - lens_n >= max(FOCAL_GAIN_MIN, math.sqrt(best_n))):  # more than counting noise  # fmt: skip
+            fov = math.degrees(2 * math.atan(max(w, h) / (2 * best_f)))
+            return replace(out, reason=f"{LENS_DISAGREES} of about {best_f:.0f} px ({fov:.0f} deg field of view): "
+                                       f"{best_n} matches fit a camera with it, {lens_n} with the lens's "
+                                       f"{intr.focal_px:.0f} px ({intr.source}): {wrong}")  # fmt: skip
+        # through a DSM, focal lengths the matches do not tell apart from the best: the camera anywhere their poses
+        # put it, FOCAL_DOUBT_SHARE of it (a bias along the view, not noise, so it adds to the radius). On flat
+        # ground every focal length fits a homography's inliers about as well, and this would only take right fixes
+        # away
+        doubt = FOCAL_DOUBT_SHARE * max((float(np.hypot(*(c[:2] - pose.centre[:2]))) for f, n, c in sweep
+                     if n and n >= best_n - 1 and abs(f / intr.focal_px - 1) <= FOCAL_DOUBT_SPAN + 1e-9),
+                    default=0.0) if terrain else 0.0  # fmt: skip
         moved = cfg.focal_doubt_scale * float(np.hypot(*(free[2][:2] - pose.centre[:2]))) if free else 0.0
-        radius = float(np.hypot(np.hypot(radius, gravity_doubt_m(pose, centre, out.prior)), moved))
+        radius = float(np.hypot(np.hypot(radius, gravity_doubt_m(pose, centre, out.prior)), moved)) + doubt
         if radius > cfg.max_radius_m:
             return replace(out, reason=f"the fit pins the camera only to +/- {radius:.0f} m (more than "
                                        f"{cfg.max_radius_m:g} m)")  # fmt: skip
@@ -405,25 +421,23 @@ class Localizer:
                   "terrain": "dsm" if terrain else "flat"}  # fmt: skip
         return replace(out, fix=True, reason="", camera=camera, radius_m=radius, inliers=int(pose.inliers.sum()))
 
-    def _free_focal(self, pose: Pose, plane: Plane, reg: Registration, intr: Intrinsics, centre_px, need: int,
-                    terrain: bool) -> tuple[float, float, np.ndarray] | None:  # fmt: skip
-        """The focal length (px) the matches call for, its standard error and the camera with it (pose.free_focal).
-
-        Where it differs from the lens's by more than FOCAL_RECHECK, the pose is solved again at that focal length
-        from all the matches and the focal length estimated once more: the first estimate starts from the inliers
-        of the lens's own pose, which lean towards it (a lens 25 % short gave estimates only 3-14 % longer).
-        """
-        free = free_focal(pose, intr.matrix)
-        if free is None or abs(free[0] / intr.focal_px - 1) <= FOCAL_RECHECK:
-            return free
-        ratio = free[0] / intr.focal_px
-        scaled = replace(intr, focal_px=free[0], focal_y_px=intr.focal_y_px and intr.focal_y_px * ratio)
-        if terrain:
-            again, _ = self._terrain_pose(plane, reg, scaled, centre_px, need)
-        else:
-            again, _ = self._pose(plane, scaled, centre_px, reg.window.metres_per_px, need)
-        refined = free_focal(again, scaled.matrix) if again is not None else None
-        return free if refined is None else refined
+    def _focal_sweep(self, plane: Plane, reg: Registration, intr: Intrinsics, centre_px, need: int,
+                     terrain: bool) -> list[tuple[float, int, np.ndarray]]:  # fmt: skip
+        """(focal length px, pose inliers, camera centre) with the pose solved again from all the matches at each of
+        FOCAL_SWEEP times the lens's focal length (no pose: 0 inliers, centre NaN). The inliers peak at the focal
+        length the photo was taken with even where the fit of one pose's inliers (pose.free_focal) stays near a
+        wrong lens: a lens 25 % short whose own inliers called for 3 % more had 28 inliers, the true one 38."""
+        out = []
+        for share in FOCAL_SWEEP:
+            scaled = replace(intr, focal_px=intr.focal_px * share,
+                             focal_y_px=intr.focal_y_px and intr.focal_y_px * share)  # fmt: skip
+            if terrain:
+                pose, _ = self._terrain_pose(plane, reg, scaled, centre_px, need)
+            else:
+                pose, _ = self._pose(plane, scaled, centre_px, reg.window.metres_per_px, need)
+            out.append((scaled.focal_px, 0, np.full(3, np.nan)) if pose is None else
+                       (scaled.focal_px, int(pose.inliers.sum()), pose.centre))  # fmt: skip
+        return out
 
     def _radius(self, pose: Pose, matcher: str) -> float:
         """The fix's 95 % radius from the fit alone: first order, scaled by what calibration measured."""
@@ -564,7 +578,14 @@ def check_photo_size(img: Image.Image, name: str) -> None:
 
 
 LENS_DISAGREES = "the matches call for a focal length"  # the reason that ends the search: no candidate can help
-FOCAL_RECHECK = 0.02  # a free focal length further than this share from the lens's is estimated again
+FOCAL_SWEEP = np.linspace(0.6, 1.6, 11)  # focal lengths (shares of the lens's) the pose is solved at again
+FOCAL_GAIN, FOCAL_GAIN_MIN = 1.15, 3  # a focal length whose pose keeps this many times (and this many, and the
+# square root of its count, more) inliers than the lens's, and further than focal_tolerance from it, contradicts the
+# lens (calibrated with FOCAL_DOUBT_SPAN on seed 3030's hilly worlds, pinhole and k1 -0.25, lenses off by 0, 10, 15
+# and 25 %; a right lens with 12 inliers against 15 at 1.4x it, on a flat world, set the square root: README)
+FOCAL_DOUBT_SPAN, FOCAL_DOUBT_SHARE = 0.3, 0.5  # focal lengths within this share of the lens's whose poses join
+# the radius, by this share of the camera's move among them (0.25 was the least that held every wrong lens of the
+# calibration; twice that for margin: the median radius of right DSM fixes 2.6 -> 6.4 m there)
 FOCAL_SIGMAS = 4.0  # a focal length the matches call for this many standard errors away is a real disagreement
 
 

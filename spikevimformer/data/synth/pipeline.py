@@ -218,7 +218,8 @@ def _render_location(loc: Location) -> list[tuple]:
                 continue
             rel = f"{folder}/{name}"
             if data is None:
-                data = with_exif(encode(img, rel, cfg.jpeg_quality), camera_exif(cam.focal_px, size, size))
+                data = with_exif(encode(img, rel, cfg.jpeg_quality),
+                                 camera_exif(cam.focal_px, size, size, bool(cfg.dist)))
                 # a DJI-like camera records its lens and attitude
                 if (cfg.dist or world.terrain is not None) and data[:2] == b"\xff\xd8":
                     data = with_xmp(data, dji_xmp(cam.focal_px, cfg.dist, cam.heading_deg, cam.pitch_deg))

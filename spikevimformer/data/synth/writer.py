@@ -78,11 +78,12 @@ def encode(rgb: np.ndarray, path: str, jpeg_quality: int) -> bytes:
     return buf.tobytes()
 
 
-def camera_exif(focal_px: float, width: int, height: int) -> bytes:
-    """EXIF payload giving a pinhole's focal length the way drone photos carry their intrinsics."""
+def camera_exif(focal_px: float, width: int, height: int, distorted: bool = False) -> bytes:
+    """EXIF payload giving the lens's focal length the way drone photos carry their intrinsics (the Model names a
+    distorting lens, whose coefficients the DJI XMP carries)."""
     exif = Image.Exif()
     exif[0x010F] = "spikevimformer"  # Make
-    exif[0x0110] = "synthetic pinhole"  # Model
+    exif[0x0110] = "synthetic Brown-Conrady lens" if distorted else "synthetic pinhole"  # Model
     sub = exif.get_ifd(_EXIF_IFD)
     sub[0x920A] = float(focal_px) * SENSOR_WIDTH_MM / width  # FocalLength, mm
     sub[0xA20E] = sub[0xA20F] = width / (SENSOR_WIDTH_MM / 10)  # FocalPlaneX/YResolution, px per cm
