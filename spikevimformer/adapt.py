@@ -184,8 +184,8 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
                              world)  # fmt: skip
     index = GalleryIndex.create(out / "index", encoder.identity, IndexConfig(), overwrite=True)
     index.add(tiles, encode_tiles(encoder, tiles, progress=progress))
-    index.save()
     reference_features.store(index, tiles)  # the learned matcher's side of each tile, as index build stores it
+    index.save()
     if cfg.dsm:  # world is set: a DSM needs the area's georeference (_checked)
         terrain.store(index.folder, [terrain.resample_dsm(cfg.dsm, ortho, WorldFile.read(world), cfg.crs,
                                                           raster_size(ortho), cfg.dsm_units)])  # fmt: skip

@@ -181,7 +181,9 @@ def test_an_area_over_a_dsm_renders_its_hills_and_indexes_its_heights(tmp_path, 
     grounds = [float(line.split(",")[11]) for line in (out / "world-train/cameras.csv").read_text().splitlines()[1:]]
     assert max(grounds) - min(grounds) > 2  # the views stand on hills
     capsys.readouterr()
-    assert main(["index", "info", str(out / "index")]) == 0 and "dsm.tif under area.jpg" in capsys.readouterr().out
+    assert main(["index", "info", str(out / "index")]) == 0
+    info = capsys.readouterr().out
+    assert "dsm.tif under area.jpg" in info and "tiles with stored xfeat features" in info  # as index build stores
     for extra, words in [(["--gsd", "0.5"], "--dsm lies on the area's georeference"),
                          (["--heights", str(area)], "pass one")]:  # fmt: skip
         assert main(["adapt", "--ortho", str(area), "--out", str(tmp_path / "bad"), "--dsm",

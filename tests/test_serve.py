@@ -149,3 +149,5 @@ def test_a_camera_file_per_request(server) -> None:
     wrong = httpx.post(f"{url}/localize", files={"image": ("q.png", photo, "image/png")},
                        data={"camera": lens.replace(f'"width": {w}', f'"width": {2 * w + 3}')})
     assert wrong.status_code == 400 and "camera file" in wrong.json()["detail"]
+    alone = httpx.post(f"{url}/localize", files={"camera": ("lens.json", lens.encode(), "application/json")})
+    assert alone.status_code == 400 and "a camera file but no photo" in alone.json()["detail"]

@@ -392,6 +392,16 @@ def test_bad_settings_are_one_sentence_errors():
         SynthConfig(pitch_deg=(15.0, 20.0), fov_deg=60.0).resolved()
 
 
+def test_cli_synth_refuses_a_dsm_it_cannot_place(tmp_path, capsys):
+    for extra, words in [(["--dsm-units", "ft"], "--dsm-units describes a --dsm"),
+                         (["--ground", "o.jpg", "--dsm", "d.tif"], "pass its world file too (--world-file F)"),
+                         (["--dsm", "d.tif"], "pass --ground IMAGE too")]:  # fmt: skip
+        assert main(["synth", "--out", str(tmp_path / "x"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+        assert not (tmp_path / "x").exists()
+
+
 def test_cli_synth(tmp_path, capsys):
     args = ["synth", "--out", str(tmp_path / "cli"), "--locations", "8", "--views", "2", "--image-size", "48",
             "--gsd", "1", "--footprint", "60", "--seed", "9", "--quiet", "--workers", "1"]

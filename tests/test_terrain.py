@@ -20,7 +20,7 @@ from spikevimformer.data.synth import SynthConfig, generate_world
 from spikevimformer.data.synth.camera import Camera
 from spikevimformer.geo.terrain import resample_dsm
 from spikevimformer.geodesy import WorldFile, haversine_m
-from spikevimformer.registration.pose import free_focal, solve_pose
+from spikevimformer.registration.pose import free_focal, radial_distortion, solve_pose
 
 DIST = (-0.26, 0.104, 0.0, 0.0, 0.0)
 
@@ -60,6 +60,19 @@ def test_the_matches_call_for_the_right_focal_length_when_the_lens_is_wrong() ->
     focal, sigma, centre = free_focal(pose, wrong)
     assert focal == pytest.approx(cam.focal_px, rel=0.02) and np.linalg.norm(centre - cam.position) < 0.5
     assert 0 <= sigma < 0.01 * cam.focal_px  # exact correspondences: the estimate is sure of itself
+
+
+def test_the_matches_show_a_distortion_the_lens_leaves_out() -> None:
+    """Pixels of a k1 -0.26 lens taken as a pinhole's: k1 near the lens's, displacing the edge by percents; the
+    same pixels undistorted: k1 near 0."""
+    cam, pts, uv = _view()
+    raw = solve_pose(pts, uv, cam.k, ransac_px=8.0)
+    assert raw is not None
+    k1, sigma, edge = radial_distortion(raw, cam.k)
+    assert -0.35 < k1 < -0.15 and abs(k1) > 4 * sigma and edge < -0.03
+    straight = cv2.undistortPoints(uv.reshape(-1, 1, 2), cam.k, np.asarray(DIST), P=cam.k).reshape(-1, 2)
+    k1, _, edge = radial_distortion(solve_pose(pts, straight, cam.k, ransac_px=2.0), cam.k)
+    assert abs(k1) < 0.01 and abs(edge) < 0.005
 
 
 def test_a_nadir_photo_reports_its_image_up_azimuth_as_heading() -> None:
@@ -230,3 +243,18 @@ def test_a_lens_off_by_a_quarter_gives_no_fix_outside_its_radius(hills, tmp_path
                 assert err <= res["radius_m"], (share, index, row["image"], err, res["radius_m"])
             else:
                 assert res["reason"]
+
+
+def test_a_pinhole_lens_for_a_distorting_camera_gives_no_fix_and_says_so(hills, tmp_path, capsys) -> None:
+    world = hills / "world"
+    lens = json.loads((world / "cameras.json").read_text())
+    for entry in lens.values():
+        entry.update(k1=0.0, k2=0.0)
+    pinhole = tmp_path / "pinhole.json"
+    pinhole.write_text(json.dumps(lens))
+    with (world / "cameras.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if "query_drone" in r["image"]][:3]
+    reasons = [_answer(capsys, hills / "idx", world / r["image"], "--camera", str(pinhole)) for r in rows]
+    assert not any(r["fix"] for r in reasons)
+    assert any("the matches show lens distortion" in r["reason"] and "--camera cameras.json" in r["reason"]
+               for r in reasons)  # fmt: skip

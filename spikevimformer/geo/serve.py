@@ -62,7 +62,9 @@ async def _image_part(request, body: bytes) -> tuple[bytes, str, str, bytes | No
             camera = await camera.read() if hasattr(camera, "read") else camera.encode()
         upload = form.get("image") or next((v for k, v in form.items() if hasattr(v, "read") and k != "camera"), None)
         if upload is None or not hasattr(upload, "read"):
-            raise HTTPProblem(400, "the form has no file field; send the photo as field 'image'")
+            raise HTTPProblem(400, "the form has a camera file but no photo; send the photo as field 'image'"
+                              if camera is not None else "the form has no file field; send the photo as field "
+                              "'image'")  # fmt: skip
         data = await upload.read()
         part_type = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
         return data, part_type, upload.filename or "upload", camera
