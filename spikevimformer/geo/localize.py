@@ -385,7 +385,7 @@ class Localizer:
                  "flat (check --camera/--fov, or index the terrain with --dsm)")  # fmt: skip
         radial = radial_distortion(pose, intr.matrix)
         if (radial is not None and abs(radial[0]) > DISTORTION_K1 and abs(radial[2]) > DISTORTION_SHARE
-                and abs(radial[0]) > FOCAL_SIGMAS * radial[1]):  # fmt: skip
+                and abs(radial[0]) > DISTORTION_SIGMAS * radial[1]):  # fmt: skip
             left = (f"left after undistorting with the lens ({intr.source}): its focal length or distortion is "
                     "wrong (check --camera)") if "undistorted" in intr.source else (
                 f"that the lens ({intr.source}) does not model: give the camera's calibration (--camera "
@@ -592,6 +592,7 @@ LENS_PROBLEMS = (LENS_DISAGREES, UNMODELLED_DISTORTION)
 DISTORTION_K1, DISTORTION_SHARE = 0.1, 0.015  # k1, and radial displacement at the farthest inlier (k1 r^2), a
 # lens may leave unmodelled: four real DJI frames with a bare --fov showed k1 -0.14..-0.25 (2-9 % at the edge);
 # right lenses on a hilly synthetic world up to |k1| 0.08 (1.8 %), on the real frames 0.006 (0.4 %)
+DISTORTION_SIGMAS = 3.0  # and this many standard errors from 0 (a bare 256 px photo of a k1 -0.25 lens: -0.29 +- 0.08)
 FOCAL_SWEEP = np.linspace(0.6, 1.6, 11)  # focal lengths (shares of the lens's) the pose is solved at again
 FOCAL_GAIN, FOCAL_GAIN_MIN = 1.15, 3  # a focal length whose pose keeps this many times (and this many, and the
 # square root of its count, more) inliers than the lens's, and further than focal_tolerance from it, contradicts the
