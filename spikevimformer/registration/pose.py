@@ -165,44 +165,48 @@ FREE_FOCAL_FLAGS = (cv2.CALIB_USE_INTRINSIC_GUESS | cv2.CALIB_FIX_PRINCIPAL_POIN
                     | cv2.CALIB_ZERO_TANGENT_DIST | cv2.CALIB_FIX_K1 | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3)  # fmt: skip
 
 
+def _one_view(pose: Pose, k: np.ndarray, flags: int, least: int) -> tuple | None:
+    """calibrateCameraExtended on the pose's inliers alone, started from K: (K, dist, rvec, tvec, std), or None
+    with fewer than `least` points or when OpenCV fails."""
+    obj, px = pose.object_points, pose.image_points
+    if len(obj) < least:
+        return None
+    size = (int(round(2 * k[0, 2] + 1)), int(round(2 * k[1, 2] + 1)))
+    try:
+        _, found, dist, rvecs, tvecs, std, *_ = cv2.calibrateCameraExtended(
+            [obj.astype(np.float32)], [px.astype(np.float32)], size, k.copy(), np.zeros(5), flags=flags)
+    except cv2.error:
+        return None
+    return found, dist.ravel(), rvecs[0], tvecs[0], std.ravel()
+
+
 def free_focal(pose: Pose, k: np.ndarray) -> tuple[float, float, np.ndarray] | None:
     """The focal length (px) the pose's inliers call for, its standard error (px), and the camera centre (3,)
     with it: OpenCV's calibrateCameraExtended on one view, principal point and aspect ratio held, no distortion
     (the photo is undistorted already), started from K. A view of a plane pins the focal length only when oblique
     (Zhang, 2000); None when the fit fails."""
-    obj, px = pose.object_points, pose.image_points
-    if len(obj) < 6:
+    fit = _one_view(pose, k, FREE_FOCAL_FLAGS, 6)
+    if fit is None:
         return None
-    size = (int(round(2 * k[0, 2] + 1)), int(round(2 * k[1, 2] + 1)))
-    try:
-        _, found, _, rvecs, tvecs, std, *_ = cv2.calibrateCameraExtended(
-            [obj.astype(np.float32)], [px.astype(np.float32)], size, k.copy(), np.zeros(5), flags=FREE_FOCAL_FLAGS)
-    except cv2.error:
-        return None
-    focal, sigma = float(found[0, 0]), float(std[1, 0])  # with the aspect ratio held, fy carries the error
+    found, _, rvec, tvec, std = fit
+    focal, sigma = float(found[0, 0]), float(std[1])  # with the aspect ratio held, fy carries the error
     if not (math.isfinite(focal) and focal > 0 and math.isfinite(sigma)):
         return None
-    return focal, sigma, camera_centre(rvecs[0], tvecs[0])
+    return focal, sigma, camera_centre(rvec, tvec)
 
 
 def radial_distortion(pose: Pose, k: np.ndarray) -> tuple[float, float, float] | None:
     """(k1, its standard error, k1 x r^2 at the farthest inlier) that the pose's inliers call for, focal length and
     k1 set free (OpenCV's radial model, normalised by the focal length; calibrateCameraExtended on one view). The
     photo is undistorted already, so a lens that models it leaves k1 near 0 (|k1 r^2| <= 0.4 % on four real DJI
-    frames); an unmodelled one shows (k1 -0.15..-0.20, 3-10 % at the edge, for the same frames with a bare field of
+    frames); an unmodelled one shows (k1 -0.14..-0.25, 2-9 % at the edge, for the same frames with a bare field of
     view). None when the fit fails."""
-    obj, px = pose.object_points, pose.image_points
-    if len(obj) < 8:
+    fit = _one_view(pose, k, FREE_FOCAL_FLAGS & ~cv2.CALIB_FIX_K1, 8)
+    if fit is None:
         return None
-    size = (int(round(2 * k[0, 2] + 1)), int(round(2 * k[1, 2] + 1)))
-    try:
-        _, found, dist, _, _, std, *_ = cv2.calibrateCameraExtended(
-            [obj.astype(np.float32)], [px.astype(np.float32)], size, k.copy(), np.zeros(5),
-            flags=FREE_FOCAL_FLAGS & ~cv2.CALIB_FIX_K1)  # fmt: skip
-    except cv2.error:
-        return None
-    k1, sigma = float(dist.ravel()[0]), float(std.ravel()[4])
-    reach = float(np.hypot(*(px - k[:2, 2]).T).max() / found[0, 0])
+    found, dist, _, _, std = fit
+    k1, sigma = float(dist[0]), float(std[4])  # std: fx, fy, cx, cy, k1, ...
+    reach = float(np.hypot(*(pose.image_points - k[:2, 2]).T).max() / found[0, 0])
     if not (math.isfinite(k1) and math.isfinite(sigma) and abs(k1) <= 2.0):  # beyond: a degenerate fit
         return None
     return k1, sigma, k1 * reach * reach
