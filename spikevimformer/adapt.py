@@ -278,10 +278,6 @@ def _checked(cfg: AdaptConfig, georeferenced: bool) -> AdaptConfig:
     if cfg.dsm and not georeferenced:
         raise ValueError("--dsm lies on the area's georeference, and this orthophoto has none: give it a world file "
                          "or GeoTIFF tags instead of --gsd")  # fmt: skip
-    if cfg.dsm and cfg.heights:
-        raise ValueError("--dsm and --heights both give the surface's heights: pass one")
-    if cfg.dsm_units and not cfg.dsm:
-        raise ValueError("--dsm-units describes a --dsm; pass --dsm DSM.tif too")
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be at least 2, got {cfg.batch_size}")
     probe = replace(cfg, world_file=cfg.world_file or "area.wld") if georeferenced else cfg

@@ -101,8 +101,6 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
 def run(args: argparse.Namespace) -> int:
     if args.relief_m and args.ground:
         raise ValueError("--relief-m shapes the procedural world's terrain; a --ground orthophoto keeps its own")
-    if args.dsm_units and not args.dsm:
-        raise ValueError("--dsm-units describes a --dsm; pass --dsm DSM.tif too")
     if args.dsm and args.ground and not args.world_file:
         raise ValueError("--dsm lies on the orthophoto's georeference: pass its world file too (--world-file F)")
     if (args.world_file or args.heights or args.dsm) and not args.ground:

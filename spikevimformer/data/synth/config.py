@@ -131,6 +131,8 @@ class SynthConfig:
                              "procedural world takes --relief-m)")  # fmt: skip
         if self.dsm and self.heights:
             raise ValueError("--dsm and --heights both give the surface's heights: pass one")
+        if self.dsm_units and not self.dsm:
+            raise ValueError("--dsm-units describes a --dsm; pass --dsm DSM.tif too")
         if self.dsm_units not in (None, "m", "ft"):
             raise ValueError(f"DSM units must be 'm' or 'ft', got {self.dsm_units!r}")
         if not 30 <= self.jpeg_quality <= 100:
