@@ -127,19 +127,22 @@ def world_rows(world: Path, tmp: Path, features: list[str], photos: int, label: 
 
 
 KEYS = ("fix_rate", "camera_within_5m", "camera_within_25m", "false_fix_rate", "radius95_coverage",
-        "camera_median_error_m", "R@1", "R@1_verified", "R@5", "register_s_per_image", "tile_radius95_coverage",
-        "tile_median_radius_m")  # fmt: skip
+        "fix_median_radius_m", "camera_median_error_m", "R@1", "R@1_verified", "R@5", "register_s_per_image",
+        "tile_radius95_coverage", "tile_median_radius_m")  # fmt: skip
 HEADER = (f"{'world':<60} {'features':<8} {'photos':>6} {'fix':>6} {'<=5 m':>6} {'<=25 m':>6} {'false':>6} "
-          f"{'radius':>6} {'median m':>8} {'R@1 -> verified':>15} {'s/photo':>8} {'no fix: radius holds, median':>29}")
+          f"{'radius':>6} {'r med':>6} {'median m':>8} {'R@1 -> verified':>15} {'s/photo':>8} "
+          f"{'no fix: radius holds, median':>29}")
 
 
 def _row(r: dict) -> str:
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     med = "-" if r["camera_median_error_m"] is None else f"{r['camera_median_error_m']:.2f}"
+    rmed = "-" if r["fix_median_radius_m"] is None else f"{r['fix_median_radius_m']:.1f}"
     tile = "-" if r["tile_median_radius_m"] is None else f"{r['tile_median_radius_m']:.0f} m"
     return (f"{r['world']:<60} {r['features']:<8} {r['photos']:>6} {pct(r['fix_rate']):>6} "
             f"{pct(r['camera_within_5m']):>6} {pct(r['camera_within_25m']):>6} {pct(r['false_fix_rate']):>6} "
-            f"{pct(r['radius95_coverage']):>6} {med:>8} {pct(r['R@1']) + ' -> ' + pct(r['R@1_verified']):>15} "
+            f"{pct(r['radius95_coverage']):>6} {rmed:>6} {med:>8} "
+            f"{pct(r['R@1']) + ' -> ' + pct(r['R@1_verified']):>15} "
             f"{r['s_per_photo']:>8.2f} {pct(r['tile_radius95_coverage']):>16} % of {tile:>7}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -166,6 +167,19 @@ def test_ctrl_c_in_any_stage_says_how_to_continue(area, tmp_path, capsys, monkey
     monkeypatch.setattr(adapt_module, "adapt", interrupted)
     assert main(["adapt", "--ortho", str(area), "--out", str(tmp_path / "out")]) == 130
     assert "run the same command with --resume to continue in" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_the_fine_tune_is_told_once(area, tmp_path, capsys, monkeypatch):
+    import spikevimformer.adapt as adapt_module
+    from spikevimformer.engine.signals import Interrupted
+
+    def fine_tune_interrupted(*args, **kwargs):
+        print("interrupted at step 3: saved ...; continue with ...", file=sys.stderr)  # as the trainer says it
+        raise Interrupted
+
+    monkeypatch.setattr(adapt_module, "adapt", fine_tune_interrupted)
+    assert main(["adapt", "--ortho", str(area), "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.count("interrupted") == 1
 
 
 def test_an_area_over_a_dsm_renders_its_hills_and_indexes_its_heights(tmp_path, capsys):

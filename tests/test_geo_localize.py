@@ -131,7 +131,10 @@ def test_add_folder_tiles_then_localize(world_index, tmp_path, capsys) -> None:
     (tmp_path / "new.csv").write_text("id,latitude,longitude,footprint_m\nn1,47.5,8.6,120\n")
     assert main(["index", "add", str(idx), "--random-init", "--tiles", str(tmp_path / "new"), "--csv",
                  str(tmp_path / "new.csv")]) == 0  # fmt: skip
-    assert _run_json(capsys, ["index", "info", str(idx), "--json"])["count"] == 8
+    before = {key: GalleryIndex.load(idx_src).info()[key] for key in ("reference_features", "invariant_features")}
+    info = _run_json(capsys, ["index", "info", str(idx), "--json"])
+    assert info["count"] == 8  # tiles without imagery beyond themselves: no features of either kind
+    assert {key: info[key] for key in before} == before
     out = _run_json(capsys, ["localize", str(tmp_path / "new" / "n1.png"), "--index", str(idx), "--json",
                              "--random-init"])  # fmt: skip
     assert out["results"][0]["matches"][0]["id"] == "n1"

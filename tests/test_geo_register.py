@@ -18,7 +18,7 @@ from spikevimformer.geo.localize import open_localizer
 from spikevimformer.geo.tiles import world_tiles
 from spikevimformer.geo.windows import read_window
 from spikevimformer.geodesy import LocalFrame, haversine_m
-from spikevimformer.registration import RegisterConfig
+from spikevimformer.registration import RegisterConfig, Registrar
 
 K = "9"  # the whole gallery: every candidate is verified, so re-ranking alone decides
 
@@ -195,7 +195,7 @@ def test_serve_answers_with_the_camera_and_takes_a_lens_per_request(world, tmp_p
         plain = httpx.post(f"{url}/localize", content=bare, headers={"content-type": "image/png"}).json()
         assert not plain["fix"] and "?fov=" in plain["reason"] and plain["look_at"] is not None
         lens = httpx.post(f"{url}/localize?fov={fov}", content=bare, headers={"content-type": "image/png"}).json()
-        assert lens["fix"] and lens["intrinsics"].startswith("--fov")
+        assert lens["fix"] and lens["intrinsics"].startswith("?fov=")  # named as it was given
         bad = httpx.post(f"{url}/localize?fov=500", content=bare, headers={"content-type": "image/png"})
         assert bad.status_code == 400 and "field of view" in bad.json()["detail"]
         refused = httpx.post(f"{url}/localize", content=liar.getvalue(), headers={"content-type": "image/jpeg"})
@@ -271,6 +271,30 @@ def test_reference_features_survive_save_and_load(world) -> None:
     full, coarse, scale = stored[index.tiles[0].id]
     assert len(full) > 100 and full.descriptors.shape[1] == 64 and 0 < scale <= 1 and len(coarse) > 50
     assert np.allclose(np.linalg.norm(full.descriptors, axis=1), 1.0, atol=1e-2)  # fp16 round trip
+
+
+def test_stored_sift_features_are_exact_and_serve_the_query_as_computed_ones_would(world) -> None:
+    from spikevimformer.geo.index import GalleryIndex
+
+    root, idx = world
+    index = GalleryIndex.load(str(idx))
+    sift = index.reference_features("invariant")
+    assert set(sift) == {t.id for t in index.tiles} and index.feature_settings["invariant"]["matcher"] == "sift"
+    tile = index.tiles[0]
+    stored, coarse, _ = sift[tile.id]
+    cfg = RegisterConfig()
+    fresh = Registrar(RegisterConfig(features="sift"))
+    computed, _, _ = fresh.reference(read_window(tile, cfg.margin, cfg.reference_max_px), fresh.invariant)
+    assert coarse is None and stored.descriptors.dtype == np.uint8 and len(stored) > 100
+    assert np.array_equal(stored.keypoints, computed.keypoints)
+    assert np.array_equal(stored.descriptors.astype(np.float32), computed.descriptors)  # whole numbers: exact
+    loc = open_localizer(str(idx), k=int(K), random_init=True)
+    rel = "University-1652/test/query_drone/0008/image-01.jpeg"
+    (with_stored,) = loc.localize_files([str(root / rel)])
+    assert loc.registrar._stored and all(name in ("sift", "xfeat") for _, name in loc.registrar._stored)
+    loc.registrar._stored.clear()  # every window described again for this photo
+    (recomputed,) = loc.localize_files([str(root / rel)])
+    assert with_stored.fix and with_stored.camera == recomputed.camera and with_stored.inliers == recomputed.inliers
 
 
 def test_a_photo_with_a_malformed_xmp_packet_is_answered_with_a_warning(world, capsys, tmp_path) -> None:

@@ -30,10 +30,11 @@ MODEL_COMMANDS = {
     ("index", "build"): ["--out", "idx", "--world", "w"],
     ("index", "add"): ["idx", "--world", "w"],
     ("localize",): ["q.png", "--index", "idx"],
+    ("flight",): ["frames", "--index", "idx"],
     ("serve",): ["--index", "idx"],
     ("export",): ["--out", "m.onnx"],
 }
-WITH_ONNX = {("index", "build"), ("index", "add"), ("localize",), ("serve",)}
+WITH_ONNX = {("index", "build"), ("index", "add"), ("localize",), ("flight",), ("serve",)}
 MODEL_FLAGS = {"--checkpoint", "--variant", "--init"}
 
 

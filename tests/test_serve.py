@@ -142,6 +142,9 @@ def test_a_camera_file_per_request(server) -> None:
     for r in (as_file, as_text):
         assert r.status_code == 200, r.text
         assert "form field 'camera'" in r.json()["intrinsics"]
+    assert as_file.json()["intrinsics"].startswith("lens.json (form field 'camera')")  # the upload by its name
+    by_fov = httpx.post(f"{url}/localize?fov=55", files={"image": ("q.png", photo, "image/png")})
+    assert by_fov.status_code == 200 and by_fov.json()["intrinsics"] == "?fov= 55"  # named as it was given
     assert plain.status_code == 200 and "camera" not in (plain.json()["intrinsics"] or "")
     bad = httpx.post(f"{url}/localize", files={"image": ("q.png", photo, "image/png")},
                      data={"camera": '{"projection_type": "spherical"}'})

@@ -7,6 +7,9 @@ import csv
 import hashlib
 import json
 import math
+import multiprocessing as mp
+import signal
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from spikevimformer.cli.synth import config_from_args
 from spikevimformer.data.synth import Camera, GeoRef, SynthConfig, build_world, drone_view, generate_world, view_reach_m
 from spikevimformer.data.synth.epochs import Sensor, sense
 from spikevimformer.data.synth.geo import georef_from_world_file
-from spikevimformer.data.synth.pipeline import CAMERA_COLUMNS, assign
+from spikevimformer.data.synth.pipeline import CAMERA_COLUMNS, _sigint_blocked, assign
 from spikevimformer.data.synth.writer import camera_exif, with_exif
 from spikevimformer.geodesy import WorldFile, haversine_m
 
@@ -593,3 +596,19 @@ def test_cli_makes_new_procedural_worlds_two_dates_apart():
     assert cfg.epoch_gap == 0.5
     assert config_from_args(parser.parse_args(["synth", "--out", "x", "--ground", "o.png"])).epoch_gap == 0.0
     assert config_from_args(parser.parse_args(["synth", "--out", "x", "--epoch-gap", "0"])).epoch_gap == 0.0
+
+
+def _report_sigint_blocked(queue) -> None:
+    queue.put(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no signal masks on Windows")
+def test_render_workers_never_see_ctrl_c_and_this_process_gets_it_back() -> None:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with _sigint_blocked():
+        child = ctx.Process(target=_report_sigint_blocked, args=(queue,))
+        child.start()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert queue.get(timeout=60) is True  # a Ctrl-C to the process group leaves the worker alone
+    child.join(60)

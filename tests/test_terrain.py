@@ -258,4 +258,11 @@ def test_a_pinhole_lens_for_a_distorting_camera_gives_no_fix_and_says_so(hills, 
     reasons = [_answer(capsys, hills / "idx", world / r["image"], "--camera", str(pinhole)) for r in rows]
     assert not any(r["fix"] for r in reasons)
     assert any("the matches show lens distortion" in r["reason"] and "--camera cameras.json" in r["reason"]
-               for r in reasons)  # fmt: skip
+               and "not flat" not in r["reason"] for r in reasons)  # fmt: skip
+    flat = [_answer(capsys, hills / "flat", world / r["image"], "--camera", str(pinhole)) for r in rows]
+    for row, res in zip(rows, flat, strict=True):  # on flat ground relief bends the matches too: honest or refused
+        if res["fix"]:
+            assert haversine_m(float(row["latitude"]), float(row["longitude"]), res["camera"]["latitude"],
+                               res["camera"]["longitude"]) <= res["radius_m"]  # fmt: skip
+        elif "lens distortion" in res["reason"]:
+            assert "the ground is not flat" in res["reason"]

@@ -6,13 +6,17 @@ import argparse
 import importlib
 import sys
 
+import torch
+
 from .. import __version__
+from ..data.images import BadImageError
+from ..engine.signals import Interrupted
 from ..progress import set_progress
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 COMMANDS = (
     "demo", "info", "synth", "data", "train", "evaluate", "robustness", "energy", "visualize",
-    "index", "localize", "serve", "export", "adapt",
+    "index", "localize", "flight", "serve", "export", "adapt",
 )
 
 
@@ -42,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that run long enough for progress bars, hence take --no-progress.
 LONG = {"demo", "adapt", "synth", "data check", "train", "evaluate", "robustness", "energy", "visualize strips",
-        "index build", "index add", "localize", "export"}  # fmt: skip
+        "index build", "index add", "localize", "flight", "export"}  # fmt: skip
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -75,21 +79,23 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "no_progress", False):
-        set_progress(False)
-    if args.threads:
-        import torch
+    try:  # also a Ctrl-C while the commands' modules load (the package's own imports come before: torch)
+        args = build_parser().parse_args(argv)
+        if getattr(args, "no_progress", False):
+            set_progress(False)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    except KeyboardInterrupt as exc:
+        if not isinstance(exc, Interrupted):  # the trainer has said what it saved and how to go on
+            print("\ninterrupted", file=sys.stderr)  # on a line of its own, not after a progress bar
+        return 130
 
-        torch.set_num_threads(args.threads)
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)  # on a line of its own, not after a progress bar
-        return 130
     except (FileNotFoundError, FileExistsError, ValueError) as exc:  # bad input: one readable line, no traceback
-        from ..data.images import BadImageError
-
         hint = ""
         if isinstance(exc, BadImageError) and hasattr(args, "skip_bad_images"):
             hint = "; remove or replace it, or pass --skip-bad-images to skip and list such files"

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..engine.signals import Interrupted
 from .common import add_overwrite
 
 
@@ -82,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     try:
         report = adapt(cfg, resume=args.resume, progress=not args.no_progress)
-    except KeyboardInterrupt:  # the stages before and after the fine-tune say nothing of their own
-        print(f"\nadapt interrupted: run the same command with --resume to continue in {out}", file=sys.stderr)
-        raise
+    except KeyboardInterrupt as exc:  # the stages before and after the fine-tune say nothing of their own
+        if not isinstance(exc, Interrupted):
+            print(f"\nadapt interrupted: run the same command with --resume to continue in {out}", file=sys.stderr)
+        raise Interrupted from None
     print(summary(report))
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0

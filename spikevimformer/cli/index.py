@@ -99,8 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
     b.add_argument("--no-reference-features", action="store_true",
-                   help="do not store learned (XFeat) features of the registration windows; `localize` then "
-                        "registers with SIFT alone, which fails across dates and sensors")  # fmt: skip
+                   help="do not store the features (XFeat and SIFT) of the registration windows (about 1.4 MB a "
+                        "tile); `localize` then registers with SIFT alone, which fails across dates and sensors, "
+                        "and describes each candidate's window per photo")  # fmt: skip
     b.set_defaults(func=run_build)
 
     a = cmds.add_parser("add", help="encode more tiles into an existing index (same model)")
@@ -135,7 +136,7 @@ def run_build(args: argparse.Namespace) -> int:
     stored = len(index.reference_features()) if index.reference_settings else 0
     print(f"built {args.out}: {len(index)} tiles, {index.index_params['kind']} index, "
           f"{encoder.identity.variant} {encoder.identity.dim}-d at {encoder.identity.image_size} px, "
-          f"learned reference features for {stored} tiles"
+          f"reference features (learned and SIFT) for {stored} tiles"
           + "".join(f"; terrain from {Path(g.source).name} ({100 * np.isfinite(g.heights).mean():.0f} % of the "
                     f"orthophoto covered, heights {np.nanmin(g.heights):.1f}..{np.nanmax(g.heights):.1f} m)"
                     for g in grids))  # fmt: skip
@@ -150,8 +151,8 @@ def run_add(args: argparse.Namespace) -> int:
     index = GalleryIndex.load(args.index, expect=encoder.identity)
     before = len(index)
     index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
-    if index.reference_settings is not None:
-        reference_features.store(index, tiles, index.reference_settings)
+    if index.feature_settings:  # as the index's tiles have them (an index built before has none, or learned ones)
+        reference_features.store(index, tiles, list(index.feature_settings))
     index.save()
     if grids:  # the new orthophoto's heights join (or replace) those stored for others
         terrain.store(index.folder, [*(g for g in terrain.load(index.folder).values()
@@ -176,10 +177,13 @@ def run_info(args: argparse.Namespace) -> int:
     ref = info["with_reference"]
     print(f"  reference   {ref} of {info['count']} tiles have imagery for registration"
           + ("" if ref else " (built before registration: rebuild for camera positions)"))  # fmt: skip
-    rf = info.get("reference_features")
+    rf, inv = info.get("reference_features"), info.get("invariant_features")
     print(f"  features    {rf['tiles']} tiles with stored {rf['matcher']} features for registration" if rf else
           "  features    no stored learned features (localize registers with SIFT alone: rebuild for learned "
           "ones)")  # fmt: skip
+    print(f"              {inv['tiles']} tiles with stored {inv['matcher']} features" if inv else
+          "              no stored SIFT features (each photo describes its candidates' windows: rebuild to store "
+          "them)")  # fmt: skip
     dsm = "; ".join(f"{Path(g['source']).name} under {Path(g['image']).name} ({100 * g['valid_share']:.0f} % covered, "
                     f"heights {g['height_range_m'][0]:.1f}..{g['height_range_m'][1]:.1f} m)"
                     for g in (info["terrain"] or {}).get("grids", []))  # fmt: skip

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 from ..data.synth import LAYOUTS, NEW_WORLD_EPOCH_GAP, SynthConfig, default_workers, generate_world
+from ..data.synth.flight import FlightPlan, render_flight
 from .common import add_image_size
 
 
@@ -65,6 +67,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--heights", metavar="IMAGE", help="or the surface heights as an image aligned with --ground "
                                                       "pixel for pixel (grey level x --height-scale = metres)")
     w.add_argument("--height-scale", type=float, default=1.0)
+    f = p.add_argument_group("flight", "also fly over the world: OUT/flight/frames/ and OUT/flight/cameras.csv, "
+                             "for `spikevimformer flight --truth`")  # fmt: skip
+    f.add_argument("--flight", type=int, metavar="FRAMES", help="frames of a flight through the test locations")
+    f.add_argument("--flight-fps", type=float, default=FlightPlan.fps, help="frames per second")
+    f.add_argument("--flight-speed", type=float, default=FlightPlan.speed_mps, help="metres per second")
+    f.add_argument("--flight-height", type=float, default=FlightPlan.altitude_m, help="metres above the ground")
+    f.add_argument("--flight-pitch", type=float, default=FlightPlan.pitch_deg, help="degrees below the horizon")
+    f.add_argument("--flight-size", type=int, default=FlightPlan.size, help="frame size in px")
+    f.add_argument("--flight-blank", type=int, nargs=2, metavar=("FIRST", "END"),
+                   help="frames [FIRST, END) over featureless water (nothing to register)")
     p.add_argument("--workers", type=int, default=default_workers(), help="rendering processes")
     p.add_argument("--overwrite", action="store_true", help="replace an existing world in --out")
     p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true", help="no progress bar")
@@ -106,8 +118,14 @@ def run(args: argparse.Namespace) -> int:
     if (args.world_file or args.heights or args.dsm) and not args.ground:
         raise ValueError("--world-file, --dsm and --heights describe a --ground orthophoto; pass --ground IMAGE too "
                          "(the procedural world's hills: --relief-m)")  # fmt: skip
+    plan = None
+    if args.flight is not None:  # checked before minutes of rendering
+        plan = FlightPlan(args.flight, args.flight_fps, args.flight_speed, args.flight_height, args.flight_pitch,
+                          args.flight_size, tuple(args.flight_blank) if args.flight_blank else None)  # fmt: skip
     summary = generate_world(config_from_args(args), args.out, workers=args.workers, overwrite=args.overwrite,
                              progress=not args.quiet)
+    if plan is not None:
+        render_flight(config_from_args(args), plan, Path(args.out) / "flight", progress=not args.quiet)
     if args.json:
         print(json.dumps({"out": str(summary.out_dir), "dataset": str(summary.dataset_dir), "seed": summary.seed,
                           "counts": summary.counts, "baseline": summary.baseline, "world": summary.world,
@@ -133,5 +151,9 @@ def run(args: argparse.Namespace) -> int:
               f"through a {e['sensor']['gsd_m']:.2g} m sensor (world.json: epochs; --epoch-gap 0 for one date)")
     for note in summary.notes:
         print(f"  note: {note}")
+    if plan is not None:
+        print(f"  flight: {plan.frames} frames at {plan.fps:g} fps in {Path(args.out) / 'flight'} (next: "
+              f"spikevimformer flight {Path(args.out) / 'flight' / 'frames'} --index INDEX --truth "
+              f"{Path(args.out) / 'flight' / 'cameras.csv'})")
     print(f"  next: spikevimformer data check {summary.dataset_dir}")
     return 0

@@ -9,6 +9,11 @@ import time
 from typing import Any
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C (or SIGTERM) whose consequences the user was already told (what was saved, how to go on): the
+    command line says nothing more."""
+
+
 class StopSignals:
     """Ctrl-C or SIGTERM (a scheduler's kill, `kill PID`) asks the loop to save and stop after the current step.
 

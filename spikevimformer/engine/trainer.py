@@ -45,7 +45,7 @@ from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
 from .evaluate import evaluate_sets, extract
 from .runlog import RunLog
 from .schedule import warmup_cosine, warmup_steps
-from .signals import StopSignals, ignore_stop_signals
+from .signals import Interrupted, StopSignals, ignore_stop_signals
 from .threads import ThreadGovernor
 
 
@@ -467,7 +467,7 @@ class Trainer:
             self.save()
             print(f"\ninterrupted at step {self.step}: saved {self.out_dir / 'last.pt'}; "
                   f"continue with {self.resume_hint}", file=sys.stderr)
-            raise
+            raise Interrupted from None
         finally:
             stop.restore()
             torch.set_num_threads(threads)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..fileio import atomic_write
 from . import reference_features
+from .reference_features import LEARNED_KIND
 from .tiles import Tile
 
 FORMAT = "spikevimformer-gallery/1"
@@ -193,8 +194,10 @@ class GalleryIndex:
         self._files: dict[str, str] = {}
         self.generation = 0
         self._ids: set[str] = set()
-        self.reference_settings: dict | None = None  # what the stored reference features were computed with
-        self._reference: dict | None = None  # tile id -> reference_features.Entry, read on demand
+        # per kind of stored reference features (reference_features.KINDS): what they were computed with, and
+        # tile id -> reference_features.Entry, read on demand
+        self.feature_settings: dict[str, dict] = {}
+        self._features: dict[str, dict] = {}
 
     # --- construction -----------------------------------------------------------------------------------
 
@@ -240,7 +243,8 @@ class GalleryIndex:
         missing = [name for name in self._files.values() if not (folder / name).is_file()]
         if missing:
             raise FileNotFoundError(f"gallery index {folder} is incomplete: {', '.join(missing)} missing")
-        self.reference_settings = manifest.get("reference_features")
+        self.feature_settings = {kind: manifest[key] for kind, key in reference_features.MANIFEST_KEYS.items()
+                                 if manifest.get(key) is not None}  # fmt: skip
         self.tiles = _read_tiles(folder / self._files["tiles"])
         self._ids = {t.id for t in self.tiles}
         self._descriptors = None  # loaded on demand: search needs only faiss
@@ -270,20 +274,26 @@ class GalleryIndex:
             self._descriptors = np.load(self.folder / self._files["descriptors"], mmap_mode="r")
         return self._descriptors
 
-    def reference_features(self) -> dict:
-        """Stored learned features of the tiles' registration windows by tile id (empty for an index built before
-        they were stored)."""
-        if self._reference is None:
-            name = self._files.get("reference")
-            self._reference = reference_features.read(str(self.folder / name)) if name else {}
-        return self._reference
+    @property
+    def reference_settings(self) -> dict | None:
+        """What the stored learned reference features were computed with (None: none stored)."""
+        return self.feature_settings.get(LEARNED_KIND)
 
-    def add_reference_features(self, entries: dict, settings: dict) -> None:
-        """Store reference features for tiles; settings other than those already stored replace them all."""
-        if self.reference_settings not in (None, settings):
-            self._reference = {}
-        self._reference = {**self.reference_features(), **entries}
-        self.reference_settings = settings
+    def reference_features(self, kind: str = LEARNED_KIND) -> dict:
+        """Stored features of the tiles' registration windows by tile id, of one kind (reference_features.KINDS;
+        empty for an index built before they were stored)."""
+        if kind not in self._features:
+            name = self._files.get(reference_features.FILE_KEYS[kind])
+            self._features[kind] = reference_features.read(str(self.folder / name), kind) if name else {}
+        return self._features[kind]
+
+    def add_reference_features(self, entries: dict, settings: dict,
+                               kind: str = LEARNED_KIND) -> None:  # fmt: skip
+        """Store reference features of one kind for tiles; settings other than those already stored replace them
+        all."""
+        kept = self.reference_features(kind) if self.feature_settings.get(kind) in (None, settings) else {}
+        self._features[kind] = {**kept, **entries}
+        self.feature_settings[kind] = settings
 
     @property
     def index_params(self) -> dict:
@@ -345,10 +355,11 @@ class GalleryIndex:
         atomic_write(self.folder / files["descriptors"], lambda p: _write_npy(p, desc))
         atomic_write(self.folder / files["tiles"], lambda p: _write_tiles(p, self.tiles))
         atomic_write(self.folder / files["faiss"], lambda p: faiss.write_index(self._faiss.index, p))
-        if self.reference_settings is not None:
-            files["reference"] = f"reference.{gen}.npz"
-            entries = self.reference_features()
-            atomic_write(self.folder / files["reference"], lambda p: reference_features.write(p, entries))
+        for kind in self.feature_settings:
+            key = reference_features.FILE_KEYS[kind]
+            files[key] = f"{key}.{gen}.npz"
+            entries = self.reference_features(kind)
+            atomic_write(self.folder / files[key], lambda p, e=entries, k=kind: reference_features.write(p, e, k))
         manifest = {
             "format": FORMAT,
             "generation": gen,
@@ -357,7 +368,7 @@ class GalleryIndex:
             "config": asdict(self.config),
             "index": self._faiss.params,
             "files": files,
-            **({"reference_features": self.reference_settings} if self.reference_settings is not None else {}),
+            **{reference_features.MANIFEST_KEYS[kind]: v for kind, v in self.feature_settings.items()},
             "sources": sorted({t.source for t in self.tiles}),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -381,8 +392,9 @@ class GalleryIndex:
             "sources": sorted({t.source for t in self.tiles}),
             "generation": self.generation,
             "with_reference": sum(1 for t in self.tiles if t.ref_image and t.ref_affine is not None),
-            "reference_features": (dict(self.reference_settings, tiles=len(self.reference_features()))
-                                   if self.reference_settings is not None else None),
+            **{key: (dict(self.feature_settings[kind], tiles=len(self.reference_features(kind)))
+                     if kind in self.feature_settings else None)
+               for kind, key in reference_features.MANIFEST_KEYS.items()},
         }
         if len(self):
             out["extent"] = {

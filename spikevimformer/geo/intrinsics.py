@@ -90,10 +90,10 @@ def check_fov(fov_deg: float) -> None:
         raise ValueError(f"field of view must lie in {lo:g}..{hi:g} degrees, got {fov_deg:g}")
 
 
-def from_fov(fov_deg: float, width: int, height: int) -> Intrinsics:
-    """Horizontal field of view in degrees -> focal length in pixels."""
+def from_fov(fov_deg: float, width: int, height: int, flag: str = "--fov") -> Intrinsics:
+    """Horizontal field of view in degrees -> focal length in pixels; `flag` names where it was given."""
     check_fov(fov_deg)
-    return Intrinsics((width / 2) / math.tan(math.radians(fov_deg) / 2), width, height, f"--fov {fov_deg:g}")
+    return Intrinsics((width / 2) / math.tan(math.radians(fov_deg) / 2), width, height, f"{flag} {fov_deg:g}")
 
 
 def _positive(value, what: str, label: str) -> float | None:

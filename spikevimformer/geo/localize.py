@@ -15,6 +15,7 @@ from PIL import Image
 from ..data.images import shape_warning
 from ..geodesy import LocalFrame, haversine_m
 from ..registration import (
+    Matcher,
     PhotoQuery,
     Plane,
     Pose,
@@ -36,7 +37,7 @@ from .imaging import open_photo, preprocess
 from .index import GalleryIndex
 from .intrinsics import Intrinsics, check_fov, from_exif, from_fov, recorded_size, undistort
 from .lens import CameraFile, dji_dewarp, read_camera_file
-from .reference_features import ReferenceSettings
+from .reference_features import INVARIANT_KIND, LEARNED_KIND, ReferenceSettings
 from .tiles import NoReference, Tile
 from .windows import WindowCache, window_key
 
@@ -185,14 +186,17 @@ class Localizer:
         return getattr(self.encoder, "backend", type(self.encoder).__name__)
 
     def intrinsics(self, image: Image.Image, exif: Image.Exif | None, name: str, fov_deg: float | None = None,
-                   data: bytes | None = None, camera: CameraFile | None = None) -> Intrinsics | None:  # fmt: skip
+                   data: bytes | None = None, camera: CameraFile | None = None,
+                   label: str = "--{}") -> Intrinsics | None:  # fmt: skip
         """The photo's lens: the camera file (`camera`, else --camera), else DJI XMP DewarpData in the file's
-        `data`, else its EXIF focal length, else the field of view given (`fov_deg`, else --fov), else None.
+        `data`, else its EXIF focal length, else the field of view given (`fov_deg`, named by `label`, else
+        --fov), else None.
 
         A camera file that does not fit the photo, malformed DewarpData, or a nonsense EXIF focal length raises
         ValueError naming it (the EXIF one only when no field of view is given to use instead).
         """
         fov = fov_deg if fov_deg is not None else self.fov_deg
+        flag = label.format("fov") if fov_deg is not None else "--fov"
         if fov is not None:
             check_fov(fov)
         camera = camera or self.camera
@@ -205,9 +209,9 @@ class Localizer:
         except ValueError as exc:
             if fov is None:
                 raise
-            return replace(from_fov(fov, *image.size), source=f"--fov {fov:g} (EXIF refused: {exc})")
+            return replace(from_fov(fov, *image.size), source=f"{flag} {fov:g} (EXIF refused: {exc})")
         if found is None and fov is not None:
-            found = from_fov(fov, *image.size)
+            found = from_fov(fov, *image.size, flag)
         return found
 
     def photo_prior(self, data: bytes | None, exif: Image.Exif | None, name: str, heading: float | None = None,
@@ -381,45 +385,9 @@ class Localizer:
                                        "give the lens's field of view (--fov DEG; ?fov=DEG over HTTP); the "
                                        "look-at point and footprint are given")  # fmt: skip
         radius = max(self._radius(pose, reg.matcher), spread)
-        wrong = ("the lens is wrong (check --camera/--fov)" if terrain else "the lens is wrong or the ground is not "
-                 "flat (check --camera/--fov, or index the terrain with --dsm)")  # fmt: skip
-        radial = radial_distortion(pose, intr.matrix)
-        # learned matches bend more on their own (whole-pixel keypoints, roofs, shadows: a right cross-date fix
-        # showed k1 +0.13 +- 0.02), as much more as their radius scale says
-        k1_bound = DISTORTION_K1 * cfg.radius_scale_for(reg.matcher) / cfg.radius_scale
-        if (radial is not None and abs(radial[0]) > k1_bound and abs(radial[2]) > DISTORTION_SHARE
-                and abs(radial[0]) > DISTORTION_SIGMAS * radial[1]):  # fmt: skip
-            left = (f"left after undistorting with the lens ({intr.source}): its focal length or distortion is "
-                    "wrong (check --camera)") if "undistorted" in intr.source else (
-                f"that the lens ({intr.source}) does not model: give the camera's calibration (--camera "
-                "cameras.json), or the photo as the camera wrote it (DJI XMP DewarpData)")  # fmt: skip
-            return replace(out, reason=f"{UNMODELLED_DISTORTION} (k1 about {radial[0]:+.2f}: {100 * radial[2]:+.0f} % "
-                                       f"at the photo's edge) {left}")  # fmt: skip
-        free = free_focal(pose, intr.matrix)
-        if (free is not None and abs(free[0] / intr.focal_px - 1) > cfg.focal_tolerance
-                and abs(free[0] - intr.focal_px) > FOCAL_SIGMAS * free[1]):  # fmt: skip
-            fov = math.degrees(2 * math.atan(max(w, h) / (2 * free[0])))
-            return replace(out, reason=f"{LENS_DISAGREES} of {free[0]:.0f} px ({fov:.0f} deg "
-                                       f"field of view), {100 * (free[0] / intr.focal_px - 1):+.0f} % from the "
-                                       f"lens's {intr.focal_px:.0f} px ({intr.source}): {wrong}")  # fmt: skip
-        need = cfg.min_inliers_for(next(i for i, p in enumerate(reg.planes) if p is plane), reg.matcher)
-        sweep = self._focal_sweep(plane, reg, intr, centre_px, need, terrain)
-        lens_n = max(sweep[int(np.argmin(np.abs(FOCAL_SWEEP - 1)))][1], int(pose.inliers.sum()))
-        best_f, best_n, _ = max(sweep, key=lambda s: (s[1], -abs(s[0] / intr.focal_px - 1)))
-        if (abs(best_f / intr.focal_px - 1) > cfg.focal_tolerance and best_n >= FOCAL_GAIN * lens_n
-                and best_n - lens_n >= max(FOCAL_GAIN_MIN, math.sqrt(best_n))):  # more than counting noise  # fmt: skip
-            fov = math.degrees(2 * math.atan(max(w, h) / (2 * best_f)))
-            return replace(out, reason=f"{LENS_DISAGREES} of about {best_f:.0f} px ({fov:.0f} deg field of view): "
-                                       f"{best_n} matches fit a camera with it, {lens_n} with the lens's "
-                                       f"{intr.focal_px:.0f} px ({intr.source}): {wrong}")  # fmt: skip
-        # through a DSM, focal lengths the matches do not tell apart from the best: the camera anywhere their poses
-        # put it, FOCAL_DOUBT_SHARE of it (a bias along the view, not noise, so it adds to the radius). On flat
-        # ground every focal length fits a homography's inliers about as well, and this would only take right fixes
-        # away
-        doubt = FOCAL_DOUBT_SHARE * max((float(np.hypot(*(c[:2] - pose.centre[:2]))) for f, n, c in sweep
-                     if n and n >= best_n - 1 and abs(f / intr.focal_px - 1) <= FOCAL_DOUBT_SPAN + 1e-9),
-                    default=0.0) if terrain else 0.0  # fmt: skip
-        moved = cfg.focal_doubt_scale * float(np.hypot(*(free[2][:2] - pose.centre[:2]))) if free else 0.0
+        why, moved, doubt = self._lens_check(pose, plane, reg, intr, centre_px, terrain, photo.size)
+        if why:
+            return replace(out, reason=why)
         radius = float(np.hypot(np.hypot(radius, gravity_doubt_m(pose, centre, out.prior)), moved)) + doubt
         if radius > cfg.max_radius_m:
             return replace(out, reason=f"the fit pins the camera only to +/- {radius:.0f} m (more than "
@@ -432,6 +400,57 @@ class Localizer:
                   "heading_deg": pose.heading_deg, "pitch_deg": pose.pitch_deg,
                   "terrain": "dsm" if terrain else "flat"}  # fmt: skip
         return replace(out, fix=True, reason="", camera=camera, radius_m=radius, inliers=int(pose.inliers.sum()))
+
+    def _lens_check(self, pose: Pose, plane: Plane, reg: Registration, intr: Intrinsics, centre_px, terrain: bool,
+                    size: tuple[int, int]) -> tuple[str, float, float]:  # fmt: skip
+        """Whether the lens is what the matches show: (why not, or ""; how far its focal length set free moves the
+        camera (noise), metres; how far focal lengths the matches do not tell apart move it (a bias), metres)."""
+        cfg = self.registrar.cfg
+        w, h = size
+        wrong = ("the lens is wrong (check --camera/--fov)" if terrain else "the lens is wrong or the ground is not "
+                 "flat (check --camera/--fov, or index the terrain with --dsm)")  # fmt: skip
+        radial = radial_distortion(pose, intr.matrix)
+        # learned matches bend more on their own (whole-pixel keypoints, roofs, shadows: a right cross-date fix
+        # showed k1 +0.13 +- 0.02), as much more as their radius scale says
+        k1_bound = DISTORTION_K1 * cfg.radius_scale_for(reg.matcher) / cfg.radius_scale
+        if (radial is not None and abs(radial[0]) > k1_bound and abs(radial[2]) > DISTORTION_SHARE
+                and abs(radial[0]) > DISTORTION_SIGMAS * radial[1]):  # fmt: skip
+            left = (f"left after undistorting with the lens ({intr.source}): its focal length or distortion is "
+                    "wrong (check --camera)") if "undistorted" in intr.source else (
+                f"that the lens ({intr.source}) does not model: give the camera's calibration (--camera "
+                "cameras.json), or the photo as the camera wrote it (DJI XMP DewarpData)")  # fmt: skip
+            if not terrain:  # relief seen as flat ground bends the matches too (a real frame: k1 -0.17 so)
+                left += ", or the ground is not flat (index the terrain with --dsm)"
+            return (f"{UNMODELLED_DISTORTION} (k1 about {radial[0]:+.2f}: {100 * radial[2]:+.0f} % "
+                    f"at the photo's edge) {left}"), 0.0, 0.0  # fmt: skip
+        free = free_focal(pose, intr.matrix)
+        if (free is not None and abs(free[0] / intr.focal_px - 1) > cfg.focal_tolerance
+                and abs(free[0] - intr.focal_px) > FOCAL_SIGMAS * free[1]):  # fmt: skip
+            fov = math.degrees(2 * math.atan(max(w, h) / (2 * free[0])))
+            return (f"{LENS_DISAGREES} of {free[0]:.0f} px ({fov:.0f} deg field of view), "
+                    f"{100 * (free[0] / intr.focal_px - 1):+.0f} % from the lens's {intr.focal_px:.0f} px "
+                    f"({intr.source}): {wrong}"), 0.0, 0.0  # fmt: skip
+        need = cfg.min_inliers_for(next(i for i, p in enumerate(reg.planes) if p is plane), reg.matcher)
+        sweep = self._focal_sweep(plane, reg, intr, centre_px, need, terrain)
+        lens_n = max(sweep[int(np.argmin(np.abs(FOCAL_SWEEP - 1)))][1], int(pose.inliers.sum()))
+        best_f, best_n, _ = max(sweep, key=lambda s: (s[1], -abs(s[0] / intr.focal_px - 1)))
+        if (abs(best_f / intr.focal_px - 1) > cfg.focal_tolerance and best_n >= FOCAL_GAIN * lens_n
+                and best_n - lens_n >= max(FOCAL_GAIN_MIN, math.sqrt(best_n))):  # more than counting noise  # fmt: skip
+            fov = math.degrees(2 * math.atan(max(w, h) / (2 * best_f)))
+            return (f"{LENS_DISAGREES} of about {best_f:.0f} px ({fov:.0f} deg field of view): {best_n} matches "
+                    f"fit a camera with it, {lens_n} with the lens's {intr.focal_px:.0f} px ({intr.source}): "
+                    f"{wrong}"), 0.0, 0.0  # fmt: skip
+        # focal lengths the matches do not tell apart from the best: the camera anywhere their poses put it, a share
+        # of it (a bias along the view, not noise, so it adds to the radius); a pose of FOCAL_DOUBT_INLIERS or more
+        # inliers shows a wrong lens by the sweep's refusal above, and the share is smaller on flat ground, whose
+        # gravity term already holds much of it
+        doubt = 0.0
+        if int(pose.inliers.sum()) < FOCAL_DOUBT_INLIERS:
+            doubt = FOCAL_DOUBT_SHARE[terrain] * max(
+                (float(np.hypot(*(c[:2] - pose.centre[:2]))) for f, n, c in sweep
+                 if n and n >= best_n - 1 and abs(f / intr.focal_px - 1) <= FOCAL_DOUBT_SPAN + 1e-9), default=0.0)
+        moved = cfg.focal_doubt_scale * float(np.hypot(*(free[2][:2] - pose.centre[:2]))) if free else 0.0
+        return "", moved, doubt
 
     def _focal_sweep(self, plane: Plane, reg: Registration, intr: Intrinsics, centre_px, need: int,
                      terrain: bool) -> list[tuple[float, int, np.ndarray]]:  # fmt: skip
@@ -557,16 +576,12 @@ class Localizer:
 
 
 def _registrar(cfg: RegisterConfig, index: GalleryIndex, notes: list[str]) -> Registrar:
-    """A registrar with the index's stored learned reference features preloaded; `auto` on an index without them
-    registers with SIFT alone and says so (computing them per query would cost seconds a photo)."""
+    """A registrar with the index's stored reference features preloaded (SIFT's where stored: an index built before
+    has its windows described per photo); `auto` on an index without learned ones registers with SIFT alone and
+    says so (computing them per query would cost seconds a photo)."""
     registrar = Registrar(cfg)
-    if registrar.learned is None:
-        return registrar
-    settings = asdict(ReferenceSettings.of(cfg, registrar.learned.name))
-    if index.reference_settings == settings:
-        stored = index.reference_features()
-        registrar.preload({(window_key(t, cfg.margin, cfg.reference_max_px), registrar.learned.name): stored[t.id]
-                           for t in index.tiles if t.id in stored})  # fmt: skip
+    _preload(registrar, index, registrar.invariant, INVARIANT_KIND)
+    if registrar.learned is None or _preload(registrar, index, registrar.learned, LEARNED_KIND):
         return registrar
     why = ("holds no learned reference features (built before they were stored, or with --no-reference-features)"
            if index.reference_settings is None else "stored its learned reference features with other settings "
@@ -575,11 +590,24 @@ def _registrar(cfg: RegisterConfig, index: GalleryIndex, notes: list[str]) -> Re
         notes.append(f"the gallery index {index.folder} {why}: registering with SIFT alone, which fails across "
                      "dates and sensors; rebuild it with `spikevimformer index build` for learned "
                      "features")  # fmt: skip
-        return Registrar(replace(cfg, features="sift"))
+        registrar = Registrar(replace(cfg, features="sift"))
+        _preload(registrar, index, registrar.invariant, INVARIANT_KIND)
+        return registrar
     notes.append(f"the gallery index {index.folder} {why}: --features {cfg.features} computes them per photo "
                  "(slow); rebuild the index with `spikevimformer index build` (without --no-reference-features) "
                  "to store them")  # fmt: skip
     return registrar
+
+
+def _preload(registrar: Registrar, index: GalleryIndex, matcher: Matcher | None, kind: str) -> bool:
+    """Whether the index stores `matcher`'s reference features with the registrar's settings (then preloaded)."""
+    cfg = registrar.cfg
+    if matcher is None or index.feature_settings.get(kind) != asdict(ReferenceSettings.of(cfg, matcher.name)):
+        return False
+    stored = index.reference_features(kind)
+    registrar.preload({(window_key(t, cfg.margin, cfg.reference_max_px), matcher.name): stored[t.id]
+                       for t in index.tiles if t.id in stored})  # fmt: skip
+    return True
 
 
 def check_photo_size(img: Image.Image, name: str) -> None:
@@ -601,9 +629,13 @@ FOCAL_GAIN, FOCAL_GAIN_MIN = 1.15, 3  # a focal length whose pose keeps this man
 # square root of its count, more) inliers than the lens's, and further than focal_tolerance from it, contradicts the
 # lens (calibrated with FOCAL_DOUBT_SPAN on seed 3030's hilly worlds, pinhole and k1 -0.25, lenses off by 0, 10, 15
 # and 25 %; a right lens with 12 inliers against 15 at 1.4x it, on a flat world, set the square root: README)
-FOCAL_DOUBT_SPAN, FOCAL_DOUBT_SHARE = 0.3, 0.5  # focal lengths within this share of the lens's whose poses join
-# the radius, by this share of the camera's move among them (0.25 was the least that held every wrong lens of the
-# calibration; twice that for margin: the median radius of right DSM fixes 2.6 -> 6.4 m there)
+FOCAL_DOUBT_SPAN = 0.3  # focal lengths within this share of the lens's whose poses join the radius
+FOCAL_DOUBT_SHARE = {True: 0.5, False: 0.25}  # through a DSM / on flat ground: the share of the camera's move among
+# them that joins the radius (through a DSM 0.25 was the least that held every wrong lens of the calibration, twice
+# that for margin; on flat ground 0.25 turned the lenses 15-25 % off that escaped the refusal into no fix or one
+# that holds, and kept every right fix of the calibration)
+FOCAL_DOUBT_INLIERS = 30  # poses with this many inliers or more get no focal doubt: no lens 15-25 % off escaped the
+# sweep's refusal with as many (seed 3030, 640 photos; the median radius of right DSM fixes 6.4 -> 3.4 m)
 FOCAL_SIGMAS = 4.0  # a focal length the matches call for this many standard errors away is a real disagreement
 
 

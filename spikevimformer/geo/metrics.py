@@ -141,6 +141,7 @@ def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds
         radius = np.array([r.radius_m if r.fix else np.nan for r in results])
         out["radius95_coverage"] = float((err[fix] <= radius[fix]).mean())
         out["fix_median_error_m"] = float(np.median(err[fix]))
+        out["fix_median_radius_m"] = float(np.median(radius[fix]))
         headed = [(q.heading_deg, r.camera["heading_deg"]) for q, r in zip(queries, results, strict=True)
                   if r.fix and q.heading_deg is not None]  # fmt: skip
         if headed:

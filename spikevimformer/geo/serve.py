@@ -45,9 +45,9 @@ async def _read_bounded(request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _image_part(request, body: bytes) -> tuple[bytes, str, str, bytes | None]:
-    """(bytes, content type, file name, the form's `camera` field or None) from a multipart form or a raw image
-    body."""
+async def _image_part(request, body: bytes) -> tuple[bytes, str, str, tuple[bytes, str] | None]:
+    """(bytes, content type, file name, the form's `camera` field and its name, or None) from a multipart form or
+    a raw image body."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         async def replay() -> dict:
@@ -58,8 +58,9 @@ async def _image_part(request, body: bytes) -> tuple[bytes, str, str, bytes | No
         except Exception as exc:  # malformed multipart from the client
             raise HTTPProblem(400, f"malformed multipart form ({exc})") from exc
         camera = form.get("camera")
-        if camera is not None:
-            camera = await camera.read() if hasattr(camera, "read") else camera.encode()
+        if camera is not None:  # a file (named by its file name) or the text of one
+            camera = ((await camera.read(), f"{camera.filename or 'camera'} (form field 'camera')")
+                      if hasattr(camera, "read") else (camera.encode(), "in form field 'camera'"))  # fmt: skip
         upload = form.get("image") or next((v for k, v in form.items() if hasattr(v, "read") and k != "camera"), None)
         if upload is None or not hasattr(upload, "read"):
             raise HTTPProblem(400, "the form has a camera file but no photo; send the photo as field 'image'"
@@ -178,8 +179,8 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         data, ctype, name, camera = await _image_part(request, body)
         image, exif = _decode(data, ctype, name)
         try:
-            lens = None if camera is None else parse_camera(camera, "in form field 'camera'")
-            intrinsics = localizer.intrinsics(image, exif, name, fov, data=data, camera=lens)
+            lens = None if camera is None else parse_camera(*camera)
+            intrinsics = localizer.intrinsics(image, exif, name, fov, data=data, camera=lens, label="?{}=")
             prior = localizer.photo_prior(data, exif, name, heading, pitch, altitude, label="?{}=")
             result = (await run_in_threadpool(localizer.localize, [image], [name], k, [intrinsics], [prior]))[0]
         except ValueError as exc:  # a nonsense EXIF focal length, a photo too small to use

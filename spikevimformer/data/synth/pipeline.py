@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import multiprocessing as mp
 import os
+import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -169,6 +172,21 @@ def _share(world: World) -> tuple[World, list, list]:
     return light, specs, blocks
 
 
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT held back while processes start: a spawned child keeps the blocked mask across exec for life, so a
+    Ctrl-C reaches this process alone (which then ends the workers; none prints a traceback from the middle of its
+    imports), and one pressed meanwhile arrives here as soon as they have started."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _init_worker(cfg: SynthConfig, light: World, specs: list, root: Path) -> None:
     """Attach a spawned worker to the shared rasters (no copy) and keep OpenCV single-threaded."""
     from multiprocessing import shared_memory
@@ -250,8 +268,10 @@ def _render_all(cfg: SynthConfig, world: World, locations: list[Location], root:
         if workers > 1 and len(locations) > 2 * workers:
             light, specs, blocks = _share(world)
             try:
-                ctx = mp.get_context("spawn")
-                with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, light, specs, root)) as pool:
+                with _sigint_blocked():  # the workers never see Ctrl-C: this process answers it and ends them
+                    pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker,
+                                                        initargs=(cfg, light, specs, root))  # fmt: skip
+                with pool:
                     for r in pool.imap(_render_location, locations, chunksize=2):
                         rows += r
                         bar.update()

@@ -1,0 +1,108 @@
+"""`spikevimformer flight FRAMES --index DIR`: a folder of frames or a video -> a filtered track (CSV, GeoJSON,
+GPX, KML); --truth for its errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..engine.signals import Interrupted
+from ..fileio import atomic_write_text, refuse_overwrite
+from ..flight.filter import FilterConfig
+from ..flight.fly import FlightConfig, FlightTracker
+from ..flight.frames import read_frames
+from ..flight.metrics import flight_metrics, format_metrics
+from ..flight.track import write_all
+from ..geo.localize import open_localizer
+from ..geo.metrics import load_queries
+from ..progress import progress_bar
+from .common import add_device, add_model, add_overwrite, add_registration, prior_flags, register_config, resolve_device
+
+OUTPUTS = ("track.csv", "track.geojson", "track.gpx", "track.kml", "summary.json")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("flight", help="localize a flight's frames (a folder of photos or a video) into a track")
+    p.add_argument("frames", help="a folder of photos (timed by EXIF DateTimeOriginal, else --fps in name order) "
+                                  "or a video file OpenCV reads")  # fmt: skip
+    p.add_argument("--index", required=True, help="gallery index folder (spikevimformer index build)")
+    p.add_argument("--out", default="runs/flight", help="output folder (track.csv/.geojson/.gpx/.kml, summary.json)")
+    p.add_argument("--fps", type=float, help="frames per second: times a folder's photos in name order (instead "
+                                             "of their EXIF time), or overrides a video's own rate")  # fmt: skip
+    p.add_argument("--every", type=int, default=1, help="use every N-th frame of a video (or photo of a folder)")
+    p.add_argument("--start", type=float, nargs=2, metavar=("LAT", "LON"),
+                   help="where the flight starts (the last GNSS position)")
+    p.add_argument("--start-radius", type=float, default=50.0, metavar="M", help="95 %% radius of --start, metres")
+    p.add_argument("--accel", type=float, default=FilterConfig.accel_sigma, metavar="M_S2",
+                   help="the filter's acceleration noise (standard deviation, m/s^2)")
+    p.add_argument("--truth", metavar="CSV_OR_FOLDER",
+                   help="true camera positions matched to frames by file name: a CSV image,latitude,longitude (the "
+                        "cameras.csv `synth --flight` writes), or the folder holding it, or that world's folder; "
+                        "prints the track's errors")  # fmt: skip
+    add_model(p, onnx=True, index=True)
+    add_device(p)
+    p.add_argument("-k", "--top-k", type=int, default=5, help="tiles verified by registration per frame")
+    add_registration(p)
+    add_overwrite(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    refuse_overwrite([out / name for name in OUTPUTS], args.overwrite)
+    cfg = FlightConfig(tuple(args.start) if args.start else None, args.start_radius,
+                       FilterConfig(accel_sigma=args.accel))  # fmt: skip
+    truth = _truth(args.truth) if args.truth else None  # a bad file is refused before the frames are read
+    frames = read_frames(args.frames, args.fps, args.every)
+    localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
+                               args.top_k, init=args.init, register=register_config(args), fov_deg=args.fov,
+                               random_init=args.random_init, prior=prior_flags(args),
+                               camera=args.camera)  # fmt: skip
+    for note in localizer.notes:
+        print(f"note: {note}", file=sys.stderr)
+    tracker = FlightTracker(localizer, cfg)
+    interrupted = False
+    bar = progress_bar(desc="frames", unit="frame", progress=not args.no_progress)
+    try:
+        for frame in frames:
+            point = tracker.add(frame)
+            bar.update()
+            bar.set_postfix_str(f"{point.source}, radius {point.radius_m:.0f} m", refresh=False)
+    except KeyboardInterrupt:  # the frames so far are a track: it is written below
+        interrupted = True
+    finally:
+        bar.close()
+    flight = tracker.finish()
+    if not flight.points:
+        raise ValueError(f"{args.frames} gave no frames")
+    files = write_all(out, flight.points, Path(args.frames).name)
+    summary = {"frames": len(flight.points), "fixes": flight.fixes, "rejected_fixes": flight.rejected,
+               "seconds_per_frame": sum(flight.seconds) / len(flight.seconds), "warnings": flight.warnings,
+               "interrupted": interrupted, "files": {k: str(v.resolve()) for k, v in files.items()}}  # fmt: skip
+    if truth is not None:
+        try:
+            summary["metrics"] = flight_metrics(flight.points, truth)
+        except ValueError as exc:  # the track stands; only its errors cannot be told
+            flight.warnings.append(f"--truth {args.truth}: {exc}")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    for warning in flight.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{len(flight.points)} frames, {flight.fixes} camera fixes ({flight.rejected} rejected by the filter), "
+          f"{summary['seconds_per_frame']:.2f} s a frame; track in {out}/track.{{csv,geojson,gpx,kml}}")
+    if "metrics" in summary:
+        print(format_metrics(summary["metrics"]))
+    if interrupted:
+        print(f"\ninterrupted after {len(flight.points)} frames: the track so far is in {out}", file=sys.stderr)
+        raise Interrupted
+    return 0
+
+
+def _truth(source: str) -> dict[str, tuple[float, float]]:
+    """(latitude, longitude) by frame file name from a flight's cameras.csv, the folder holding it, or the world
+    folder `synth --flight` wrote it into."""
+    path = Path(source)
+    if path.is_dir() and (path / "flight" / "cameras.csv").is_file():  # the world `synth --flight` wrote
+        path = path / "flight"
+    return {Path(q.image).name: (q.latitude, q.longitude) for q in load_queries(path)}

@@ -1,0 +1,156 @@
+"""A constant-velocity Kalman filter over east/north metres: camera fixes with their 95 % radii in, a track out.
+
+State x = (east, north, v_east, v_north) in metres and metres per second, with white acceleration noise (the
+continuous white-noise acceleration model, Bar-Shalom, Li & Kirubarajan 2001, sec. 6.2.2). A fix is a position
+measurement whose 95 % radius r gives an isotropic standard deviation r / R95_PER_SIGMA. A fix further from the
+prediction than the gate (squared Mahalanobis distance against chi-square with 2 degrees of freedom) is rejected;
+`gate_reset` rejected fixes in a row that agree with each other restart the filter from the last of them (then the
+track was wrong, not they). The Rauch-Tung-Striebel smoother gives the offline track.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+R95_PER_SIGMA = math.sqrt(-2 * math.log(0.05))  # 2.448: a 2-D isotropic Gaussian's 95 % radius in sigmas
+POSITION, VELOCITY = slice(0, 2), slice(2, 4)
+H = np.eye(4)[POSITION]  # a fix observes the position
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """The motion model and the gate (metres, seconds)."""
+
+    accel_sigma: float = 5.0  # m/s^2: a synthetic flight at 8 m/s with 15 m corners (seed 8, 120 frames) kept its
+    # online radius holding 95 % of frames with 5, 90 % with 3 and 77 % with 1.5 (turns during frames without a fix)
+    speed_sigma: float = 15.0  # m/s: the velocity's prior standard deviation when the filter (re)starts
+    max_speed: float = 30.0  # m/s: how far apart two rejected fixes may be per second and still agree
+    gate_chi2: float = 13.82  # chi-square, 2 degrees of freedom, 99.9 %: one right fix in a thousand is refused
+    gate_reset: int = 3  # rejected fixes in a row that agree restart the filter from the last
+
+    def __post_init__(self) -> None:
+        if min(self.accel_sigma, self.speed_sigma, self.max_speed, self.gate_chi2) <= 0 or self.gate_reset < 1:
+            raise ValueError(f"filter settings must be positive, got {self}")
+
+
+@dataclass
+class Estimate:
+    """The filter after one frame: state mean (4,) and covariance (4, 4); NaN before anything is known."""
+
+    time_s: float
+    mean: np.ndarray
+    cov: np.ndarray
+    source: str  # "fix" (a fix was fused), "predicted" (no fix, or a rejected one), "none" (nothing known yet)
+    rejected: bool = False  # the frame's fix was refused by the gate
+    prior_mean: np.ndarray | None = None  # the prediction before this frame's fix; None where a segment starts
+    prior_cov: np.ndarray | None = None
+
+    @property
+    def en(self) -> np.ndarray:
+        return self.mean[POSITION]
+
+    @property
+    def radius_m(self) -> float:
+        """The position's 95 % radius: its larger principal standard deviation times R95_PER_SIGMA (NaN unknown)."""
+        if self.source == "none":
+            return math.nan
+        return float(R95_PER_SIGMA * math.sqrt(max(float(np.linalg.eigvalsh(self.cov[POSITION, POSITION]).max()), 0)))
+
+
+def transition(dt: float, accel_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """F and Q of the constant-velocity model over dt seconds."""
+    f = np.eye(4)
+    f[POSITION, VELOCITY] = dt * np.eye(2)
+    q = np.zeros((4, 4))
+    for axis in (0, 1):
+        q[np.ix_([axis, axis + 2], [axis, axis + 2])] = accel_sigma**2 * np.array(
+            [[dt**4 / 4, dt**3 / 2], [dt**3 / 2, dt**2]])
+    return f, q
+
+
+class TrackFilter:
+    """Causal estimates frame by frame (`step`), and the smoothed track of all of them (`smooth`)."""
+
+    def __init__(self, cfg: FilterConfig | None = None, start_en: np.ndarray | None = None,
+                 start_radius_m: float | None = None) -> None:  # fmt: skip
+        self.cfg = cfg or FilterConfig()
+        self.mean: np.ndarray | None = None
+        self.cov: np.ndarray | None = None
+        self.time_s: float | None = None
+        self.history: list[Estimate] = []
+        self._rejected: list[tuple[np.ndarray, float, float]] = []  # (position, radius, time) refused in a row
+        if start_en is not None:
+            if start_radius_m is None or not start_radius_m > 0:
+                raise ValueError(f"a start position needs a positive radius, got {start_radius_m}")
+            self._restart(np.asarray(start_en, dtype=np.float64), start_radius_m)
+
+    def step(self, time_s: float, fix_en: np.ndarray | None = None, fix_radius_m: float | None = None) -> Estimate:
+        """Advance to `time_s` (seconds, never back) and fuse the frame's fix (east/north metres, 95 % radius)
+        where it passes the gate; ValueError for time going back or a fix without a positive radius."""
+        if self.time_s is not None and time_s < self.time_s:
+            raise ValueError(f"frame times must not go back: {time_s:.3f} s after {self.time_s:.3f} s")
+        if fix_en is not None and not (fix_radius_m is not None and fix_radius_m > 0):
+            raise ValueError(f"a fix needs a positive 95 % radius, got {fix_radius_m}")
+        if self.mean is None:  # nothing known yet: the first fix starts the track
+            self.time_s = time_s
+            if fix_en is None:
+                return self._record(Estimate(time_s, np.full(4, np.nan), np.full((4, 4), np.nan), "none"))
+            self._restart(np.asarray(fix_en, dtype=np.float64), fix_radius_m)
+            return self._record(Estimate(time_s, self.mean.copy(), self.cov.copy(), "fix"))
+        if self.time_s is not None:
+            f, q = transition(time_s - self.time_s, self.cfg.accel_sigma)
+            self.mean, self.cov = f @ self.mean, f @ self.cov @ f.T + q
+        self.time_s = time_s
+        prior = (self.mean.copy(), self.cov.copy())
+        if fix_en is None:
+            return self._record(Estimate(time_s, *prior, "predicted", False, *prior))
+        z = np.asarray(fix_en, dtype=np.float64)
+        s = self.cov[POSITION, POSITION] + np.eye(2) * (fix_radius_m / R95_PER_SIGMA) ** 2
+        innovation = z - self.mean[POSITION]
+        if float(innovation @ np.linalg.solve(s, innovation)) > self.cfg.gate_chi2:
+            self._rejected = [*self._rejected, (z, fix_radius_m, time_s)] if self._agrees(z, fix_radius_m, time_s) \
+                else [(z, fix_radius_m, time_s)]
+            if len(self._rejected) >= self.cfg.gate_reset:  # the fixes agree among themselves: the track was wrong
+                self._restart(z, fix_radius_m)
+                return self._record(Estimate(time_s, self.mean.copy(), self.cov.copy(), "fix"))
+            return self._record(Estimate(time_s, *prior, "predicted", True, *prior))
+        self._rejected = []
+        gain = self.cov @ H.T @ np.linalg.inv(s)
+        self.mean = self.mean + gain @ innovation
+        self.cov = (np.eye(4) - gain @ H) @ self.cov
+        self.cov = (self.cov + self.cov.T) / 2
+        return self._record(Estimate(time_s, self.mean.copy(), self.cov.copy(), "fix", False, *prior))
+
+    def smooth(self) -> list[Estimate]:
+        """Rauch-Tung-Striebel smoothed copies of every estimate so far, each segment (from a start or restart to
+        the next) on its own; frames before anything was known stay NaN."""
+        out = [Estimate(e.time_s, e.mean.copy(), e.cov.copy(), e.source, e.rejected) for e in self.history]
+        for i in range(len(out) - 2, -1, -1):
+            here, nxt = self.history[i], self.history[i + 1]
+            if here.source == "none" or nxt.prior_mean is None:
+                continue
+            f, _ = transition(nxt.time_s - here.time_s, self.cfg.accel_sigma)
+            gain = here.cov @ f.T @ np.linalg.pinv(nxt.prior_cov)
+            out[i].mean = here.mean + gain @ (out[i + 1].mean - nxt.prior_mean)
+            out[i].cov = here.cov + gain @ (out[i + 1].cov - nxt.prior_cov) @ gain.T
+        return out
+
+    def _restart(self, en: np.ndarray, radius_m: float) -> None:
+        sigma = radius_m / R95_PER_SIGMA
+        self.mean = np.r_[en, 0.0, 0.0]
+        self.cov = np.diag([sigma**2, sigma**2, self.cfg.speed_sigma**2, self.cfg.speed_sigma**2])
+        self._rejected = []
+
+    def _agrees(self, z: np.ndarray, radius_m: float, time_s: float) -> bool:
+        """Whether a refused fix lies where the refused fix before it allows (both radii, and flying between)."""
+        if not self._rejected:
+            return True
+        last, last_r, last_t = self._rejected[-1]
+        return float(np.hypot(*(z - last))) <= radius_m + last_r + self.cfg.max_speed * (time_s - last_t)
+
+    def _record(self, est: Estimate) -> Estimate:
+        self.history.append(est)
+        return est

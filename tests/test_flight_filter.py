@@ -1,0 +1,79 @@
+"""The flight filter: fusing fixes, bridging frames without one, gating wrong fixes, restarting, smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spikevimformer.flight.filter import FilterConfig, TrackFilter
+
+SPEED = np.array([8.0, 3.0])  # m/s
+FPS = 2.0
+
+
+def _truth(n: int) -> np.ndarray:
+    return np.arange(n)[:, None] / FPS * SPEED
+
+
+def _fly(n: int, radius: float, seed: int = 0, skip: range = range(0), planted: dict | None = None):
+    rng = np.random.default_rng(seed)
+    truth = _truth(n)
+    f = TrackFilter()
+    for i in range(n):
+        fix = None if i in skip else truth[i] + rng.normal(0, radius / 2.448, 2)
+        fix = (planted or {}).get(i, fix)
+        f.step(i / FPS, fix, radius if fix is not None else None)
+    return f, truth
+
+
+def _errors(estimates, truth) -> np.ndarray:
+    return np.array([np.hypot(*(e.en - t)) for e, t in zip(estimates, truth, strict=True)])
+
+
+def test_fixes_are_fused_and_the_radius_holds() -> None:
+    f, truth = _fly(200, radius=5.0)
+    err = _errors(f.history, truth)
+    radius = np.array([e.radius_m for e in f.history])
+    assert np.median(err[20:]) < 2.0 < 5.0 / 2.448 * 2  # better than one fix
+    assert 0.9 <= np.mean(err[20:] <= radius[20:]) <= 1.0
+    assert all(e.source == "fix" and not e.rejected for e in f.history)
+
+
+def test_a_stretch_without_fixes_is_bridged_with_a_growing_radius() -> None:
+    f, truth = _fly(120, radius=3.0, skip=range(60, 90))
+    gap = f.history[60:90]
+    assert all(e.source == "predicted" for e in gap)
+    radius = [e.radius_m for e in gap]
+    assert radius == sorted(radius) and radius[-1] > radius[0]
+    assert np.all(_errors(gap, truth[60:90]) <= np.array(radius))
+    smooth = f.smooth()
+    assert np.sqrt(np.mean(_errors(smooth[60:90], truth[60:90]) ** 2)) <= np.sqrt(
+        np.mean(_errors(gap, truth[60:90]) ** 2))  # the offline pass knows where the track came back
+
+
+def test_a_planted_wrong_fix_is_rejected() -> None:
+    f, truth = _fly(60, radius=3.0, planted={40: _truth(60)[40] + [150.0, -80.0]})
+    assert f.history[40].rejected and f.history[40].source == "predicted"
+    assert sum(e.rejected for e in f.history) == 1
+    assert np.hypot(*(f.history[40].en - truth[40])) < 5.0
+
+
+def test_fixes_that_agree_against_a_wrong_start_restart_the_track() -> None:
+    truth = _truth(30)
+    f = TrackFilter(start_en=np.array([500.0, 500.0]), start_radius_m=10.0)  # a stale last-known position
+    for i in range(30):
+        f.step(i / FPS, truth[i], 2.0)
+    assert [e.rejected for e in f.history[:2]] == [True, True] and f.history[2].source == "fix"
+    assert np.hypot(*(f.history[-1].en - truth[-1])) < 2.0
+
+
+def test_frames_before_the_first_fix_are_unknown_and_time_cannot_go_back() -> None:
+    f = TrackFilter()
+    assert f.step(0.0).source == "none" and np.isnan(f.history[0].radius_m)
+    f.step(0.5, np.array([1.0, 2.0]), 4.0)
+    with pytest.raises(ValueError, match="must not go back"):
+        f.step(0.2)
+    with pytest.raises(ValueError, match="positive 95 % radius"):
+        f.step(1.0, np.array([1.0, 2.0]), 0.0)
+    with pytest.raises(ValueError, match="must be positive"):
+        FilterConfig(accel_sigma=0.0)
