@@ -9,7 +9,8 @@ from ..device import resolve_device
 from ..models import VARIANTS
 
 __all__ = ["add_device", "add_image_size", "add_model", "add_registration", "add_variant", "describe_model",
-           "load_model", "load_weights", "register_config", "require_weights", "resolve_device", "settle_image_size"]
+           "load_model", "load_weights", "open_localizer_from_args", "register_config", "require_weights",
+           "resolve_device", "settle_image_size"]
 
 
 def add_variant(parser: argparse._ActionsContainer, default: str | None = "tiny", help: str = "backbone size") -> None:
@@ -180,3 +181,16 @@ def prior_flags(args: argparse.Namespace):
     from ..registration.priors import Prior, merged
 
     return merged(Prior(), args.heading, args.pitch, args.altitude)
+
+
+def open_localizer_from_args(args: argparse.Namespace, notes_to=sys.stderr):
+    """The Localizer of the flags of add_model, add_device, add_registration and -k (and --temperature where the
+    command has it), its notes (an old index, a missing lens) printed to `notes_to`."""
+    from ..geo.localize import open_localizer
+
+    localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
+                               args.top_k, getattr(args, "temperature", 0.02), args.init, register_config(args),
+                               args.fov, args.random_init, prior_flags(args), args.camera)  # fmt: skip
+    for note in localizer.notes:
+        print(f"note: {note}", file=notes_to)
+    return localizer

@@ -15,10 +15,9 @@ from ..flight.fly import FlightConfig, FlightTracker
 from ..flight.frames import read_frames
 from ..flight.metrics import flight_metrics, format_metrics
 from ..flight.track import write_all
-from ..geo.localize import open_localizer
 from ..geo.metrics import load_queries
 from ..progress import progress_bar
-from .common import add_device, add_model, add_overwrite, add_registration, prior_flags, register_config, resolve_device
+from .common import add_device, add_model, add_overwrite, add_registration, open_localizer_from_args
 
 OUTPUTS = ("track.csv", "track.geojson", "track.gpx", "track.kml", "summary.json")
 
@@ -56,12 +55,7 @@ def run(args: argparse.Namespace) -> int:
                        FilterConfig(accel_sigma=args.accel))  # fmt: skip
     truth = _truth(args.truth) if args.truth else None  # a bad file is refused before the frames are read
     frames = read_frames(args.frames, args.fps, args.every)
-    localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, init=args.init, register=register_config(args), fov_deg=args.fov,
-                               random_init=args.random_init, prior=prior_flags(args),
-                               camera=args.camera)  # fmt: skip
-    for note in localizer.notes:
-        print(f"note: {note}", file=sys.stderr)
+    localizer = open_localizer_from_args(args)
     tracker = FlightTracker(localizer, cfg)
     interrupted = False
     bar = progress_bar(desc="frames", unit="frame", progress=not args.no_progress)

@@ -7,9 +7,9 @@ import json
 import sys
 
 from ..fileio import atomic_write_text, refuse_overwrite
-from ..geo.localize import format_table, open_localizer
+from ..geo.localize import format_table
 from ..geo.metrics import evaluate_localizer, format_report, load_queries
-from .common import add_device, add_model, add_overwrite, add_registration, prior_flags, register_config, resolve_device
+from .common import add_device, add_model, add_overwrite, add_registration, open_localizer_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,12 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give query images, or --evaluate WORLD_OR_CSV, but not both")
     if args.out:
         refuse_overwrite([args.out], args.overwrite)
-    localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, init=args.init, register=register_config(args), fov_deg=args.fov,
-                               random_init=args.random_init, prior=prior_flags(args),
-                               camera=args.camera)  # fmt: skip
-    for note in localizer.notes:
-        print(f"note: {note}", file=sys.stderr)
+    localizer = open_localizer_from_args(args)
     errors: list[tuple[str, str]] = []  # unreadable photos are listed; the others are still answered
     if args.evaluate:
         queries = load_queries(args.evaluate, args.truth)[: args.limit]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ..geo.localize import open_localizer
 from ..geo.serve import MAX_UPLOAD_BYTES, create_app
-from .common import add_device, add_model, add_registration, prior_flags, register_config, resolve_device
+from .common import add_device, add_model, add_registration, open_localizer_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,11 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
-                               args.top_k, args.temperature, args.init, register_config(args), args.fov,
-                               args.random_init, prior_flags(args), args.camera)  # fmt: skip
-    for note in localizer.notes:
-        print(f"note: {note}")
+    localizer = open_localizer_from_args(args, sys.stdout)
     app = create_app(localizer, max_upload_bytes=int(args.max_upload_mb * 2**20))
     print(f"serving {len(localizer.index)} tiles ({localizer.backend}) on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
