@@ -61,6 +61,9 @@ def test_a_flight_becomes_a_track_that_bridges_the_water(flight, capsys) -> None
     assert all(-90 <= float(t.get("lat")) <= 90 for t in trkpts)
     coords = ET.parse(out / "track.kml").getroot().find(f".//{{{KML_NS}}}LineString/{{{KML_NS}}}coordinates")
     assert len(coords.text.split()) == len(trkpts)
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "smoothed rmse m" in page  # the map and the numbers
+    assert Image.open(out / "track.png").size[0] > 1000
     # the same flight again refuses to overwrite what it wrote
     assert main(["flight", str(fly / "frames"), "--index", str(root / "idx"), "--out", str(out), "--random-init"]) == 2
     assert "--overwrite" in capsys.readouterr().err

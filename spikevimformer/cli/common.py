@@ -183,14 +183,14 @@ def prior_flags(args: argparse.Namespace):
     return merged(Prior(), args.heading, args.pitch, args.altitude)
 
 
-def open_localizer_from_args(args: argparse.Namespace, notes_to=sys.stderr):
+def open_localizer_from_args(args: argparse.Namespace, notes_to=None):
     """The Localizer of the flags of add_model, add_device, add_registration and -k (and --temperature where the
-    command has it), its notes (an old index, a missing lens) printed to `notes_to`."""
+    command has it), its notes (an old index, a missing lens) printed to `notes_to` (default: stderr)."""
     from ..geo.localize import open_localizer
 
     localizer = open_localizer(args.index, args.checkpoint, args.variant, args.onnx, resolve_device(args.device),
                                args.top_k, getattr(args, "temperature", 0.02), args.init, register_config(args),
                                args.fov, args.random_init, prior_flags(args), args.camera)  # fmt: skip
     for note in localizer.notes:
-        print(f"note: {note}", file=notes_to)
+        print(f"note: {note}", file=notes_to or sys.stderr)
     return localizer

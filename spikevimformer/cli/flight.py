@@ -14,12 +14,13 @@ from ..flight.filter import FilterConfig
 from ..flight.fly import FlightConfig, FlightTracker
 from ..flight.frames import read_frames
 from ..flight.metrics import flight_metrics, format_metrics
+from ..flight.report import write_flight_report
 from ..flight.track import write_all
 from ..geo.metrics import load_queries
 from ..progress import progress_bar
 from .common import add_device, add_model, add_overwrite, add_registration, open_localizer_from_args
 
-OUTPUTS = ("track.csv", "track.geojson", "track.gpx", "track.kml", "summary.json")
+OUTPUTS = ("track.csv", "track.geojson", "track.gpx", "track.kml", "summary.json", "report.html", "track.png")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("frames", help="a folder of photos (timed by EXIF DateTimeOriginal, else --fps in name order) "
                                   "or a video file OpenCV reads")  # fmt: skip
     p.add_argument("--index", required=True, help="gallery index folder (spikevimformer index build)")
-    p.add_argument("--out", default="runs/flight", help="output folder (track.csv/.geojson/.gpx/.kml, summary.json)")
+    p.add_argument("--out", default="runs/flight", help="output folder (track.csv/.geojson/.gpx/.kml, summary.json, "
+                                                        "report.html)")  # fmt: skip
     p.add_argument("--fps", type=float, help="frames per second: times a folder's photos in name order (instead "
                                              "of their EXIF time), or overrides a video's own rate")  # fmt: skip
     p.add_argument("--every", type=int, default=1, help="use every N-th frame of a video (or photo of a folder)")
@@ -80,11 +82,14 @@ def run(args: argparse.Namespace) -> int:
             summary["metrics"] = flight_metrics(flight.points, truth)
         except ValueError as exc:  # the track stands; only its errors cannot be told
             flight.warnings.append(f"--truth {args.truth}: {exc}")
+    summary["files"]["report"] = str((out / "report.html").resolve())
+    write_flight_report(out / "report.html", summary, flight.points, truth if "metrics" in summary else None)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     for warning in flight.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{len(flight.points)} frames, {flight.fixes} camera fixes ({flight.rejected} rejected by the filter), "
-          f"{summary['seconds_per_frame']:.2f} s a frame; track in {out}/track.{{csv,geojson,gpx,kml}}")
+          f"{summary['seconds_per_frame']:.2f} s a frame; track in {out}/track.{{csv,geojson,gpx,kml}}, report "
+          f"{out}/report.html")
     if "metrics" in summary:
         print(format_metrics(summary["metrics"]))
     if interrupted:
