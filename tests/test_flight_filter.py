@@ -65,6 +65,18 @@ def test_fixes_that_agree_against_a_wrong_start_restart_the_track() -> None:
         f.step(i / FPS, truth[i], 2.0)
     assert [e.rejected for e in f.history[:2]] == [True, True] and f.history[2].source == "fix"
     assert np.hypot(*(f.history[-1].en - truth[-1])) < 2.0
+    smooth = f.smooth()  # the frames of the wrong track are placed again from the right one
+    assert all(np.hypot(*(e.en - t)) <= e.radius_m for e, t in zip(smooth[:2], truth[:2], strict=True))
+
+
+def test_frames_before_the_first_fix_are_placed_by_the_smoother() -> None:
+    f, truth = _fly(40, radius=3.0, skip=range(0, 8))
+    assert all(e.source == "none" for e in f.history[:8])
+    smooth = f.smooth()
+    assert all(e.source == "predicted" for e in smooth[:8])
+    radii = [e.radius_m for e in smooth[:8]]
+    assert radii == sorted(radii, reverse=True)  # less known the further back
+    assert all(np.hypot(*(e.en - t)) <= e.radius_m for e, t in zip(smooth[:8], truth[:8], strict=True))
 
 
 def test_frames_before_the_first_fix_are_unknown_and_time_cannot_go_back() -> None:

@@ -125,8 +125,10 @@ class TrackFilter:
         return self._record(Estimate(time_s, self.mean.copy(), self.cov.copy(), "fix", False, *prior))
 
     def smooth(self) -> list[Estimate]:
-        """Rauch-Tung-Striebel smoothed copies of every estimate so far, each segment (from a start or restart to
-        the next) on its own; frames before anything was known stay NaN."""
+        """Rauch-Tung-Striebel smoothed copies of every estimate so far, each segment (from the first fix or a
+        restart to the next) on its own. Frames before a segment back to the last fused fix (those before the first
+        fix, and those of a track a restart found wrong) are placed by running the motion model backwards from the
+        segment, their covariance growing as they go."""
         out = [Estimate(e.time_s, e.mean.copy(), e.cov.copy(), e.source, e.rejected) for e in self.history]
         for i in range(len(out) - 2, -1, -1):
             here, nxt = self.history[i], self.history[i + 1]
@@ -136,6 +138,15 @@ class TrackFilter:
             gain = here.cov @ f.T @ np.linalg.pinv(nxt.prior_cov)
             out[i].mean = here.mean + gain @ (out[i + 1].mean - nxt.prior_mean)
             out[i].cov = here.cov + gain @ (out[i + 1].cov - nxt.prior_cov) @ gain.T
+        for start in (s for s, e in enumerate(self.history) if s and e.source == "fix" and e.prior_mean is None):
+            i = start - 1
+            while i >= 0 and self.history[i].source != "fix":
+                f, q = transition(out[i + 1].time_s - out[i].time_s, self.cfg.accel_sigma)
+                back = np.linalg.inv(f)
+                out[i].mean = back @ out[i + 1].mean
+                out[i].cov = back @ (out[i + 1].cov + q) @ back.T
+                out[i].source = "predicted"
+                i -= 1
         return out
 
     def _restart(self, en: np.ndarray, radius_m: float) -> None:
