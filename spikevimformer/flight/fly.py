@@ -70,7 +70,6 @@ class FlightTracker:
             start_en, start_r = None, None
         self.filter = TrackFilter(self.cfg.filter, start_en, start_r)
         self.flight = Flight()
-        self._answers: list[Localization | None] = []
 
     def add(self, frame: Frame) -> TrackPoint:
         """Localize one frame (the next in time) and fuse its fix; the online estimate for it."""
@@ -85,7 +84,6 @@ class FlightTracker:
                 if answer.fix else None  # fmt: skip
             est = self.filter.step(frame.time_s, fix, answer.radius_m if answer.fix else None)
         point = self._point(frame, answer, est)
-        self._answers.append(answer)
         self.flight.points.append(point)
         self.flight.seconds.append(time.perf_counter() - begin)
         return point

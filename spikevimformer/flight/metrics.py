@@ -11,6 +11,15 @@ from ..geodesy import haversine_m
 from .track import TrackPoint
 
 
+def frame_errors_m(points: Sequence[TrackPoint], truth: dict[str, tuple[float, float]],
+                   smoothed: bool = False) -> np.ndarray:  # fmt: skip
+    """(n,) metres from each frame's online (or smoothed) position to its true one; NaN without truth or position."""
+    true = np.array([truth.get(p.name, (np.nan, np.nan)) for p in points], dtype=np.float64).reshape(-1, 2)
+    lat = np.array([p.smoothed_latitude if smoothed else p.latitude for p in points], dtype=np.float64)
+    lon = np.array([p.smoothed_longitude if smoothed else p.longitude for p in points], dtype=np.float64)
+    return haversine_m(true[:, 0], true[:, 1], lat, lon)
+
+
 def flight_metrics(points: Sequence[TrackPoint], truth: dict[str, tuple[float, float]],
                    thresholds_m: Sequence[float] = (5, 10, 25)) -> dict:  # fmt: skip
     """Metrics over the frames whose name `truth` holds ((latitude, longitude) by frame name); ValueError when it
@@ -18,28 +27,24 @@ def flight_metrics(points: Sequence[TrackPoint], truth: dict[str, tuple[float, f
     known = [p for p in points if p.name in truth]
     if not known:
         raise ValueError("the truth names none of the flight's frames (match them by file name)")
-    true = np.array([truth[p.name] for p in known])
     out: dict = {"frames": len(points), "evaluated": len(known), "fix_rate": float(np.mean([p.fix_latitude is not None
                                                                                             for p in points])),
                  "rejected_fixes": sum(p.rejected for p in points), "placed": sum(p.placed for p in points),
                  "longest_without_fix": _longest_gap(points)}  # fmt: skip
-    for prefix, lat_key, lon_key, r_key in (("online", "latitude", "longitude", "radius_m"),
-                                            ("smoothed", "smoothed_latitude", "smoothed_longitude",
-                                             "smoothed_radius_m")):  # fmt: skip
-        lat = np.array([getattr(p, lat_key) for p in known], dtype=np.float64)
-        lon = np.array([getattr(p, lon_key) for p in known], dtype=np.float64)
-        radius = np.array([getattr(p, r_key) for p in known], dtype=np.float64)
-        ok = np.isfinite(lat) & np.isfinite(lon)
-        err = haversine_m(true[ok, 0], true[ok, 1], lat[ok], lon[ok])
+    for prefix, smoothed in (("online", False), ("smoothed", True)):
+        err = frame_errors_m(known, truth, smoothed)
+        radius = np.array([p.smoothed_radius_m if smoothed else p.radius_m for p in known], dtype=np.float64)
+        ok = np.isfinite(err)
         if not ok.any():
             continue
+        err, radius = err[ok], radius[ok]
         out[f"{prefix}_rmse_m"] = float(np.sqrt(np.mean(err**2)))
         out[f"{prefix}_median_error_m"] = float(np.median(err))
         out[f"{prefix}_p95_error_m"] = float(np.percentile(err, 95))
         out[f"{prefix}_max_error_m"] = float(err.max())
         for t in thresholds_m:
             out[f"{prefix}_within_{t:g}m"] = float(np.mean(err <= t))
-        out[f"{prefix}_radius95_coverage"] = float(np.mean(err <= radius[ok]))
+        out[f"{prefix}_radius95_coverage"] = float(np.mean(err <= radius))
     return out
 
 

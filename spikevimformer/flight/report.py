@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import numpy as np
 
 from ..analysis.visualize import _pyplot, save_figure
 from ..fileio import atomic_write_text
-from ..geodesy import LocalFrame, haversine_m
+from ..geodesy import LocalFrame
+from .metrics import frame_errors_m
 from .track import TrackPoint
 
 SOURCE_COLOURS = {"fix": "#2e7d32", "predicted": "#ef6c00", "tile": "#9e9e9e"}
@@ -52,12 +52,8 @@ def track_figure(points: Sequence[TrackPoint], truth: dict[str, tuple[float, flo
     frames = np.array([p.frame for p in points])
     ax_err.plot(frames, [p.radius_m for p in points], color="#999", lw=1, label="online 95 % radius")
     if truth:
-        for label, lat_key, lon_key, colour in (("online error", "latitude", "longitude", "#ef6c00"),
-                                                ("smoothed error", "smoothed_latitude", "smoothed_longitude",
-                                                 "#333")):  # fmt: skip
-            err = [float(haversine_m(*truth[p.name], getattr(p, lat_key), getattr(p, lon_key)))
-                   if p.name in truth and math.isfinite(getattr(p, lat_key)) else math.nan for p in points]
-            ax_err.plot(frames, err, color=colour, lw=1.2, label=label)
+        for label, smoothed, colour in (("online error", False, "#ef6c00"), ("smoothed error", True, "#333")):
+            ax_err.plot(frames, frame_errors_m(points, truth, smoothed), color=colour, lw=1.2, label=label)
     ax_err.set_yscale("log")
     ax_err.set_xlabel("frame")
     ax_err.set_ylabel("metres")

@@ -580,22 +580,20 @@ def _registrar(cfg: RegisterConfig, index: GalleryIndex, notes: list[str]) -> Re
     has its windows described per photo); `auto` on an index without learned ones registers with SIFT alone and
     says so (computing them per query would cost seconds a photo)."""
     registrar = Registrar(cfg)
+    if registrar.learned is not None and not _preload(registrar, index, registrar.learned, LEARNED_KIND):
+        why = ("holds no learned reference features (built before they were stored, or with "
+               "--no-reference-features)" if index.reference_settings is None else "stored its learned reference "
+               f"features with other settings ({index.reference_settings})")  # fmt: skip
+        if cfg.features == AUTO:
+            notes.append(f"the gallery index {index.folder} {why}: registering with SIFT alone, which fails across "
+                         "dates and sensors; rebuild it with `spikevimformer index build` for learned "
+                         "features")  # fmt: skip
+            registrar = Registrar(replace(cfg, features="sift"))
+        else:
+            notes.append(f"the gallery index {index.folder} {why}: --features {cfg.features} computes them per "
+                         "photo (slow); rebuild the index with `spikevimformer index build` (without "
+                         "--no-reference-features) to store them")  # fmt: skip
     _preload(registrar, index, registrar.invariant, INVARIANT_KIND)
-    if registrar.learned is None or _preload(registrar, index, registrar.learned, LEARNED_KIND):
-        return registrar
-    why = ("holds no learned reference features (built before they were stored, or with --no-reference-features)"
-           if index.reference_settings is None else "stored its learned reference features with other settings "
-           f"({index.reference_settings})")  # fmt: skip
-    if cfg.features == AUTO:
-        notes.append(f"the gallery index {index.folder} {why}: registering with SIFT alone, which fails across "
-                     "dates and sensors; rebuild it with `spikevimformer index build` for learned "
-                     "features")  # fmt: skip
-        registrar = Registrar(replace(cfg, features="sift"))
-        _preload(registrar, index, registrar.invariant, INVARIANT_KIND)
-        return registrar
-    notes.append(f"the gallery index {index.folder} {why}: --features {cfg.features} computes them per photo "
-                 "(slow); rebuild the index with `spikevimformer index build` (without --no-reference-features) "
-                 "to store them")  # fmt: skip
     return registrar
 
 

@@ -127,5 +127,13 @@ def read(path: str, kind: str = LEARNED_KIND) -> dict[str, Entry]:
     return {i: (levels["full"][j], coarse[j], float(scales[j])) for j, i in enumerate(ids)}
 
 
+def count(path: str) -> int:
+    """How many tiles a stored file holds, reading its ids alone (a .npz member is read on access)."""
+    try:
+        return len(np.load(path, allow_pickle=False)["ids"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"the stored reference features {path} are unreadable ({exc}); rebuild the index") from exc
+
+
 def _levels(kind: str) -> tuple[str, ...]:
     return LEVELS if kind == LEARNED_KIND else LEVELS[:1]

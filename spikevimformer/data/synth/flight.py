@@ -74,10 +74,13 @@ def flight_path(points: np.ndarray, n: int, step_m: float, turn_m: float = TURN_
     smooth = np.c_[np.convolve(wrapped[:, 0], kernel, "valid"), np.convolve(wrapped[:, 1], kernel, "valid")]
     smooth = np.vstack([smooth, smooth[:1]])
     arc = np.r_[0.0, np.cumsum(np.hypot(*np.diff(smooth, axis=0).T))]
-    s = (np.arange(n) * step_m) % arc[-1]
-    pos = np.c_[np.interp(s, arc, smooth[:, 0]), np.interp(s, arc, smooth[:, 1])]
-    ahead = np.c_[np.interp((s + 1.0) % arc[-1], arc, smooth[:, 0]), np.interp((s + 1.0) % arc[-1], arc, smooth[:, 1])]
-    forward = ahead - pos
+    def at(d: np.ndarray) -> np.ndarray:
+        d = d % arc[-1]
+        return np.c_[np.interp(d, arc, smooth[:, 0]), np.interp(d, arc, smooth[:, 1])]
+
+    s = np.arange(n) * step_m
+    pos = at(s)
+    forward = at(s + 1.0) - pos
     heading = np.degrees(np.arctan2(forward[:, 0], forward[:, 1])) % 360.0
     return pos, heading
 
