@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, folder_lock
 
 EVAL_KEYS = ("R@1", "R@5", "AP", "queries", "gallery")
 LOCALIZE_KEYS = ("queries", "fix_rate", "false_fix_rate", "camera_median_error_m", "camera_within_5m",
@@ -94,14 +92,14 @@ def adapt(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> dict
     world_file = _world_file(cfg)
     cfg = _checked(cfg, world_file is not None)  # every setting before anything is written
     _check_area(cfg, world_file)
-    out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
+    with folder_lock(out, "adapt"):  # its renders, fine-tune and index folders inside OUT with it
         return _adapt(cfg, out, world_file, resume, progress)
 
 
 def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resume: bool,
            progress: bool) -> dict[str, Any]:
     """The stages of `adapt`, run while this process holds OUT."""
+    from .analysis.visualize import training_curves
     from .checkpoint import file_sha256, load_model
     from .data import load_benchmark
     from .data.synth import generate_world
@@ -116,6 +114,7 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     from .geo.raster import raster_size
     from .geo.tiles import OrthoConfig, orthophoto_tiles
     from .geodesy import WorldFile
+    from .report import write_adapt_report
 
     cfg = with_world_file(cfg, out, world_file)
     device = resolve_device(cfg.device)
@@ -200,7 +199,8 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     report.update(steps=result.get("steps"), training_locations=trained_on, tiles=len(tiles), seconds=seconds,
                   weights_tag=tag, commands=usage(out))  # fmt: skip
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str))
-    atomic_write_text(out / "report.html", _html(report))
+    curves = training_curves(run / "log.csv", out / "curves-finetune.png") if report["steps"] else None
+    write_adapt_report(out / "report.html", report, curves, few_steps=FEW_STEPS)
     return report
 
 
@@ -211,23 +211,6 @@ def with_world_file(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | N
         return cfg
     atomic_write_text(out / "area.wld", world_file[0])
     return replace(cfg, world_file=str(out / "area.wld"), crs=world_file[1])
-
-
-@contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold OUT/.adapt.lock for the run: a second adapt on the same folder stops at once instead of interleaving
-    its renders, checkpoints and logs with the first (the lock goes with the process, even when it is killed)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
-        yield
-        return
-    with open(out / ".adapt.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"another adapt is running in {out}: wait for it to end, or give another --out") from None
-        yield
 
 
 def _saved_step(path: Path) -> int | None:
@@ -345,12 +328,12 @@ def _ground_size(tiles) -> str:
 def lens_of(photo: str | Path) -> float:
     """The horizontal field of view (degrees) of a sample drone photo, from its EXIF focal length (`--like`)."""
     from .geo.imaging import open_photo
-    from .geo.intrinsics import from_exif
+    from .geo.intrinsics import from_exif, lens_gap
 
     image, exif = open_photo(photo)
     found = from_exif(exif, *image.size, label=str(photo))
     if found is None:
-        raise ValueError(f"--like {photo}: its EXIF has no focal length; give the lens with --fov DEG instead")
+        raise ValueError(f"--like {photo}: {lens_gap(exif)}; give the lens with --fov DEG instead")
     return found.hfov_deg
 
 
@@ -377,16 +360,3 @@ def summary(report: dict[str, Any]) -> str:
                      f"{100 * loc['fix_rate']:.1f} %, camera median error "
                      f"{'-' if med is None else f'{med:.2f} m'}, within 25 m {100 * loc['camera_within_25m']:.1f} %")
     return "\n".join(lines + ["use it:", *(f"  {c}" for c in report["commands"])])
-
-
-def _html(report: dict[str, Any]) -> str:
-    import html
-
-    body = html.escape(summary(report))
-    cfg = html.escape(json.dumps(report["config"], indent=2, default=str))
-    return (f"<!doctype html><meta charset='utf-8'><title>spikevimformer adapt</title>"
-            f"<style>body{{font:14px system-ui;margin:2em;max-width:60em}}pre{{background:#f4f4f4;padding:1em}}"
-            f"</style><h1>Adaptation to {html.escape(Path(report['config']['ortho']).name)}</h1>"
-            f"<h2>Held-out views, before and after</h2><pre>{body}</pre>"
-            f"<h2>Stages (seconds)</h2><pre>{html.escape(json.dumps(report['seconds'], indent=2))}</pre>"
-            f"<h2>Settings</h2><pre>{cfg}</pre>")  # fmt: skip

@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .fileio import atomic_write
+from .fileio import atomic_write, plain
 from .models.backbone import BackboneCfg, ESpikeFormer
 from .models.calibrate import calibrate_batchnorm
 from .models.spikevimformer import VARIANTS, SpikeViMFormer, build_model
 
 FORMAT = "spikevimformer/1"
 _WRAPPERS = ("model", "state_dict", "model_state", "module", "net")
+_KEY_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers, in either order or both
 _OFFICIAL = {"tiny": "V3_10.0M_1x4.pth", "small": "V3_19.0M_1x4.pth"}
 RANDOM_INIT_SEED = 0
 IMAGENET_TAG = "imagenet-init:sha256="
@@ -71,8 +72,29 @@ def _why_unreadable(path: Path, exc: Exception) -> str:
     return f"it is corrupt, truncated or not a torch.save file ({type(exc).__name__}{': ' + first if first else ''})"
 
 
+def plain_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """State-dict keys without the prefixes wrappers add (`module.` of DataParallel/DDP, `_orig_mod.` of
+    torch.compile, both in any order): every reader of ours loads a wrapped model's file like the bare model's."""
+    def bare(key: str) -> str:
+        while prefix := next((p for p in _KEY_PREFIXES if key.startswith(p)), None):
+            key = key.removeprefix(prefix)
+        return key
+
+    return {bare(k): v for k, v in state.items()}
+
+
+def bare_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DataParallel/DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, however nested."""
+    while True:
+        inner = next((m for m in (getattr(model, "module", None), getattr(model, "_orig_mod", None))
+                      if isinstance(m, torch.nn.Module)), None)  # fmt: skip
+        if inner is None:
+            return model
+        model = inner
+
+
 def _unwrap(obj: Any, path: str | Path) -> dict[str, Tensor]:
-    """Find the tensor dict inside the usual wrappings and strip DDP's `module.` prefix."""
+    """Find the tensor dict inside the usual wrappings and strip the wrappers' key prefixes (`plain_keys`)."""
     while isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
         inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
@@ -81,7 +103,7 @@ def _unwrap(obj: Any, path: str | Path) -> dict[str, Tensor]:
     if not isinstance(obj, Mapping) or not any(isinstance(v, Tensor) for v in obj.values()):
         found = type(obj).__name__ + (f" with keys {sorted(obj)[:8]}" if isinstance(obj, Mapping) else "")
         raise CheckpointError(f"{path} holds no state dict of tensors (found {found})")
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items() if isinstance(v, Tensor)}
+    return plain_keys({k: v for k, v in obj.items() if isinstance(v, Tensor)})
 
 
 @functools.cache
@@ -173,11 +195,14 @@ def save_checkpoint(
 ) -> Path:
     """Save model (+ optimizer, resolved config, metrics, extra state) atomically.
 
-    Everything stored is tensors or plain Python values, so it loads with `weights_only=True`. `half_heads` stores
-    the training-only blocks (SSA, SHS, classifier) in fp16: the backbone, hence inference, stays exact, and the
-    heads only seed further training (a tiny checkpoint: 46 -> 43 MB). Loaders return them in fp32.
+    Everything stored is tensors or plain Python values, so it loads with `weights_only=True`: numpy numbers and
+    arrays, paths and enums in `config`, `metrics` or `extra` are written as Python ones (`fileio.plain`), anything
+    else raises TypeError naming its key before the file is touched. A DDP or torch.compile wrapper is saved as
+    the model inside it. `half_heads` stores the training-only blocks (SSA, SHS, classifier) in fp16: the
+    backbone, hence inference, stays exact, and the heads only seed further training (a tiny checkpoint:
+    46 -> 43 MB). Loaders return them in fp32.
     """
-    bare = model.module if hasattr(model, "module") else model
+    bare = bare_model(model)
     state = bare.state_dict()
     if half_heads:
         state = {k: v.half() if v.is_floating_point() and not k.startswith("backbone.") else v
@@ -196,6 +221,7 @@ def save_checkpoint(
         payload["optimizer"] = optimizer.state_dict()
     if extra:
         payload.update(extra)
+    payload = {key: plain(value, key, keep=(Tensor,)) for key, value in payload.items()}
     return atomic_torch_save(payload, path)
 
 
@@ -240,7 +266,7 @@ def read_init(path: str | Path) -> tuple[str, dict[str, Tensor]]:
         return "ours", load_release(path).state_dict()
     payload = _read(path)
     if is_ours(payload):
-        return "ours", dict(payload["model"])
+        return "ours", plain_keys(payload["model"])
     if (bare := _bare_model_state(payload)) is not None:
         return "ours", bare[2]
     return "official", _official_state(payload, path)
@@ -277,7 +303,7 @@ def _assemble(
     with torch.device("meta"):
         model = SpikeViMFormer(cfg, num_classes=num_classes, variant=variant)
     own = model.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}  # fp16 releases -> fp32
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in plain_keys(state).items()}  # fp16 -> fp32
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
@@ -404,7 +430,7 @@ def save_release(model: SpikeViMFormer, path: str | Path, metadata: Mapping[str,
 
     from safetensors.torch import save_file
 
-    bare = model.module if hasattr(model, "module") else model
+    bare = bare_model(model)
     tensors = {
         k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in bare.state_dict().items()
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import json
+import os
 import platform
 import sys
 import time
@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .checkpoint import file_sha256
+from .fileio import atomic_write_json, folder_lock
 
 DEMO_SEED = 2026  # pretraining worlds use seeds >= 10000, so the demo world is never seen in pretraining
 
@@ -150,16 +153,20 @@ REGISTRATION_KEYS = ("queries", "fix_rate", "false_fix_rate", "camera_median_err
                      "register_s_per_image", "tile_radius95_coverage", "tile_median_radius_m")  # fmt: skip
 
 
-def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, tag: str, device: torch.device) -> dict[str, Any]:
+def _localize(model, world_root: Path, cfg: DemoConfig, out: Path, weights: Path, device: torch.device
+              ) -> dict[str, Any]:
     """Index the test gallery, then localize held-out drone photos: the world's own, and the same world
-    photographed again at `localize_image_size` (registration needs more pixels than retrieval)."""
+    photographed again at `localize_image_size` (registration needs more pixels than retrieval).
+
+    The indexes name `weights` (the file `model` was loaded from) by its SHA-256 and by a path relative to them, as
+    `index build` does, so `localize --index OUT/index` loads it again, and --checkpoint with that file matches."""
     from .data.synth import SynthConfig, generate_world
     from .geo.encoders import TorchEncoder
     from .geo.localize import Localizer
     from .geo.metrics import evaluate_localizer
     from .geo.tiles import world_tiles
 
-    encoder = TorchEncoder(model, cfg.image_size, tag, device)
+    encoder = TorchEncoder(model, cfg.image_size, file_sha256(weights), device, os.path.relpath(weights, out / "index"))
     tiles = world_tiles(world_root, split="test")
     localizer = Localizer(encoder, _gallery_index(encoder, tiles, out / "index"))
     sets = [(f"demo world, {cfg.world_image_size} px photos", world_root)]
@@ -267,7 +274,15 @@ def _registration_picture(localizer, queries, out: Path) -> str | None:
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Every stage of the demo; returns the report payload and writes OUT/report.html."""
+    """Every stage of the demo; returns the report payload and writes OUT/report.html.
+
+    Raises ValueError when another process writes OUT (`fileio.folder_lock`)."""
+    with folder_lock(cfg.out_dir, "demo"):
+        return _run_demo(cfg)
+
+
+def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """The stages of `run_demo`, run while this process holds OUT."""
     from .checkpoint import model_from_checkpoint
     from .data import load_benchmark
     from .data.synth import SynthConfig, generate_world
@@ -309,7 +324,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         run, result = _train(cfg, world, "finetune" if init != "scratch" else "scratch", init,
                              cfg.lr if init != "scratch" else cfg.scratch_lr)
         runs[label] = run
-        trained = model_from_checkpoint(run / "last.pt").eval()
+        weights = run / "best.pt"  # the inference file every run folder holds, which the README points to
+        trained = model_from_checkpoint(weights).eval()
         rows += _evaluate(trained, bench, cfg, device, label)
         # University-1652-Baseline's test-time flip, shown apart: it doubles the inference cost
         rows += _evaluate(trained, bench, cfg, device, f"{label}, test-time flip (2x inference)", flip=True)
@@ -327,7 +343,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         payload["energy"] = _energy(trained, bench, cfg, device, out)
 
     with stages("geo-referenced index and localization"):
-        payload["localization"] = _localize(trained, world, cfg, out, f"demo:{label}", device)
+        payload["localization"] = _localize(trained, world, cfg, out, weights, device)
 
     with stages("pictures"):
         payload["pictures"] = _pictures(trained, bench, cfg, device, out, runs)
@@ -336,7 +352,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     payload["stages"] = [asdict(s) for s in stages.done]
     path = write_report(out / "report.html", payload)
-    (out / "report.json").write_text(json.dumps(payload, indent=2, default=str))
+    atomic_write_json(out / "report.json", payload)
     print(f"report: {path}")
     return payload
 

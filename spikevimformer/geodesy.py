@@ -92,15 +92,21 @@ def canonical_crs(crs: str) -> str:
         return "EPSG:3857"
     if key.startswith("UTM:") and key[-1:] in ("N", "S") and key[4:-1].isdigit():
         return f"EPSG:{(32600 if key[-1] == 'N' else 32700) + int(key[4:-1])}"
-    return key
+    return key if _is_epsg(key) else crs.strip()  # WKT and PROJ strings are case-sensitive: kept as written
+
+
+def _is_epsg(key: str) -> bool:
+    """Whether a canonical spelling is an EPSG code (compared and looked up by number, unlike WKT/PROJ strings)."""
+    return key.startswith("EPSG:") and key[5:].isdigit()
 
 
 def parse_crs(crs: str):
     """A function (x, y) -> (lat, lon) for 'EPSG:4326', 'EPSG:3857', 'EPSG:326zz'/'EPSG:327zz' or 'UTM:33N' (our own
-    formulas), or any other EPSG code (national grids such as EPSG:31256, EPSG:2056, EPSG:27700) through PROJ when
-    rasterio (the `deploy` extra) is installed.
+    formulas), or any other coordinate system PROJ reads (an EPSG code such as the national grids EPSG:31256,
+    EPSG:2056, EPSG:27700; a WKT; a PROJ string such as '+proj=tmerc +lon_0=10.3 ...') when rasterio (the `deploy`
+    extra) is installed.
 
-    Raises ValueError for a code neither knows."""
+    Raises ValueError for a coordinate system neither knows."""
     key = canonical_crs(crs)
     if key == "EPSG:4326":
         return lambda x, y: (np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64))
@@ -112,8 +118,7 @@ def parse_crs(crs: str):
             raise ValueError(f"unknown coordinate system {crs!r} (UTM zones are 1..60)")
         return lambda x, y: utm_to_geo(*_in_utm_range(x, y, crs), zone, north)
     builtin = "EPSG:4326 (degrees), EPSG:3857, EPSG:326zz/327zz or UTM:33N"
-    if not (key.startswith("EPSG:") and key[5:].isdigit()):
-        raise ValueError(f"unsupported coordinate system {crs!r}; use an EPSG code, e.g. {builtin}")
+    epsg = _is_epsg(key)
     try:
         import rasterio
         from rasterio.crs import CRS
@@ -123,9 +128,12 @@ def parse_crs(crs: str):
                          f"or reproject the orthophoto to {builtin}") from None
     try:
         with rasterio.Env():  # GDAL's own error line stays off stderr; the ValueError says it
-            source = CRS.from_epsg(int(key[5:]))
+            source = CRS.from_epsg(int(key[5:])) if epsg else CRS.from_user_input(key)
     except CRSError:
-        raise ValueError(f"unknown coordinate system {crs!r} (not an EPSG code PROJ knows)") from None
+        if epsg:
+            raise ValueError(f"unknown coordinate system {crs!r} (not an EPSG code PROJ knows)") from None
+        raise ValueError(f"unsupported coordinate system {crs!r}; use an EPSG code (e.g. {builtin}), a WKT or a "
+                         "PROJ string (+proj=...)") from None
     if not (source.is_projected or source.is_geographic):
         raise ValueError(f"coordinate system {crs!r} is neither geographic nor projected")
     return lambda x, y: _proj_to_geo(source, x, y)

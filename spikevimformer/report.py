@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import atomic_write_text
+from .geo.metrics import is_fraction, metric_name
 
 SECTIONS = ("Summary", "Retrieval", "Training curves", "Retrieval strips", "Energy", "Localization",
             "Commands and versions", "Stage times")
@@ -21,6 +22,9 @@ REGISTRATION_COLUMNS = ("queries_from", "fix_rate", "false_fix_rate", "camera_me
                         "camera_within_10m", "camera_within_25m", "radius95_coverage", "heading_median_error_deg",
                         "look_at_median_error_m", "look_at_within_5m", "R@1", "R@1_verified", "register_s_per_image",
                         "tile_radius95_coverage", "tile_median_radius_m")  # fmt: skip
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+         "text-align:right}th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:8px}")
 METRIC_COLUMNS = ("model", "direction", "protocol", "R@1", "R@5", "R@10", "R@top1%", "AP", "queries", "gallery")
 
 
@@ -30,10 +34,21 @@ def _esc(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -> str:
-    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _cell(column: str, value: Any, percent: bool) -> str:
+    if percent and is_fraction(column) and _number(value):
+        return f"{100 * value:.1f}\u00a0%"
+    return _esc(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str], percent: bool = False,
+           spaced: bool = False) -> str:  # fmt: skip
+    """A table that scrolls sideways inside the page when wider than it. `percent`: the rows hold fractions of one
+    (R@K, within X m, rates), shown as percentages as in the report's other tables; `spaced`: headers with spaces
+    for underscores, so that a wide table wraps its headers instead of the page."""
+    head = "".join(f"<th>{_esc(c.replace('_', ' ') if spaced else c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c, r.get(c, ''), percent)}</td>" for c in columns) + "</tr>"
+                   for r in rows)  # fmt: skip
+    return f'<div style="overflow-x:auto"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _number(value: Any) -> bool:
@@ -41,14 +56,9 @@ def _number(value: Any) -> bool:
 
 
 def _registration_table(rows: list[dict[str, Any]]) -> str:
-    """One row per query set: fractions as percentages, a missing metric (no fixes, no true heading) left blank;
-    headers are the metric names with spaces, so that the wide table wraps its headers instead of the page."""
-    from .geo.metrics import is_fraction
-
-    shown = [{c.replace("_", " "): f"{100 * v:.1f}\u00a0%" if is_fraction(c) and _number(v) else v
-              for c, v in row.items() if c in REGISTRATION_COLUMNS and v is not None} for row in rows]  # fmt: skip
-    table = _table(shown, [c.replace("_", " ") for c in REGISTRATION_COLUMNS])
-    return f'<div style="overflow-x:auto">{table}</div>'
+    """One row per query set; a missing metric (no fixes, no true heading) left blank."""
+    shown = [{c: v for c, v in row.items() if v is not None} for row in rows]
+    return _table(shown, REGISTRATION_COLUMNS, percent=True, spaced=True)
 
 
 def _conventions_section(energy: dict[str, Any]) -> str:
@@ -74,7 +84,7 @@ def _conventions_section(energy: dict[str, Any]) -> str:
         "<h3>The same spikes under four conventions</h3><p>mJ per image; SNN = compute + neuron updates + memory; "
         "ANN: the same network as an ANN; reference ANNs by their published MACs scaled by (size/224)^2; "
         "\u2265: a lower bound (weight reads only).</p>"
-        f'<div style="overflow-x:auto">{_table(rows, columns)}</div><ul>{described}</ul>'
+        f'{_table(rows, columns)}<ul>{described}</ul>'
         f"<p>Paper's claim: {_esc(claim.get('source', ''))}. Measured parameter ratios (reference / our inference "
         f"backbone): {ratios}.</p><ul>{verdicts}</ul>"
     )
@@ -162,7 +172,9 @@ def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
         parts.append("<p>Held-out drone photos localized against a geo-referenced index of the test gallery "
                      "tiles; errors against the drone camera's true position. Dis@K: distance of the best of "
                      "the top K tiles; within X m: top-1 tile centre within X metres.</p>")
-        parts.append(_table([loc], LOCALIZATION_COLUMNS))
+        named = {c: metric_name(c, loc) for c in LOCALIZATION_COLUMNS}  # SDM@K with its scale
+        parts.append(_table([{named[c]: v for c, v in loc.items() if c in named}], list(named.values()),
+                            percent=True))
         if loc.get("points"):
             parts.append(_image(_localization_map(loc, out / "localization.png"), "localization map"))
         registration = loc.get("registration_rows") or (
@@ -197,9 +209,44 @@ def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
     parts.append(_table(stages + [{"name": "total", "seconds": sum(s["seconds"] for s in stages)}],
                         ("name", "seconds")))
 
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:right}th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:8px}")
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>SpikeViMFormer demo</title>"
-           f"<style>{style}</style></head><body><h1>SpikeViMFormer demo report</h1>{''.join(parts)}</body></html>")
+           f"<style>{STYLE}</style></head><body><h1>SpikeViMFormer demo report</h1>{''.join(parts)}</body></html>")
+    return atomic_write_text(path, doc)
+
+
+ADAPT_STEPS_NOTE = "too few steps for a real adaptation (the change is mostly chance): raise --minutes"
+
+
+def write_adapt_report(path: str | Path, report: dict[str, Any], curves: str | Path | None = None,
+                       few_steps: int = 20) -> Path:  # fmt: skip
+    """Write `adapt`'s report.html (atomically): held-out retrieval before and after, localization of held-out
+    views on the whole-area index, the fine-tune's curves (`curves`, a PNG, embedded), stage times, the commands
+    that use the result and the settings; `few_steps`: fewer fine-tune steps than this are flagged."""
+    b, a = report["before"], report["after"]
+    change = {"model": "change", **{k: a[k] - b[k] for k in ("R@1", "R@5", "AP")}}
+    steps = report.get("steps") or 0
+    parts = [f"<h1>Adaptation to {_esc(Path(report['config']['ortho']).name)}</h1>",
+             "<h2>Held-out views, before and after</h2><p>Drone -> satellite retrieval on views rendered from the "
+             f"area but never trained on ({_esc(b['queries'])} queries, {_esc(b['gallery'])} tiles, paper "
+             f"protocol; percentages). Fine-tuned for {steps} step{'' if steps == 1 else 's'} on "
+             f"{_esc(report.get('training_locations'))} locations"
+             + (f": <b>{ADAPT_STEPS_NOTE}</b>" if steps < few_steps else "") + ".</p>",
+             _table([{"model": "before", **b}, {"model": "after", **a}, change], ("model", "R@1", "R@5", "AP"))]
+    loc = report.get("localization", {})
+    if loc:
+        parts += ["<h2>Localization on the whole-area index</h2><p>Held-out views registered to the orthophoto "
+                  f"({_esc(report.get('tiles'))} tiles): fix rate, false fixes (farther than 25 m), camera error over "
+                  "all views (a view without a fix counts with its tile-level estimate), 95 % radius coverage. "
+                  "The views are rendered from this orthophoto: real photos of another date register less often.</p>",
+                  _table([loc], list(loc), percent=True, spaced=True)]
+    if curves is not None and Path(curves).is_file():
+        parts += ["<h2>Fine-tune</h2>", _image(curves, "fine-tune curves")]
+    stages = [{"stage": k, "seconds": v} for k, v in report.get("seconds", {}).items()]
+    parts += ["<h2>Stage times</h2>",
+              _table(stages + [{"stage": "total", "seconds": sum(r["seconds"] for r in stages)}], ("stage", "seconds")),
+              "<h2>Use it</h2><pre>" + "\n".join(_esc(c) for c in report.get("commands", [])) + "</pre>",
+              "<h2>Settings</h2>", _table([{"setting": k, "value": v} for k, v in report["config"].items()],
+                                         ("setting", "value"))]  # fmt: skip
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>spikevimformer adapt</title>"
+           f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     return atomic_write_text(path, doc)

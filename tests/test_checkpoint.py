@@ -1,11 +1,13 @@
 import argparse
 import pickle
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from spikevimformer import CheckpointError, build_model, load_backbone_checkpoint, load_checkpoint, save_checkpoint
-from spikevimformer.checkpoint import model_from_checkpoint
+from spikevimformer.checkpoint import load_model, model_from_checkpoint, read_init
 from tests.test_backbone import spec_shapes
 
 
@@ -26,6 +28,7 @@ WRAPPINGS = {
     "model": lambda s: {"model": s, "epoch": 300},
     "state_dict": lambda s: {"state_dict": s, "args": {"lr": 1e-3}},
     "module_prefix": lambda s: {"model": {f"module.{k}": v for k, v in s.items()}},
+    "compiled_ddp_prefix": lambda s: {"state_dict": {f"_orig_mod.module.{k}": v for k, v in s.items()}},
 }
 
 
@@ -133,3 +136,48 @@ def test_own_checkpoint_round_trip_is_atomic_and_strict(tmp_path):
         official = tmp_path / "official.pth"
         torch.save(official_state("tiny"), official)
         load_checkpoint(official)
+
+
+def test_numpy_and_path_values_are_written_plain_and_load_safely(tmp_path):
+    """What training code hands over (numpy scalars from metrics, arrays, paths, tuples) reads back with
+    weights_only as Python values; anything else is refused at write time, naming its key, leaving no file."""
+    model = build_model("tiny", num_classes=2)
+    metrics = {"R@1": np.float32(0.5), "rows": [{"queries": np.int64(3), "hit": np.bool_(True)}],
+               "ranks": np.arange(3), "data": Path("/data/world"), "size": (np.int64(64), 64)}
+    path = save_checkpoint(tmp_path / "best.pt", model, config={"lr": np.float64(1e-4)}, metrics=metrics)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert payload["metrics"] == {"R@1": 0.5, "rows": [{"queries": 3, "hit": True}], "ranks": [0, 1, 2],
+                                  "data": "/data/world", "size": (64, 64)}
+    assert type(payload["metrics"]["R@1"]) is float and type(payload["metrics"]["rows"][0]["queries"]) is int
+    assert type(payload["config"]["lr"]) is float
+    with pytest.raises(TypeError, match=r"metrics\['bad'\] holds a builtins.object"):
+        save_checkpoint(tmp_path / "refused.pt", model, metrics={"bad": object()})
+    assert not (tmp_path / "refused.pt").exists()
+
+
+def test_wrapped_model_checkpoints_load_like_the_plain_one(tmp_path):
+    """DataParallel/DDP (`module.`) and torch.compile (`_orig_mod.`) key prefixes, alone or both, load in the
+    one shared loader, as a bare state_dict or one of our checkpoints, and give the plain model's outputs."""
+    model = build_model("tiny", num_classes=3).eval()
+    state = model.state_dict()
+    ours = save_checkpoint(tmp_path / "ours.pt", model)
+    payload = torch.load(ours, map_location="cpu", weights_only=True)
+    payload["model"] = {f"_orig_mod.module.{k}": v for k, v in state.items()}
+    torch.save(payload, ours)
+    files = [ours]
+    for prefix in ("module.", "_orig_mod."):
+        files.append(tmp_path / f"{prefix}pt")
+        torch.save({prefix + k: v for k, v in state.items()}, files[-1])
+    loaded = [load_model(path)[0] for path in files]
+    for other in (m.state_dict() for m in loaded):
+        assert other.keys() == state.keys() and all(torch.equal(other[k], v) for k, v in state.items())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded[0](x), model(x), rtol=0, atol=0)
+    assert read_init(ours)[1].keys() == state.keys()
+
+
+def test_a_wrapped_model_is_saved_as_the_model_inside(tmp_path):
+    model = build_model("tiny", num_classes=2)
+    path = save_checkpoint(tmp_path / "last.pt", torch.nn.DataParallel(model))
+    assert load_checkpoint(path)["model"].keys() == model.state_dict().keys()

@@ -47,6 +47,18 @@ def test_university_counts_labels_and_pairs(tmp_path):
     assert not bench.notes
 
 
+def test_upper_case_image_suffixes_are_read_like_lower_case_ones(tmp_path):
+    """Cameras and Windows tools write .JPG/.JPEG/.PNG/.TIF: the shared folder listing finds them all."""
+    ds = make_university(tmp_path, train=2, test=2, distractors=0, drone=2)
+    for path in sorted(ds.rglob("*.jp*g")):
+        path.rename(path.with_suffix(path.suffix.upper()))
+    (ds / "train/drone/0001/image-01.JPEG").rename(ds / "train/drone/0001/image-01.PNG")
+    bench = load_university1652(ds)
+    assert len(bench.train.pairs) == 2 * 2 and len(bench.test["drone2satellite"][0]) == 2 * 2
+    assert {p.suffix for p, _, _ in bench.train.pairs} == {".JPG"}
+    assert ImageDataset(bench.test["drone2satellite"][0].paths, eval_transform(32))[0][0].shape == (3, 32, 32)
+
+
 @pytest.mark.parametrize("given", ["dataset", "parent", "release-name"])
 def test_find_root_accepts_folder_parent_and_archive_name(tmp_path, given):
     ds = make_university(tmp_path / "data", train=2, test=2, distractors=0, drone=1)

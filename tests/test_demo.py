@@ -8,6 +8,8 @@ import yaml
 from spikevimformer.checkpoint import CheckpointError, load_release, save_release
 from spikevimformer.cli import main
 from spikevimformer.demo import DemoConfig
+from spikevimformer.geo.encoders import index_encoder
+from spikevimformer.geo.index import GalleryIndex
 from spikevimformer.models import build_model
 from spikevimformer.pretrained import get_release, load_pretrained, release_names
 from spikevimformer.report import SECTIONS
@@ -41,6 +43,10 @@ def test_toy_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     assert list(payload["energy"]["conventions"]) == ["paper-45nm-fp32", "int8", "memory-aware", "binary-spikes"]
     assert report.count("data:image/png;base64,") >= 4  # curves, strips, energy, map
     assert "report:" in capsys.readouterr().out
+    assert (out / "finetune/best.pt").is_file() and (out / "scratch/best.pt").is_file()  # as the README says
+    index = GalleryIndex.load(out / "index")  # usable as the README shows: its own weights, or best.pt given
+    assert index.identity.mismatch(index_encoder(index).identity) is None
+    GalleryIndex.load(out / "index", expect=index_encoder(index, checkpoint=out / "finetune/best.pt").identity)
 
 
 def test_shipped_checkpoint_matches_its_hash_and_a_tampered_copy_is_refused(tmp_path):

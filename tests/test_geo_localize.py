@@ -13,9 +13,17 @@ from spikevimformer.cli import main
 from spikevimformer.geo.encoders import TorchEncoder
 from spikevimformer.geo.fallback import TileFallback
 from spikevimformer.geo.index import GalleryIndex
-from spikevimformer.geo.localize import Localizer, Match, estimate_position
-from spikevimformer.geo.metrics import evaluate_localizer, load_queries
-from spikevimformer.geodesy import haversine_m
+from spikevimformer.geo.localize import Localization, Localizer, Match, estimate_position
+from spikevimformer.geo.metrics import (
+    Query,
+    distance_metrics,
+    evaluate_localizer,
+    format_report,
+    load_queries,
+    registration_metrics,
+)
+from spikevimformer.geodesy import LocalFrame, haversine_m
+from spikevimformer.registration import RegisterConfig
 from tests.geo_world import FOOTPRINT_M, make_world, tile_image
 
 SIZE = "32"
@@ -85,9 +93,13 @@ def test_evaluate_cli(world_index, capsys, tmp_path) -> None:
     assert rep["Dis@1_m"] == pytest.approx(10.0, abs=0.1)  # the cameras sit 10 m north of the tile centres
     assert rep["within_25m"] == 1.0 and rep["SDM@1"] == pytest.approx(float(torch.exp(torch.tensor(-0.01))), 1e-3)
     assert json.loads((tmp_path / "r.json").read_text())["R@1"] == 1.0
-    loc = _run_json(capsys, ["localize", "--index", str(idx), "--evaluate", str(world), "--json",
-                             "--truth", "location", "--random-init"])  # fmt: skip
-    assert loc["Dis@1_m"] == pytest.approx(0.0, abs=1e-6)
+    centres = load_queries(world, truth="location")  # a CSV of image centres (the tiles'), as UAV-VisLoc's
+    csv_path = _truth_csv(tmp_path / "centres.csv", "image,latitude,longitude",
+                          *(f"{q.image},{q.latitude},{q.longitude}" for q in centres))  # fmt: skip
+    loc = _run_json(capsys, ["localize", "--index", str(idx), "--evaluate", str(csv_path), "--json", "--truth",
+                             "look-at", "--sdm", "denseuav", "--random-init"])  # fmt: skip
+    assert loc["Dis@1_m"] == pytest.approx(0.0, abs=1e-6) and loc["SDM@1"] == 1.0
+    assert (loc["truth"], loc["sdm"], rep["sdm"]) == ("look-at", "s=5e3/deg, DenseUAV", "s=1e-3/m, GTA-UAV")
 
 
 def test_onnx_backend_agrees(world_index, tmp_path, capsys) -> None:
@@ -188,3 +200,67 @@ def test_a_registered_photo_without_a_pose_is_reported_where_it_looks() -> None:
     assert "looks at 48.1853385, 16.3099782" in head and "tile level" not in head
     plain = format_table([dataclasses.replace(r, look_at=None)]).splitlines()[0]
     assert "tile level: the camera within 160 m (95 %) of 48.183900, 16.313000" in plain
+
+
+def _truth_csv(path, header: str, *rows: str):
+    path.write_text("\n".join((header, *rows)) + "\n")
+    return path
+
+
+def test_truth_csv_heights_are_named_agl_or_amsl_and_image_centres_are_look_at_points(tmp_path) -> None:
+    """An altitude column that does not say from where is refused (an AMSL one read as height above ground was
+    off by the terrain); lat/lon/filename are read as UAV-VisLoc writes them; --truth look-at makes them the
+    look-at point."""
+    bare = _truth_csv(tmp_path / "bare.csv", "image,latitude,longitude,altitude_m", "a.jpg,47.0,8.0,2500")
+    with pytest.raises(ValueError, match=r"bare.csv: column 'altitude_m' does not say .* height_agl_m .* "
+                                         r"altitude_amsl_m"):  # fmt: skip
+        load_queries(bare)
+    named = _truth_csv(tmp_path / "named.csv", "filename,lat,lon,height_agl_m,altitude_amsl_m,heading_deg",
+                       "a.jpg,47.0,8.0,120,2500,90", "b.jpg,47.001,8.0,,2510,")  # fmt: skip
+    a, b = load_queries(named)
+    assert (a.image, a.latitude, a.height_m, a.altitude_m, a.heading_deg) == (str(tmp_path / "a.jpg"), 47.0, 120.0,
+                                                                              2500.0, 90.0)  # fmt: skip
+    assert (b.height_m, b.altitude_m, b.look_at, b.truth) == (None, 2510.0, None, "camera")
+    centre = load_queries(named, truth="look-at")[1]
+    assert (centre.latitude, centre.look_at, centre.truth) == (47.001, (47.001, 8.0), "look-at")
+    with pytest.raises(FileNotFoundError, match="truth 'location' needs"):
+        load_queries(named, truth="location")
+
+
+def test_look_at_truth_scores_where_the_photo_looks_not_the_camera() -> None:
+    """An oblique fix: camera 80 m behind the image centre, look-at point 3 m off it. Scored as a camera position
+    against image-centre truth it is a false fix; scored as a look-at point it is right."""
+    frame = LocalFrame(47.0, 8.0)
+    cam, look = [float(v) for v in frame.to_geo(0.0, -80.0)], [float(v) for v in frame.to_geo(3.0, 0.0)]
+    tile = Match(rank=1, id="t1", score=0.9, latitude=47.0, longitude=8.0, footprint_m=100.0)
+    r = Localization("p.jpg", [tile], cam[0], cam[1], 5.0, 0.01, 0.001, fix=True, reason="",
+                     camera={"latitude": cam[0], "longitude": cam[1], "height_m": 100.0, "heading_deg": 0.0},
+                     look_at={"latitude": look[0], "longitude": look[1]}, radius_m=6.0)  # fmt: skip
+    as_camera = registration_metrics([Query("p.jpg", 47.0, 8.0)], [r], by_id=False)
+    assert as_camera["false_fix_rate"] == 1.0 and as_camera["camera_median_error_m"] == pytest.approx(80, abs=0.5)
+    as_look = registration_metrics([Query("p.jpg", 47.0, 8.0, look_at=(47.0, 8.0), truth="look-at")], [r],
+                                   by_id=False)  # fmt: skip
+    assert as_look["false_fix_rate"] == 0.0 and as_look["look_at_median_error_m"] == pytest.approx(3, abs=0.1)
+    assert "camera_median_error_m" not in as_look and "radius95_coverage" not in as_look
+
+
+def test_sdm_names_its_scale_and_both_conventions_agree_with_their_formulas() -> None:
+    """GTA-UAV: exp(-1e-3 d), d in metres; DenseUAV: exp(-5e3 d), d the (lon, lat) distance in degrees."""
+    ret_lat, ret_lon = [[47.0 + 1e-4]], [[8.0 + 2e-4]]
+    gta = distance_metrics([47.0], [8.0], ret_lat, ret_lon, ks=(1,))
+    d_m = float(haversine_m(47.0, 8.0, 47.0 + 1e-4, 8.0 + 2e-4))
+    assert gta["SDM@1"] == pytest.approx(np.exp(-1e-3 * d_m)) and gta["sdm"] == "s=1e-3/m, GTA-UAV"
+    dense = distance_metrics([47.0], [8.0], ret_lat, ret_lon, ks=(1,), sdm="denseuav")
+    assert dense["SDM@1"] == pytest.approx(np.exp(-5e3 * np.hypot(1e-4, 2e-4))) and dense["sdm"].endswith("DenseUAV")
+    assert "SDM@1 (s=5e3/deg, DenseUAV)" in format_report(dense)
+    with pytest.raises(ValueError, match="--sdm must be one of gta-uav, denseuav"):
+        distance_metrics([47.0], [8.0], ret_lat, ret_lon, sdm="metres")
+
+
+def test_heights_above_sea_level_need_a_dsm(world_index, tmp_path) -> None:
+    world, idx = world_index
+    localizer = Localizer(TorchEncoder.load(None, "tiny", 32), GalleryIndex.load(idx), k=2,
+                          register=RegisterConfig())  # fmt: skip
+    amsl = [Query(str(tmp_path / "absent.jpg"), 47.0, 8.0, altitude_m=2500.0)]  # never read: refused first
+    with pytest.raises(ValueError, match="altitude above sea level .* no DSM .* --dsm, or give height_agl_m"):
+        evaluate_localizer(localizer, amsl, progress=False)

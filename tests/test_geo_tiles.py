@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -35,6 +37,21 @@ def test_folder_tiles_with_and_without_image_column(tmp_path) -> None:
     assert tiles[1].image.endswith("b/b.jpg") and tiles[2].image.endswith("other.png")
     assert tiles[1].footprint_m == 120 and tiles[0].source == "folder"
     assert load_tile(tiles[0]).size == (32, 32)
+
+
+def test_folder_tiles_find_upper_case_suffixes_as_cameras_write_them(tmp_path) -> None:
+    """T000.JPG, .PNG, .TIF, .JPEG (flat or in a folder of their own) are found and read like lower-case ones."""
+    (tmp_path / "t" / "T004").mkdir(parents=True)
+    names = ["T000.JPG", "T001.PNG", "T002.TIF", "T003.JPEG", "T004/T004.JPG"]
+    for i, name in enumerate(names):
+        tile_image(i, 32).save(tmp_path / "t" / name, format="TIFF" if name.endswith(".TIF") else None)
+    (tmp_path / "t" / "T000.txt").write_text("not an image")
+    rows = "".join(f"T00{i},47.00{i},8.0,100\n" for i in range(len(names)))
+    (tmp_path / "tiles.csv").write_text("id,latitude,longitude,footprint_m\n" + rows)
+    tiles = folder_tiles(tmp_path / "t", tmp_path / "tiles.csv")
+    assert [Path(t.image).relative_to(tmp_path / "t").as_posix() for t in tiles] == names
+    for i, tile in enumerate(tiles):
+        assert np.array_equal(np.asarray(load_tile(tile)), np.asarray(Image.open(tmp_path / "t" / names[i])))
 
 
 def test_folder_tiles_errors(tmp_path) -> None:
@@ -125,7 +142,7 @@ def test_world_tiles(tmp_path) -> None:
         world_tiles(world)
 
 
-def test_rotated_orthophoto_gives_north_up_tiles_and_mirrored_is_refused(tmp_path) -> None:
+def test_rotated_orthophoto_gives_north_up_tiles_and_south_up_is_read_upside_down(tmp_path) -> None:
     # A north-up raster in UTM 32N (on the central meridian: no grid convergence), and the same ground drawn into
     # a raster whose columns run 30 degrees north of east, geo-referenced by a world file with rotation terms.
     import cv2
@@ -156,8 +173,14 @@ def test_rotated_orthophoto_gives_north_up_tiles_and_mirrored_is_refused(tmp_pat
     assert np.corrcoef(unturned[inner].ravel(), want[inner].ravel())[0, 1] < 0.5  # what the tile was before
 
     (tmp_path / "turned.pgw").write_text("\n".join(repr(float(v)) for v in (g, 0, 0, g, e0, n0)) + "\n")
-    with pytest.raises(ValueError, match="mirrored"):
-        orthophoto_tiles(tmp_path / "turned.png", OrthoConfig(tile_m=40, stride_m=10, crs="UTM:32N"))
+    south = orthophoto_tiles(tmp_path / "turned.png", OrthoConfig(tile_m=40, stride_m=10, crs="UTM:32N"))
+    first = south[0]  # the north-west tile of the view: the last rows of the file, upside down
+    assert first.flipped and first.rotation == 0 and first.box == (0, 0, 80, 80)
+    assert first.latitude > south[-1].latitude and first.longitude < south[-1].longitude
+    assert np.array_equal(np.asarray(load_tile(first)), turned[-80:][::-1, :80])
+    (tmp_path / "turned.pgw").write_text("\n".join(repr(float(v)) for v in (-g, 0, 0, -g, e0, n0)) + "\n")
+    west = orthophoto_tiles(tmp_path / "turned.png", OrthoConfig(tile_m=40, stride_m=10, crs="UTM:32N"))
+    assert all(t.flipped and t.rotation == pytest.approx(180, abs=0.01) for t in west)  # columns west: flip, turn
 
 
 def _whole_image_crop(path, box):

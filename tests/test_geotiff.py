@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image, TiffImagePlugin, TiffTags
@@ -7,7 +9,7 @@ from PIL import Image, TiffImagePlugin, TiffTags
 from spikevimformer.cli import main
 from spikevimformer.geo.geotiff import geotiff_crs, read_geotiff
 from spikevimformer.geo.index import GalleryIndex
-from spikevimformer.geo.tiles import OrthoConfig, load_tile, orthophoto_tiles
+from spikevimformer.geo.tiles import OrthoConfig, load_tile, orthophoto_tiles, reference_image, view_georeference
 from spikevimformer.geodesy import WorldFile, canonical_crs
 
 WIDTH, HEIGHT = 64, 48
@@ -130,17 +132,20 @@ def test_world_file_beside_a_geotiff_must_agree_and_keys_give_the_crs(tmp_path) 
         orthophoto_tiles(tif, OrthoConfig(10, 10))
 
 
-def test_explicit_crs_may_restate_but_not_contradict(tmp_path) -> None:
+def test_explicit_crs_may_restate_silently_and_overrides_with_a_warning(tmp_path, capsys) -> None:
     utm = _write_geotiff(tmp_path / "u.tif", **CASES["utm32n-area"][0])
     wgs = _write_geotiff(tmp_path / "w.tif", **CASES["wgs84-area"][0])
     same = orthophoto_tiles(utm, OrthoConfig(10, 10, crs="utm:32n"))
     assert [t.latitude for t in same] == [t.latitude for t in orthophoto_tiles(utm, OrthoConfig(10, 10))]
     assert orthophoto_tiles(wgs, OrthoConfig(10, 10, crs="WGS84"))
-    with pytest.raises(ValueError, match="contradicts the coordinate system EPSG:32632"):
-        orthophoto_tiles(utm, OrthoConfig(10, 10, crs="UTM:33N"))
-    with pytest.raises(ValueError, match="--crs EPSG:3857 contradicts"):
-        orthophoto_tiles(wgs, OrthoConfig(10, 10, crs="EPSG:3857"))
+    assert capsys.readouterr().err == ""
+    for _ in range(2):  # the index command georeferences twice (tiles, DSM): one warning
+        east = orthophoto_tiles(utm, OrthoConfig(10, 10, crs="UTM:33N"))
+    assert east[0].longitude - same[0].longitude == pytest.approx(6.0, abs=1e-6)  # the same numbers, a zone east
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: --crs UTM:33N overrides the coordinate system EPSG:32632 in the GeoTIFF tags of {utm}"]
     assert canonical_crs("UTM:7S") == "EPSG:32707" and canonical_crs("epsg:32632") == "EPSG:32632"
+    assert canonical_crs(" +proj=tmerc +lon_0=10 ") == "+proj=tmerc +lon_0=10"  # PROJ strings keep their case
 
 
 SCALE, TIES = (0.5, 0.5, 0), (0, 0, 0, 499_950.0, 5_206_000.0, 0)
@@ -195,7 +200,8 @@ def test_cli_index_build_from_geotiff_without_world_file(tmp_path, capsys) -> No
     assert 47.0 < info["extent"]["lat_min"] < 47.1 and 8.9 < info["extent"]["lon_min"] < 9.0
     capsys.readouterr()
     assert main([*argv, "--overwrite", "--crs", "EPSG:4326", "--image-size", "32"]) == 2
-    assert "contradicts" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "overrides the coordinate system EPSG:32632" in err and "look projected (metres, not degrees)" in err
 
 
 def test_national_grid_geotiff_through_proj(tmp_path) -> None:
@@ -220,3 +226,82 @@ def test_crs_without_an_epsg_code_is_identified_by_proj(tmp_path) -> None:
     assert geotiff_crs(tif) == "EPSG:4326"
     tiles = orthophoto_tiles(tif, OrthoConfig(10, 10))
     assert tiles[0].latitude == pytest.approx(LAT0 - 10 * DLAT, abs=1e-9)
+
+
+def _rasterio_geotiff(path, crs, transform, pixels: np.ndarray):
+    """A GeoTIFF written by rasterio (GDAL), as a GIS exports one: `pixels` (H, W, 3) under `transform`."""
+    rasterio = pytest.importorskip("rasterio")
+    with rasterio.open(path, "w", driver="GTiff", width=pixels.shape[1], height=pixels.shape[0], count=3,
+                       dtype="uint8", crs=crs, transform=transform) as dst:  # fmt: skip
+        dst.write(pixels.transpose(2, 0, 1))
+    return path
+
+
+LOCAL_TM = "+proj=tmerc +lat_0=47 +lon_0=8 +k=1 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs"
+
+
+def test_a_metre_grid_tagged_as_degrees_is_named_and_overridden_by_any_proj_crs(tmp_path, capsys) -> None:
+    """A local metre grid tagged EPSG:4326: the tile-size error names the CRS; --crs with a PROJ string fixes it."""
+    affine = pytest.importorskip("rasterio.transform").Affine
+    tif = _rasterio_geotiff(tmp_path / "local.tif", "EPSG:4326", affine(0.5, 0, 0.0, 0, -0.5, 24.0),
+                            np.asarray(_pixels()))  # fmt: skip
+    with pytest.raises(ValueError, match=r"only 0x0 px at .* m/px; the file says EPSG:4326 \(degrees\): if its "
+                                         r"coordinates are metres, pass their coordinate system with --crs"):
+        orthophoto_tiles(tif, OrthoConfig(10, 10))
+    tiles = orthophoto_tiles(tif, OrthoConfig(10, 10, crs=LOCAL_TM))
+    assert len(tiles) == 12 and load_tile(tiles[0]).size == (20, 20)
+    assert tiles[0].latitude == pytest.approx(LAT0 + 19 / 111_195, abs=2e-6)  # 24 m - 5 m north of the origin
+    assert tiles[0].longitude == pytest.approx(LON0 + 5 / (111_195 * np.cos(np.radians(LAT0))), abs=2e-6)
+    assert "overrides the coordinate system EPSG:4326" in capsys.readouterr().err
+
+
+def test_custom_transverse_mercator_geotiff_is_read_through_proj(tmp_path) -> None:
+    """A CRS without an EPSG code (a custom transverse Mercator) is kept as PROJ's WKT, and tiles land where PROJ
+    puts their centres."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.crs import CRS
+    from rasterio.warp import transform
+
+    crs = CRS.from_proj4("+proj=tmerc +lat_0=0 +lon_0=10.3 +k=0.9999 +x_0=40000 +y_0=-5000000 +ellps=GRS80 +units=m")
+    tif = _rasterio_geotiff(tmp_path / "tm.tif", crs, rasterio.Affine(0.5, 0, 20_000.0, 0, -0.5, 210_000.0),
+                            np.asarray(_pixels()))  # fmt: skip
+    found = geotiff_crs(tif)
+    assert found.startswith(("PROJCS", "PROJCRS")) and CRS.from_wkt(found) == crs
+    tiles = orthophoto_tiles(tif, OrthoConfig(10, 10))
+    lon, lat = transform(crs, "EPSG:4326", [20_000.0 + 5.0], [210_000.0 - 5.0])  # the first tile's centre
+    assert (tiles[0].latitude, tiles[0].longitude) == pytest.approx((lat[0], lon[0]), abs=1e-9)
+
+
+def test_a_south_up_geotiff_reads_as_its_north_up_twin(tmp_path) -> None:
+    """Rows running north (a positive row step, as GDAL and QGIS read it): the same tiles, places and pixels as the
+    north-up file holding the rows the other way round."""
+    affine = pytest.importorskip("rasterio.transform").Affine
+    px = np.asarray(_pixels())
+    north = _rasterio_geotiff(tmp_path / "n.tif", "EPSG:32632", affine(0.5, 0, 500_000.0, 0, -0.5, 5_206_024.0), px)
+    south = _rasterio_geotiff(tmp_path / "s.tif", "EPSG:32632", affine(0.5, 0, 500_000.0, 0, 0.5, 5_206_000.0),
+                              px[::-1].copy())  # fmt: skip
+    cfg = OrthoConfig(10, 10)
+    want, got = orthophoto_tiles(north, cfg), orthophoto_tiles(south, cfg)
+    assert [(t.box, t.rotation) for t in got] == [(t.box, t.rotation) for t in want]
+    assert [v for t in got for v in (t.latitude, t.longitude)] == pytest.approx(
+        [v for t in want for v in (t.latitude, t.longitude)], abs=1e-9)  # fmt: skip
+    assert all(t.flipped for t in got) and not any(t.flipped for t in want)
+    (w_n, _, f_n), (w_s, _, f_s) = view_georeference(north), view_georeference(south)  # the DSM grid's affine too
+    assert (f_n, f_s) == (False, True) and dataclasses.astuple(w_s) == pytest.approx(dataclasses.astuple(w_n))
+    assert all(np.array_equal(np.asarray(load_tile(a)), np.asarray(load_tile(b)))
+               for a, b in zip(want, got, strict=True))  # fmt: skip
+    (ref_n, aff_n), (ref_s, aff_s) = reference_image(want[5]), reference_image(got[5])
+    assert aff_s == pytest.approx(aff_n) and np.array_equal(np.asarray(ref_s.crop((-4, 30, 40, 60))),
+                                                             np.asarray(ref_n.crop((-4, 30, 40, 60))))  # fmt: skip
+
+
+def test_world_file_flag_overrides_the_tags_with_a_warning(tmp_path, capsys) -> None:
+    tags, _, expected = CASES["utm32n-area"]
+    tif = _write_geotiff(tmp_path / "o.tif", **tags)
+    shifted = WorldFile(expected.a, expected.d, expected.b, expected.e, expected.c + 100.0, expected.f)
+    _write_world(tmp_path / "fix.tfw", shifted)
+    moved = orthophoto_tiles(tif, OrthoConfig(10, 10), world_file=tmp_path / "fix.tfw")
+    plain = orthophoto_tiles(tif, OrthoConfig(10, 10))
+    assert (moved[0].longitude - plain[0].longitude) * 111_195 * np.cos(np.radians(47.0)) == pytest.approx(100, 0.01)
+    assert capsys.readouterr().err.strip() == (f"warning: --world-file {tmp_path / 'fix.tfw'} overrides the "
+                                               f"transform in the GeoTIFF tags of {tif}")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import cv2
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from spikevimformer.data.synth.writer import dji_xmp
-from spikevimformer.geo.intrinsics import Intrinsics, undistort
+from spikevimformer.geo.intrinsics import EXIF_IFD, Intrinsics, from_exif, lens_gap, undistort
 from spikevimformer.geo.lens import dji_dewarp, read_camera_file
 
 # A DJI Phantom 4 RTK lens as OpenSfM writes it (normalised by the longer side, 5472 px)
@@ -93,3 +94,25 @@ def test_undistort_puts_a_point_where_the_pinhole_would() -> None:
     assert abs(xs.mean() - 300) < 1.5 and abs(ys.mean() - 40) < 1.5
     same, unchanged = undistort(Image.fromarray(img), Intrinsics(200.0, 320, 240, "pinhole"))
     assert unchanged.source == "pinhole" and np.array_equal(np.asarray(same), img)
+
+
+def _exif(**tags) -> Image.Exif:
+    """EXIF with these Exif-IFD tags (x920A=4.5: FocalLength), round-tripped through a JPEG as a camera writes it."""
+    exif = Image.Exif()
+    exif.get_ifd(EXIF_IFD).update({int(k[1:], 16): v for k, v in tags.items()})
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, "JPEG", exif=exif.tobytes())
+    return Image.open(io.BytesIO(buf.getvalue())).getexif()
+
+
+def test_a_focal_length_without_the_sensor_size_is_named_as_such() -> None:
+    """FocalLength in mm alone gives no focal length in pixels: the message says which tag is missing, not that
+    the photo has no focal length."""
+    bare = _exif(x920A=4.5)
+    assert from_exif(bare, 40, 30) is None
+    assert lens_gap(bare) == ("its EXIF records FocalLength 4.5 mm, but it has neither the sensor size "
+                              "(FocalPlaneXResolution) nor FocalLengthIn35mmFilm to turn it into pixels")  # fmt: skip
+    odd_unit = _exif(x920A=4.5, xA20E=625.0, xA210=7)
+    assert from_exif(odd_unit, 40, 30) is None and "FocalPlaneResolutionUnit 7 is no length unit" in lens_gap(odd_unit)
+    assert lens_gap(_exif()) == "its EXIF has no focal length (neither FocalLength nor FocalLengthIn35mmFilm)"
+    assert lens_gap(None).startswith("its EXIF has no focal length")

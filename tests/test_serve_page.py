@@ -43,6 +43,8 @@ fetch("test-photo.png").then(r => r.blob()).then(blob => {
 });
 """
 
+UPLOAD_FOV_JS = 'document.getElementById("fov").value = "55";' + UPLOAD_JS  # the same, with a field of view typed in
+
 
 @pytest.fixture(scope="module")
 def chromium() -> Path:
@@ -73,6 +75,10 @@ def page_url(tmp_path_factory):
     @app.get("/test-upload", response_class=HTMLResponse)
     def test_upload() -> str:  # the page, uploading PHOTO through its own form once loaded
         return html.replace("</body>", f"<script>{UPLOAD_JS}</script></body>")
+
+    @app.get("/test-upload-fov", response_class=HTMLResponse)
+    def test_upload_fov() -> str:
+        return html.replace("</body>", f"<script>{UPLOAD_FOV_JS}</script></body>")
 
     @app.get("/test-canned", response_class=HTMLResponse)
     def test_canned() -> str:  # the page, showing a canned answer with a camera fix
@@ -197,3 +203,23 @@ def test_page_draws_a_camera_fix(chromium, page_url, tmp_path) -> None:
     assert rows == ["1", "2"]
     assert re.search(r"<td>87</td><td>1</td></tr>", dom) and re.search(r"<td>3</td><td>2</td></tr>", dom)
     assert len(re.findall(r'fill="#bbb"', svg)) >= 1  # the gallery, fetched after show(), is drawn too
+    end, metres = _scale_bar(svg)
+    assert (end - 12) / metres == pytest.approx(radius / canned["radius_m"], rel=1e-3)  # the map's own scale
+
+
+def _scale_bar(svg: str) -> tuple[float, float]:
+    """(right end in map px, length in metres) of the map's scale bar, which starts at x = 12."""
+    bar = re.search(r'<g id="scale-bar"><path d="M12 501V506H([\d.]+)V501"[^>]*></path><text [^>]*>([\d.]+) (m|km)'
+                    r"</text></g>", svg)  # fmt: skip
+    assert bar, "no scale bar on the map"
+    metres = float(bar.group(2)) * (1000 if bar.group(3) == "km" else 1)
+    assert str(bar.group(2))[0] in "125" and 20 < float(bar.group(1)) - 12 <= 104  # a round length, not too wide
+    return float(bar.group(1)), metres
+
+
+def test_page_sends_the_field_of_view_and_draws_a_scale_bar(chromium, page_url, tmp_path) -> None:
+    """The no-fix answer asks for a field of view; the page has a box for it, sent as ?fov=."""
+    dom = _headless(chromium, tmp_path / "profile", "--dump-dom", page_url + "test-upload-fov").stdout
+    assert _text(dom, "status") == "done"
+    assert "focal length from ?fov= 55" in dom  # the service used the lens the page sent
+    _scale_bar(_map(dom))

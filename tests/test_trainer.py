@@ -116,6 +116,14 @@ def test_a_time_boxed_run_anneals_by_its_budget(world, tmp_path, monkeypatch, an
         assert (progress["seconds"], progress["warm_seconds"]) == (60.0, 20.0)
 
 
+def test_a_time_limit_keeps_room_for_the_final_evaluation(world, tmp_path, monkeypatch):
+    _ten_second_steps(monkeypatch)
+    monkeypatch.setattr(Trainer, "_eval_seconds", lambda self: 25.0)
+    result = Trainer(_time_boxed(world, tmp_path), progress=False).fit()
+    # 60 s less 25 s for the evaluation: a 4th 10 s step would end at 40 s, past the 35 s left for training
+    assert (result["stop_reason"], result["steps"]) == ("time limit", 3) and result["metrics"]
+
+
 def test_a_time_annealed_run_resumes_on_its_own_clock(world, tmp_path, monkeypatch):
     _ten_second_steps(monkeypatch, interrupt_at=4)
     with pytest.raises(KeyboardInterrupt):

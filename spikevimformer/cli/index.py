@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import folder_lock
 from ..geo import reference_features, terrain
 from ..geo.encoders import encode_tiles, index_encoder, open_encoder
 from ..geo.index import GalleryIndex, IndexConfig
 from ..geo.raster import raster_size
-from ..geo.tiles import OrthoConfig, folder_tiles, georeference, orthophoto_tiles, world_orthophoto, world_tiles
+from ..geo.tiles import OrthoConfig, folder_tiles, orthophoto_tiles, view_georeference, world_orthophoto, world_tiles
 from .common import add_device, add_image_size, add_model, require_weights, resolve_device, warn_image_size
 
 
@@ -27,9 +28,11 @@ def add_sources(p: argparse.ArgumentParser) -> None:
     src.add_argument("--footprint-m", type=float, help="(a) tile side in metres when the CSV has no footprint_m")
     src.add_argument("--ortho", help="(b) orthophoto: a GeoTIFF, or an image with a world file "
                      "(.jgw/.pgw/.tfw/.wld) beside it (beside a GeoTIFF it must agree with the tags)")  # fmt: skip
-    src.add_argument("--world-file", help="(b) world file, when not next to the image")
-    src.add_argument("--crs", help="(b) coordinate system: EPSG:4326, EPSG:3857, UTM:33N, any EPSG code with rasterio "
-                     "(default: the GeoTIFF's own, else EPSG:4326; must agree with a GeoTIFF's)")  # fmt: skip
+    src.add_argument("--world-file", help="(b) world file, when not next to the image (over a GeoTIFF's own "
+                     "transform, with a warning)")  # fmt: skip
+    src.add_argument("--crs", help="(b) coordinate system: EPSG:4326, EPSG:3857, UTM:33N; with rasterio any EPSG code, "
+                     "WKT or PROJ string (default: the GeoTIFF's own, which --crs overrides with a warning, else "
+                     "EPSG:4326)")  # fmt: skip
     src.add_argument("--tile-m", type=float, help="(b) tile ground side in metres")
     src.add_argument("--stride-m", type=float, help="(b) stride between tiles in metres (default: half a tile)")
     src.add_argument("--scales", default="1", help="(b) comma-separated tile-size factors, e.g. 1,1.5,2")
@@ -71,7 +74,7 @@ def terrain_from_args(args: argparse.Namespace) -> list:
         return []
     if args.ortho:
         image = Path(args.ortho)
-        world, crs = georeference(image, args.crs, args.world_file)
+        world, crs, _ = view_georeference(image, args.crs, args.world_file)  # a south-up one as its tiles see it
     elif args.world:
         found = world_orthophoto(Path(args.world))
         if found is None:
@@ -88,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmds = p.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
 
     b = cmds.add_parser("build", help="encode a tile source into a new index folder")
-    b.add_argument("--out", required=True, help="index folder to create")
+    b.add_argument("--out", required=True, help="index folder to create (refused while another process writes "
+                   "it or a folder around it, such as a running adapt)")
     add_model(b, onnx=True)
     add_image_size(b)
     add_device(b)
@@ -127,12 +131,13 @@ def run_build(args: argparse.Namespace) -> int:
     if args.image_size is not None:
         warn_image_size(args.image_size, getattr(getattr(encoder, "model", None), "image_size", None))
     config = IndexConfig(kind=args.index_type, exact_max=args.exact_max)
-    index = GalleryIndex.create(args.out, encoder.identity, config, args.overwrite)
-    index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
-    if not args.no_reference_features:
-        reference_features.store(index, tiles)
-    index.save()
-    terrain.store(index.folder, grids)  # without --dsm: no terrain, whatever an overwritten index held
+    with folder_lock(args.out, "index build"):  # two builds (or a build into a running adapt's index) never mix
+        index = GalleryIndex.create(args.out, encoder.identity, config, args.overwrite)
+        index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
+        if not args.no_reference_features:
+            reference_features.store(index, tiles)
+        index.save()
+        terrain.store(index.folder, grids)  # without --dsm: no terrain, whatever an overwritten index held
     stored = len(index.reference_features()) if index.reference_settings else 0
     print(f"built {args.out}: {len(index)} tiles, {index.index_params['kind']} index, "
           f"{encoder.identity.variant} {encoder.identity.dim}-d at {encoder.identity.image_size} px, "
@@ -148,15 +153,16 @@ def run_add(args: argparse.Namespace) -> int:
     tiles = tiles_from_args(args)
     encoder = index_encoder(GalleryIndex.load(args.index), args.checkpoint, args.variant, args.onnx,
                             resolve_device(args.device), args.init, args.random_init)  # fmt: skip
-    index = GalleryIndex.load(args.index, expect=encoder.identity)
-    before = len(index)
-    index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
-    if index.feature_settings:  # as the index's tiles have them (an index built before has none, or learned ones)
-        reference_features.store(index, tiles, list(index.feature_settings))
-    index.save()
-    if grids:  # the new orthophoto's heights join (or replace) those stored for others
-        terrain.store(index.folder, [*(g for g in terrain.load(index.folder).values()
-                                       if g.image not in {n.image for n in grids}), *grids])  # fmt: skip
+    with folder_lock(args.index, "index add", "index folder"):  # read and written by this process alone
+        index = GalleryIndex.load(args.index, expect=encoder.identity)
+        before = len(index)
+        index.add(tiles, encode_tiles(encoder, tiles, args.batch_size))
+        if index.feature_settings:  # as the index's tiles have them (an index built before has none, or learned ones)
+            reference_features.store(index, tiles, list(index.feature_settings))
+        index.save()
+        if grids:  # the new orthophoto's heights join (or replace) those stored for others
+            terrain.store(index.folder, [*(g for g in terrain.load(index.folder).values()
+                                           if g.image not in {n.image for n in grids}), *grids])  # fmt: skip
     print(f"added {len(index) - before} tiles to {args.index}: {len(index)} in all, {index.index_params['kind']} index")
     return 0
 

@@ -8,7 +8,7 @@ import sys
 
 from ..fileio import atomic_write_text, refuse_overwrite
 from ..geo.localize import format_table
-from ..geo.metrics import evaluate_localizer, format_report, load_queries
+from ..geo.metrics import SDM_CONVENTIONS, TRUTHS, evaluate_localizer, format_report, load_queries
 from .common import add_device, add_model, add_overwrite, add_registration, open_localizer_from_args
 
 
@@ -22,11 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tiles to return, verify by registration and fuse into the tile-level estimate")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--evaluate", metavar="WORLD_OR_CSV",
-                   help="instead of IMAGE...: a synthetic world (cameras.csv) or CSV image,latitude,longitude; "
-                        "prints camera error, fix and false-fix rates, radius coverage, R@1 before and after "
-                        "verification, Dis@K, SDM@K and tile accuracy within 25/50/100 m")  # fmt: skip
-    p.add_argument("--truth", default="camera", choices=("camera", "location"),
-                   help="true position for --evaluate on a world: the drone camera or the imaged tile centre")
+                   help="instead of IMAGE...: a synthetic world (cameras.csv) or a truth CSV: image, latitude, "
+                        "longitude [, heading_deg, height_agl_m, altitude_amsl_m, target_latitude, "
+                        "target_longitude]; prints camera error, fix and false-fix rates, radius coverage, R@1 "
+                        "before and after verification, Dis@K, SDM@K and tile accuracy within 25/50/100 m")  # fmt: skip
+    p.add_argument("--truth", default="camera", choices=TRUTHS,
+                   help="what --evaluate's latitude/longitude are: the drone camera, the look-at point (the ground "
+                        "at the image centre, as UAV-VisLoc's CSV; a world's target columns), or a world's imaged "
+                        "tile centre (location)")  # fmt: skip
+    p.add_argument("--sdm", default="gta-uav", choices=tuple(SDM_CONVENTIONS),
+                   help="SDM@K scale for --evaluate: gta-uav exp(-1e-3 d), d in metres; denseuav exp(-5e3 d), d in "
+                        "degrees (the scale is named in the report)")  # fmt: skip
     p.add_argument("--limit", type=int, help="evaluate only the first N queries")
     add_registration(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -45,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.evaluate:
         queries = load_queries(args.evaluate, args.truth)[: args.limit]
         ks = tuple(k for k in (1, 5, 10) if k <= len(localizer.index))
-        payload = evaluate_localizer(localizer, queries, ks, args.batch_size)
+        payload = evaluate_localizer(localizer, queries, ks, args.batch_size, sdm=args.sdm)
         payload.update(protocol="metric-space", truth=args.truth, source=args.evaluate)
         text = format_report(payload)
     else:

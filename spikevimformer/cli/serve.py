@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..geo.serve import MAX_UPLOAD_BYTES, create_app
+from ..geo.serve import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, QUEUE, RETRY_AFTER_S, UPLOAD_TIMEOUT_S, WORKERS, create_app
 from .common import add_device, add_model, add_registration, open_localizer_from_args
 
 
@@ -23,6 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the best tile or the camera)")  # fmt: skip
     p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                    help="largest upload accepted, in MiB (larger: HTTP 413)")
+    p.add_argument("--max-upload-mp", type=float, default=MAX_UPLOAD_PIXELS / 1e6,
+                   help="largest photo accepted, in megapixels, judged from its header before decoding (a small "
+                        "file can hold a huge picture; larger: HTTP 413)")
+    p.add_argument("--upload-timeout-s", type=float, default=UPLOAD_TIMEOUT_S,
+                   help="seconds the body of an upload may take to arrive (slower: HTTP 408)")
+    p.add_argument("--workers", type=int, default=WORKERS,
+                   help="photos decoded and localized at once (each holds its decoded pixels)")
+    p.add_argument("--queue", type=int, default=QUEUE,
+                   help=f"further photos that may wait for a worker; beyond them HTTP 503 with Retry-After: "
+                        f"{RETRY_AFTER_S}")
     add_registration(p)
     p.set_defaults(func=run)
 
@@ -31,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     localizer = open_localizer_from_args(args, sys.stdout)
-    app = create_app(localizer, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    app = create_app(localizer, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                     max_upload_pixels=int(args.max_upload_mp * 1e6), upload_timeout_s=args.upload_timeout_s,
+                     workers=args.workers, queue=args.queue)  # fmt: skip
     print(f"serving {len(localizer.index)} tiles ({localizer.backend}) on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..data.synth import LAYOUTS, NEW_WORLD_EPOCH_GAP, SynthConfig, default_workers, generate_world
 from ..data.synth.flight import FlightPlan, render_flight
+from ..fileio import folder_lock
 from .common import add_image_size
 
 
@@ -122,10 +123,11 @@ def run(args: argparse.Namespace) -> int:
     if args.flight is not None:  # checked before minutes of rendering
         plan = FlightPlan(args.flight, args.flight_fps, args.flight_speed, args.flight_height, args.flight_pitch,
                           args.flight_size, tuple(args.flight_blank) if args.flight_blank else None)  # fmt: skip
-    summary = generate_world(config_from_args(args), args.out, workers=args.workers, overwrite=args.overwrite,
-                             progress=not args.quiet)
-    if plan is not None:
-        render_flight(config_from_args(args), plan, Path(args.out) / "flight", progress=not args.quiet)
+    with folder_lock(args.out, "synth"):
+        summary = generate_world(config_from_args(args), args.out, workers=args.workers, overwrite=args.overwrite,
+                                 progress=not args.quiet)
+        if plan is not None:
+            render_flight(config_from_args(args), plan, Path(args.out) / "flight", progress=not args.quiet)
     if args.json:
         print(json.dumps({"out": str(summary.out_dir), "dataset": str(summary.dataset_dir), "seed": summary.seed,
                           "counts": summary.counts, "baseline": summary.baseline, "world": summary.world,

@@ -15,7 +15,8 @@ FLAGS = {
     "data_root": ("--data-root", str, "dataset folder (University-1652, SUES-200, or a synthetic world)"),
     "extra_train_roots": ("--extra-train-roots", str, "more dataset folders whose training pairs join "
                           "--data-root's, e.g. other synthetic worlds (evaluation stays on --data-root)"),
-    "out_dir": ("--out", str, "run folder (config, log.csv, last.pt, best.pt)"),
+    "out_dir": ("--out", str, "run folder (config, log.csv, last.pt, best.pt); refused while another process "
+                "writes it"),
     "variant": ("--variant", str, "tiny or small"),
     "image_size": ("--image-size", image_size, "square training and evaluation size (multiple of 16, >= 32)"),
     "epochs": ("--epochs", int, "number of epochs"),
@@ -25,8 +26,8 @@ FLAGS = {
                         "E-SpikeFormer ImageNet weights"),
     "device": ("--device", str, "auto, cpu or cuda"),
     "max_steps": ("--max-steps", int, "stop after this many steps"),
-    "time_limit_min": ("--time-limit", float, "stop cleanly after this many minutes (of this session; with "
-                       "--anneal-by time, of the whole run)"),
+    "time_limit_min": ("--time-limit", float, "stop cleanly after this many minutes, the final evaluation "
+                       "included (of this session; with --anneal-by time, of the whole run)"),
     "anneal_by": ("--anneal-by", str, "steps or time: the cosine ends with the planned steps, or by --time-limit"),
     "workers": ("--workers", int, "data-loading processes"),
     "altitude": ("--altitude", int, "SUES-200 altitude"),

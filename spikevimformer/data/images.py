@@ -68,6 +68,15 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image(p))
 
 
+def images_by_stem(folder: Path) -> dict[str, Path]:
+    """Images directly inside `folder` by file name less suffix, the suffix in any case (cameras write T000.JPG,
+    T000.TIF); of two with one stem (T000.jpg, T000.png) the first by name. A missing folder gives {}."""
+    found: dict[str, Path] = {}
+    for path in list_images(folder):
+        found.setdefault(path.stem, path)
+    return found
+
+
 def list_subfolders(folder: Path) -> list[Path]:
     """Visible sub-folders sorted by name (hidden ones such as .ipynb_checkpoints are not locations)."""
     if not folder.is_dir():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import sys
 import time
+from collections import deque
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ from ..data import (
 )
 from ..data.loader import batches
 from ..device import resolve_device
+from ..fileio import folder_lock
 from ..losses import Objective
 from ..models import SpikeViMFormer, build_model
 from ..progress import progress_bar
@@ -140,6 +144,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True,
                  resume_hint: str | None = None) -> None:  # fmt: skip
+        self.created = self.clock()  # a time limit counts from here: loading data and model is part of the run
         self.cfg = cfg
         self.progress = progress
         self.resume_hint = resume_hint or f"--resume {cfg.out_dir}"  # what to type after Ctrl-C
@@ -206,6 +211,8 @@ class Trainer:
         self.warmup = warmup_steps(self.total_steps, cfg.warmup, cfg.warmup_min_steps)
         self.seconds = 0.0  # wall time of fit() over all sessions (steps, saves, evaluations), equal on all ranks
         self.warm_seconds: float | None = None  # `seconds` when warm-up ended
+        self.eval_seconds_per_image: float | None = None  # measured by a probe or the last evaluation
+        self.reserve = 0.0  # seconds of a time limit kept for the final evaluation
         self.scheduler = warmup_cosine(self.optimizer, self.total_steps, self.warmup,
                                        time_share=self._time_share if cfg.anneal_by == "time" else None)
         self.amp_dtype = self._amp_dtype()
@@ -315,8 +322,27 @@ class Trainer:
         """Share of the time budget used since warm-up ended (anneal_by=time)."""
         if self.warm_seconds is None:
             return 0.0
-        budget = 60 * self.cfg.time_limit_min
+        budget = 60 * self.cfg.time_limit_min - self.reserve
         return (self.seconds - self.warm_seconds) / max(budget - self.warm_seconds, 1e-9)
+
+    def _eval_image_sets(self) -> list[ImageSet]:
+        """The image sets an evaluation encodes, each once (as `evaluate_sets` does)."""
+        return list({id(s): s for pair in {**self.val_sets, **self.bench.test}.values() for s in pair}.values())
+
+    def _eval_seconds(self) -> float:
+        """Expected seconds of one evaluation: images x seconds per image, from the last evaluation or, before one,
+        from a probe of two batches of test images (decoded in this process: slower than the evaluation's
+        workers, so the estimate errs long)."""
+        sets = self._eval_image_sets()
+        if self.eval_seconds_per_image is None:
+            largest = max(sets, key=len)
+            n = min(len(largest), 2 * self.cfg.eval_batch_size)
+            probe = ImageSet(largest.name, largest.paths[:n], largest.labels[:n])
+            tick = self.clock()
+            extract(self.model, probe, self.cfg.image_size, self.device, self.cfg.eval_batch_size, 0,
+                    progress=False, on_bad_image=self.cfg.on_bad_image)  # fmt: skip
+            self.eval_seconds_per_image = self._agreed((self.clock() - tick) / max(n, 1))[0]
+        return self.eval_seconds_per_image * sum(map(len, sets))
 
     # -- one step -------------------------------------------------------------------------------------
     def train_step(self, drone: Tensor, satellite: Tensor, labels: Tensor) -> dict[str, float]:
@@ -400,14 +426,22 @@ class Trainer:
         log = None
         if self.dist.is_main:
             log = RunLog(self.out_dir / "log.csv", resume_step=self.step if self.step else None)
-        start, seconds_before = self.clock(), self.seconds
-        spent = cfg.anneal_by == "time" and self.seconds >= 60 * cfg.time_limit_min
+        start, seconds_before = self.created, self.seconds
+        budget = 60 * cfg.time_limit_min
+        if budget and cfg.final_eval:
+            self.reserve = self._eval_seconds()
+            if self.reserve > budget / 2 and self.dist.is_main:
+                print(f"note: the final evaluation is expected to take {self.reserve / 60:.1f} of the "
+                      f"{cfg.time_limit_min:g} min time limit, which counts it; training gets the rest (raise "
+                      "--time-limit, or --set final_eval=false)", file=sys.stderr)  # fmt: skip
+        spent = cfg.anneal_by == "time" and self.seconds >= budget - self.reserve
         if spent and self.dist.is_main:
             print(f"the run's time budget of {cfg.time_limit_min:g} min is spent; a larger one (train --time-limit, "
                   "adapt --minutes) trains on (the rate rises again to the cosine at the new share of the budget)",
                   file=sys.stderr)  # fmt: skip
         stop_reason = "time limit" if spent else "finished"
         stop = StopSignals(escalate=not self.dist.enabled)
+        steps_s: deque[float] = deque(maxlen=5)  # the last steps' durations predict the next one
         threads = torch.get_num_threads()
         on_cpu = cfg.yield_cpu and self.device.type == "cpu"
         governor = ThreadGovernor(threads, torch.set_num_threads) if on_cpu else None
@@ -427,12 +461,14 @@ class Trainer:
                     now = self.clock()
                     # every rank must leave at the same step and set the same rate, whatever its own clock says
                     halt, session = self._agreed(float(stop.requested), now - start)
+                    steps_s.append(seconds_before + session - self.seconds)
                     self.seconds = seconds_before + session
                     if self.warm_seconds is None and self.step >= self.warmup:
                         self.warm_seconds = self.seconds
                     self.scheduler.step()
                     used = self.seconds if cfg.anneal_by == "time" else session
-                    out_of_time = bool(cfg.time_limit_min) and used >= 60 * cfg.time_limit_min
+                    # stop before a step that would end past the budget less the final evaluation's share
+                    out_of_time = bool(budget) and used + median(steps_s) + self.reserve > budget
                     row = {"step": self.step, "epoch": self.epoch + 1, "lr": lr,
                            **values, "pairs_per_s": cfg.batch_size / max(now - tick, 1e-9),
                            "logit_scale": float(self.model.logit_scale.detach().exp())}
@@ -458,7 +494,7 @@ class Trainer:
                     self.batches_done = 0
                     if (stop_reason != "interrupted" and cfg.eval_every_epochs
                             and self.epoch % cfg.eval_every_epochs == 0 and self.epoch < cfg.epochs):
-                        self._epoch_eval()
+                        self._epoch_eval_in_budget(budget, start, seconds_before)
                 if stop_reason == "interrupted":
                     raise KeyboardInterrupt  # saved below at this step boundary
                 if stop_reason != "finished":
@@ -511,10 +547,24 @@ class Trainer:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return tuple(t.tolist())
 
+    def _epoch_eval_in_budget(self, budget: float, start: float, seconds_before: float) -> None:
+        """An epoch's evaluation, unless it would leave the time limit no room for the final one."""
+        if budget:
+            session = self.clock() - start
+            used = seconds_before + session if self.cfg.anneal_by == "time" else session
+            if used + self._eval_seconds() + self.reserve > budget:
+                if self.dist.is_main:
+                    print(f"epoch {self.epoch}: evaluation skipped, the time limit keeps its last "
+                          f"{self.reserve / 60:.1f} min for the final one", file=sys.stderr)  # fmt: skip
+                return
+        self._epoch_eval()
+
     def _epoch_eval(self, save_last: bool = True) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         if self.dist.is_main:
+            tick = self.clock()
             rows = self.evaluate()
+            self.eval_seconds_per_image = (self.clock() - tick) / max(sum(map(len, self._eval_image_sets())), 1)
             score, selected_on = self._selection_score(rows)
             self.history.append({"step": self.step, "epoch": self.epoch, "metrics": rows})
             if not math.isnan(score) and (self.best is None or score > self.best):
@@ -567,9 +617,19 @@ def check_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool) 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True,
           overwrite: bool = False, resume_hint: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Python API behind `spikevimformer train`; refuses an `out_dir` holding a run unless resuming or `overwrite`.
-    `resume_hint` is what an interrupted run tells the user to type (default: `--resume OUT_DIR`)."""
-    check_run_folder(Path(cfg.out_dir), resume, overwrite)
-    return Trainer(cfg, resume=resume, progress=progress, resume_hint=resume_hint).fit()
+    """Python API behind `spikevimformer train`; refuses an `out_dir` holding a run unless resuming or `overwrite`,
+    and one another process is writing (`fileio.folder_lock`). Every finished run leaves `best.pt`: the best
+    validated weights, or the last ones when no validation ran (eval_every_epochs=0 and no final_eval, as the demo
+    and adapt train). `resume_hint` is what an interrupted run tells the user to type (default: `--resume OUT_DIR`).
+    """
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # torchrun's ranks share the folder; rank 0 writes it
+    with folder_lock(cfg.out_dir, "train") if main_rank else contextlib.nullcontext():
+        check_run_folder(Path(cfg.out_dir), resume, overwrite)
+        trainer = Trainer(cfg, resume=resume, progress=progress, resume_hint=resume_hint)
+        result = trainer.fit()
+        if trainer.best is None:
+            trainer.save("best.pt", metrics={"selection": "the last weights: no validation ran",
+                                             "final": result["metrics"]})  # fmt: skip
+    return result
 
 

@@ -23,7 +23,8 @@ PROJ_LINEAR_UNITS = 3076
 USER_DEFINED = 32767
 UNIT_DEGREE, UNIT_METRE = 9102, 9001
 
-_ADVICE = "put a world file (.tfw) beside it and pass --crs instead"
+_ADVICE = ("pass its coordinate system with --crs (an EPSG code, WKT or PROJ string), and its transform with "
+           "--world-file (a .tfw world file) where the tags lack one or have it wrong")
 
 
 def _refuse(path: Path, what: str) -> ValueError:
@@ -60,29 +61,31 @@ def _crs_from_keys(keys: dict[int, int], path: Path) -> str:
         raise _refuse(path, "geocentric coordinates are not supported")
     if model == 1 or (model is None and projected is not None):
         if projected is None or projected == USER_DEFINED:
-            return _identified(path, "a user-defined projected coordinate system is not supported (only EPSG codes)")
+            return _identified(path, "a user-defined projected coordinate system")
         if keys.get(PROJ_LINEAR_UNITS, UNIT_METRE) != UNIT_METRE:
             raise _refuse(path, f"projected units {keys[PROJ_LINEAR_UNITS]} are not supported (only metres)")
         return _convertible(f"EPSG:{projected}", path)
     if geographic is None or geographic == USER_DEFINED:
-        return _identified(path, "no supported geographic or projected coordinate system EPSG code in its GeoKeys")
+        return _identified(path, "no geographic or projected coordinate system EPSG code in its GeoKeys")
     if keys.get(GEOG_ANGULAR_UNITS, UNIT_DEGREE) != UNIT_DEGREE:
         raise _refuse(path, f"angular units {keys[GEOG_ANGULAR_UNITS]} are not supported (only degrees)")
     return _convertible(f"EPSG:{geographic}", path)
 
 
 def _identified(path: Path, problem: str) -> str:
-    """GeoKeys without an EPSG code (a CRS spelled out in parameters or WKT): the EPSG code PROJ identifies it as,
-    through rasterio when installed, else the `problem` as a refusal."""
+    """GeoKeys without an EPSG code (a CRS spelled out in parameters or WKT, e.g. a custom transverse Mercator): the
+    EPSG code PROJ identifies it as, else its WKT, through rasterio when installed, else the `problem` as a
+    refusal."""
     try:
         import rasterio
     except ImportError:
-        raise _refuse(path, problem) from None
+        raise _refuse(path, problem + " without PROJ (pip install 'spikevimformer[deploy]')") from None
     with rasterio.Env(), rasterio.open(path) as dataset:
-        code = dataset.crs.to_epsg() if dataset.crs is not None else None
-    if code is None:
-        raise _refuse(path, problem + " (and PROJ finds no EPSG code matching it)")
-    return _convertible(f"EPSG:{code}", path)
+        crs = dataset.crs
+    if crs is None or not (crs.is_projected or crs.is_geographic):
+        raise _refuse(path, problem + " (and PROJ reads no coordinate system from it)")
+    code = crs.to_epsg()
+    return _convertible(f"EPSG:{code}" if code is not None else crs.to_wkt(), path)
 
 
 def _convertible(crs: str, path: Path) -> str:
@@ -158,16 +161,22 @@ def is_tiff(path: str | Path) -> bool:
 
 
 def geotiff_crs(path: str | Path) -> str:
-    """The GeoTIFF's coordinate system as a string `parse_crs` accepts ('EPSG:4326', 'EPSG:3857', 'EPSG:32632')."""
+    """The GeoTIFF's coordinate system as a string `parse_crs` accepts ('EPSG:4326', 'EPSG:32632', or the WKT of a
+    CRS without an EPSG code). Raises ValueError naming the file for GeoKeys we cannot use."""
     path = Path(path)
     return _crs_from_keys(_geo_keys(_tags(path), path), path)
 
 
-def read_geotiff(path: str | Path) -> tuple[WorldFile, str]:
-    """The pixel-centre affine and the CRS of a GeoTIFF, so it needs no world file beside it."""
+def geotiff_transform(path: str | Path) -> WorldFile:
+    """The pixel-centre affine of a GeoTIFF alone, for a coordinate system given by the user instead of its tags.
+    Raises ValueError naming the file when the tags hold no usable transform."""
     path = Path(path)
     tags = _tags(path)
     if not any(t in tags for t in (MODEL_PIXEL_SCALE, MODEL_TIEPOINT, MODEL_TRANSFORMATION, GEO_KEY_DIRECTORY)):
         raise _refuse(path, "no GeoTIFF geo-referencing tags")
-    keys = _geo_keys(tags, path)
-    return _world_from_tags(tags, keys, path), _crs_from_keys(keys, path)
+    return _world_from_tags(tags, _geo_keys(tags, path) if GEO_KEY_DIRECTORY in tags else {}, path)
+
+
+def read_geotiff(path: str | Path) -> tuple[WorldFile, str]:
+    """The pixel-centre affine and the CRS of a GeoTIFF, so it needs no world file beside it."""
+    return geotiff_transform(path), geotiff_crs(path)

@@ -12,6 +12,23 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data.images import displayed
 
+# ISO-BMFF brands (bytes 8-12 after "ftyp") of the phone and camera formats Pillow cannot decode.
+ISOBMFF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
+                  b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}  # fmt: skip
+SUPPORTED = "JPEG, PNG, WebP, TIFF or BMP"
+
+
+def unsupported_format(head: bytes) -> str | None:
+    """The name of a photo format Pillow cannot decode, from the file's first 16 bytes (HEIC/HEIF/AVIF, JPEG XL,
+    PDF), or None: so a refusal names the format instead of calling the file unreadable."""
+    if head[4:8] == b"ftyp" and head[8:12] in ISOBMFF_BRANDS:
+        return ISOBMFF_BRANDS[head[8:12]]
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        return "JPEG XL"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    return None
+
 
 @contextmanager
 def unbounded_pixels() -> Iterator[None]:
@@ -37,6 +54,13 @@ def open_photo(source: str | Path | bytes, name: str | None = None) -> tuple[Ima
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             return displayed(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(source, bytes):
+            head = source[:16]
+        else:
+            with open(source, "rb") as f:
+                head = f.read(16)
+        if fmt := unsupported_format(head):
+            raise ValueError(f"{label} is a {fmt} image, which is not supported; convert it to {SUPPORTED}") from exc
         raise ValueError(f"{label} is not a readable image ({exc})") from exc
     except Image.DecompressionBombError as exc:
         raise ValueError(f"{label} is too large to decode safely ({exc})") from exc

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, atomic_write_json
 from . import reference_features
 from .reference_features import LEARNED_KIND
 from .tiles import Tile
@@ -379,8 +379,7 @@ class GalleryIndex:
             "sources": sorted({t.source for t in self.tiles}),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        text = json.dumps(manifest, indent=2)
-        atomic_write(self.folder / MANIFEST, lambda p: Path(p).write_text(text))
+        atomic_write_json(self.folder / MANIFEST, manifest)  # numpy numbers (faiss calibration) as Python ones
         old = set(self._files.values())
         self.generation, self._files = gen, files
         for name in old - set(files.values()):

@@ -110,6 +110,20 @@ def _positive(value, what: str, label: str) -> float | None:
     return v
 
 
+def lens_gap(exif: Image.Exif | None) -> str:
+    """What a photo's EXIF lacks for a focal length in pixels, said exactly for an error: a FocalLength in mm alone
+    is not one, it needs the sensor's pixel pitch (FocalPlaneXResolution) or the 35 mm equivalent."""
+    sub = exif.get_ifd(EXIF_IFD) if exif else {}
+    focal, res, unit = sub.get(FOCAL_LENGTH), sub.get(FOCAL_PLANE_X_RES), sub.get(FOCAL_PLANE_UNIT, 2)
+    if not focal:
+        return "its EXIF has no focal length (neither FocalLength nor FocalLengthIn35mmFilm)"
+    if res and unit not in MM_PER_UNIT:
+        lacks = f"FocalPlaneResolutionUnit {unit} is no length unit, and there is no FocalLengthIn35mmFilm"
+    else:
+        lacks = "it has neither the sensor size (FocalPlaneXResolution) nor FocalLengthIn35mmFilm"
+    return f"its EXIF records FocalLength {float(focal):g} mm, but {lacks} to turn it into pixels"
+
+
 def recorded_size(exif: Image.Exif | None) -> tuple[int, int] | None:
     """The image size the camera wrote in EXIF (PixelXDimension, PixelYDimension), if it did."""
     if not exif:

@@ -381,9 +381,11 @@ class Localizer:
         if corners is not None:
             out = replace(out, footprint=[list(_latlon(frame, c).values()) for c in corners])
         if intr is None:
-            return replace(out, reason="the camera position needs a focal length and the photo's EXIF has none: "
-                                       "give the lens's field of view (--fov DEG; ?fov=DEG over HTTP); the "
-                                       "look-at point and footprint are given")  # fmt: skip
+            return replace(out, reason="the camera position needs the focal length in pixels, and the photo's EXIF "
+                                       "does not give it (FocalLength with the sensor size FocalPlaneXResolution, "
+                                       "or FocalLengthIn35mmFilm): give the lens's field of view (--fov DEG; "
+                                       "?fov=DEG over HTTP) or a camera file (--camera FILE); the look-at point "
+                                       "and footprint are given")  # fmt: skip
         radius = max(self._radius(pose, reg.matcher), spread)
         why, moved, doubt = self._lens_check(pose, plane, reg, intr, centre_px, terrain, photo.size)
         if why:

@@ -3,7 +3,8 @@
 A GeoTIFF is read with rasterio (GDAL): only the blocks under a requested window are decoded, so a 20000 x 20000
 tiled raster costs a few tiles' worth of memory per crop (`benchmarks/large_ortho.py` measures it). Other formats
 (JPEG, PNG with a world file), and any raster when rasterio is not installed, are decoded whole once and cached,
-as before; above LARGE_PIXELS that prints a one-line note suggesting a tiled GeoTIFF.
+as before; above LARGE_PIXELS that prints a one-line note suggesting a tiled GeoTIFF. Each thread reads a GeoTIFF
+through its own handle (GDAL datasets are not thread-safe), so the server's workers share one open raster.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,11 +31,8 @@ class WindowedRaster:
         # GDAL keeps decoded blocks in a cache of 5 % of RAM by default (1.2 GB here, as much as the raster): a row
         # of tiles reuses blocks only from the row before, so 128 MB serves; a user's own setting is kept.
         os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
-        import rasterio
-
         self.path = path
-        with _readable(path):
-            self._dataset = rasterio.open(path)
+        self._local = threading.local()
         bands = self._dataset.count
         if bands not in (1, 2, 3, 4):
             raise ValueError(f"orthophoto {path} has {bands} bands; expected grey, grey + alpha, RGB or RGBA")
@@ -43,6 +42,19 @@ class WindowedRaster:
             raise ValueError(f"orthophoto {path} holds {dtype} pixels; expected 8- or 16-bit (export it as RGB)")
         self._dtype = dtype
         self.size = (self._dataset.width, self._dataset.height)
+
+    @property
+    def _dataset(self):
+        """This thread's handle on the file, opened on first use: a GDAL dataset shared by threads (the server's
+        workers) decodes blocks into the wrong read (a "ZIPDecode" error, or another window's pixels); the block
+        cache behind the handles is GDAL's own, shared and thread-safe."""
+        import rasterio
+
+        dataset = getattr(self._local, "dataset", None)
+        if dataset is None:
+            with _readable(self.path):
+                dataset = self._local.dataset = rasterio.open(self.path)
+        return dataset
 
     def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
         """The pixels of `box` (left, top, right, bottom) as 8-bit RGB; outside the raster black, as PIL's crop."""
@@ -96,6 +108,20 @@ class DecodedRaster:
 
 
 Raster = WindowedRaster | DecodedRaster
+
+
+class RowsFlipped:
+    """A south-up raster (rows run north, a positive row step) read upside down, as GDAL and QGIS show it: boxes are
+    of the north-up view, and each crop reads only its own rows of the file."""
+
+    def __init__(self, raster: WindowedRaster | DecodedRaster) -> None:
+        self.raster, self.path, self.size = raster, raster.path, raster.size
+
+    def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
+        """The pixels of `box` (left, top, right, bottom) of the upside-down view; outside the raster black."""
+        left, top, right, bottom = (int(v) for v in box)
+        height = self.size[1]
+        return self.raster.crop((left, height - bottom, right, height - top)).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
 
 
 @functools.lru_cache(maxsize=4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import sys
@@ -13,15 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.images import images_by_stem
 from ..fileio import require_dir
 from ..geodesy import LocalFrame, WorldFile, canonical_crs, check_latlon, find_world_file, parse_crs
-from .geotiff import geotiff_crs, is_tiff, read_geotiff
+from .geotiff import geotiff_crs, geotiff_transform, is_tiff
 from .imaging import open_image, unbounded_pixels
-from .raster import Raster, empty_overview, open_raster, raster_size
+from .raster import Raster, RowsFlipped, empty_overview, open_raster, raster_size
 
 MAX_TILE_NODATA = 0.5  # an orthophoto tile more than half black or transparent is padding, not imagery
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 ROTATIONS = (0, 90, 180, 270)
 
 
@@ -41,11 +42,14 @@ class Tile:
     ref_image: str = ""  # north-up imagery around the tile at native resolution, for registration ("" = none)
     ref_affine: tuple[float, ...] | None = None  # (a, b, c, d, e, f): ref_image pixel centre (col, row) ->
     # east = a col + b row + c, north = d col + e row + f, metres about the tile centre
+    flipped: bool = False  # image and ref_image are south-up (rows run north): box and ref_affine are of the
+    # upside-down view, as GDAL and QGIS show it
 
     def as_row(self) -> dict:
         row = asdict(self)
         row["box"] = "" if self.box is None else " ".join(str(v) for v in self.box)
         row["ref_affine"] = "" if self.ref_affine is None else " ".join(repr(float(v)) for v in self.ref_affine)
+        row["flipped"] = "1" if self.flipped else ""
         return row
 
     @classmethod
@@ -57,6 +61,7 @@ class Tile:
             box=box, rotation=float(row.get("rotation") or 0), scale=float(row.get("scale") or 1.0),
             ref_image=row.get("ref_image") or "",
             ref_affine=tuple(float(v) for v in row["ref_affine"].split()) if row.get("ref_affine") else None,
+            flipped=bool(row.get("flipped")),
         )  # fmt: skip
 
 
@@ -65,15 +70,21 @@ def load_tile(tile: Tile) -> Image.Image:
     if tile.box is None:
         img = open_image(tile.image)
     elif tile.rotation % 90:
-        return _rotated_crop(open_raster(tile.image), tile.box, tile.rotation)
+        return _rotated_crop(_raster(tile.image, tile.flipped), tile.box, tile.rotation)
     else:
-        img = open_raster(tile.image).crop(tile.box)
+        img = _raster(tile.image, tile.flipped).crop(tile.box)
     if tile.rotation % 360:
         img = img.rotate(tile.rotation, expand=True)
     return img
 
 
-def _rotated_crop(img: Image.Image | Raster, box: tuple[int, int, int, int], degrees: float) -> Image.Image:
+def _raster(path: str, flipped: bool) -> Raster | RowsFlipped:
+    """The raster at `path`, upside down for a south-up one, so boxes and affines of the north-up view fit it."""
+    return RowsFlipped(open_raster(path)) if flipped else open_raster(path)
+
+
+def _rotated_crop(img: Image.Image | Raster | RowsFlipped, box: tuple[int, int, int, int],
+                  degrees: float) -> Image.Image:  # fmt: skip
     """The `box`-sized window about the box centre, turned `degrees` counter-clockwise: crop enough around it that
     no corner comes from outside the crop, rotate about the centre, cut the middle."""
     w, h = box[2] - box[0], box[3] - box[1]
@@ -89,7 +100,7 @@ class NoReference(ValueError):
     """The index holds no reference imagery for a tile (built before registration, or from bare tile images)."""
 
 
-def reference_image(tile: Tile) -> tuple[Raster, tuple[float, ...]]:
+def reference_image(tile: Tile) -> tuple[Raster | RowsFlipped, tuple[float, ...]]:
     """The reference raster of a tile (opened once: neighbouring tiles share it; `crop` reads a window) and its
     ground affine."""
     if not tile.ref_image or tile.ref_affine is None:
@@ -99,7 +110,7 @@ def reference_image(tile: Tile) -> tuple[Raster, tuple[float, ...]]:
     if not Path(tile.ref_image).is_file():
         raise NoReference(f"the reference imagery of tile {tile.id}, {tile.ref_image}, is gone; "
                           "restore it or rebuild the index")  # fmt: skip
-    return open_raster(tile.ref_image), tile.ref_affine
+    return _raster(tile.ref_image, tile.flipped), tile.ref_affine
 
 
 def local_affine(world: WorldFile, to_geo, col: float, row: float, lat: float, lon: float,
@@ -130,15 +141,13 @@ def _column(row: dict, *names: str) -> str | None:
     return next((row[n] for n in names if row.get(n) not in (None, "")), None)
 
 
-def _find_image(folder: Path, tile_id: str) -> Path | None:
-    for suffix in IMAGE_SUFFIXES:
-        for candidate in (folder / f"{tile_id}{suffix}", folder / tile_id / f"{tile_id}{suffix}"):
-            if candidate.is_file():
-                return candidate
-    sub = folder / tile_id
-    if sub.is_dir():
-        return next((p for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES), None)
-    return None
+def _find_image(folder: Path, tile_id: str, flat: dict[str, Path]) -> Path | None:
+    """A tile's image, its suffix in any case: FOLDER/ID.jpg (from `flat`, FOLDER's images by stem), else
+    FOLDER/ID/ID.jpg, else the first image in FOLDER/ID."""
+    if tile_id in flat:
+        return flat[tile_id]
+    inside = images_by_stem(folder / tile_id)
+    return inside.get(tile_id) or next(iter(inside.values()), None)
 
 
 def folder_tiles(folder: str | Path, csv_path: str | Path, default_footprint_m: float | None = None) -> list[Tile]:
@@ -147,6 +156,7 @@ def folder_tiles(folder: str | Path, csv_path: str | Path, default_footprint_m: 
     if not csv_path.is_file():
         raise FileNotFoundError(f"tile CSV {csv_path} does not exist")
     tiles: list[Tile] = []
+    flat = images_by_stem(folder)  # listed once: a lookup per tile, not a folder scan per tile
     with csv_path.open(newline="", encoding="utf-8-sig") as f:
         for line, row in enumerate(csv.DictReader(f), start=2):
             row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
@@ -163,7 +173,7 @@ def folder_tiles(folder: str | Path, csv_path: str | Path, default_footprint_m: 
                 raise ValueError(f"{csv_path} line {line}: {exc}") from exc
             check_latlon(lat_f, lon_f, f"{csv_path} line {line}")
             image = _column(row, "image", "path", "file")
-            path = (folder / image) if image else _find_image(folder, tile_id)
+            path = (folder / image) if image else _find_image(folder, tile_id, flat)
             if path is None or not path.is_file():
                 raise FileNotFoundError(f"{csv_path} line {line}: no image for tile {tile_id!r} under {folder}")
             full = str(path.resolve())
@@ -209,67 +219,130 @@ def _starts(total: int, size: int, stride: int) -> list[int]:
     return starts
 
 
-def _agree(image: Path, explicit: str | None, found: str) -> str:
-    """The user's --crs may restate the GeoTIFF's coordinate system, never contradict it."""
-    if explicit is not None and canonical_crs(explicit) != canonical_crs(found):
-        raise ValueError(f"--crs {explicit} contradicts the coordinate system {found} stored in the GeoTIFF {image}; "
-                         "leave --crs out, or fix the file")  # fmt: skip
-    return explicit or found
+@functools.cache
+def _warn_once(message: str) -> None:
+    """A warning on stderr once per process (the index command georeferences an orthophoto more than once)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _given_crs(image: Path, explicit: str | None) -> str:
+    """The user's --crs over the coordinate system a GeoTIFF's tags give (with a warning where they differ: the tags
+    may be wrong), else the tags'."""
+    if explicit is None:
+        return geotiff_crs(image)
+    try:
+        found = geotiff_crs(image)
+    except ValueError:  # GeoKeys we cannot use: --crs supplies what they lack
+        return explicit
+    if canonical_crs(explicit) != canonical_crs(found):
+        _warn_once(f"--crs {explicit} overrides the coordinate system {_short(found)} in the GeoTIFF tags of {image}")
+    return explicit
+
+
+def _short(crs: str) -> str:
+    """A CRS for a one-line message: a WKT cut to its name."""
+    return crs if len(crs) <= 60 else crs[:57] + "..."
 
 
 def georeference(
     image: str | Path, crs: str | None = None, world_file: str | Path | None = None
 ) -> tuple[WorldFile, str]:
-    """An orthophoto's pixel-centre affine and CRS: a given or adjacent world file (beside a GeoTIFF it must agree
-    with the tags), else its GeoTIFF tags."""
+    """An orthophoto's pixel-centre affine and CRS. The affine comes from `world_file` (--world-file, overriding a
+    GeoTIFF's tags with a warning where they differ), else a world file beside the image (beside a GeoTIFF it must
+    agree with the tags), else its GeoTIFF tags; the CRS from `crs` (--crs, overriding the tags with a warning),
+    else the tags, else EPSG:4326. Raises ValueError/FileNotFoundError naming the file and the flag to pass."""
     image = Path(image)
+    given = world_file is not None
     if world_file is None:
         try:
             world_file = find_world_file(image)
         except FileNotFoundError:
             if not is_tiff(image):
                 raise
-            world, found = read_geotiff(image)
-            return world, _agree(image, crs, found)
+            return geotiff_transform(image), _given_crs(image, crs)
     world = WorldFile.read(world_file)
     if is_tiff(image):
         try:
-            found = geotiff_crs(image)
+            found = _given_crs(image, crs)
         except ValueError:  # no usable GeoKeys: the world file alone, as before GeoTIFF support
             pass
         else:
-            _same_place(image, world_file, world)
-            return world, _agree(image, crs, found)
+            _same_place(image, world_file, world, given)
+            return world, found
     return world, crs or "EPSG:4326"
 
 
-def _same_place(image: Path, world_file: str | Path, world: WorldFile) -> None:
+def _same_place(image: Path, world_file: str | Path, world: WorldFile, given: bool) -> None:
     """A world file beside a GeoTIFF must put it where its own tags do (within half a pixel), else which one is
-    right is the user's call."""
+    right is the user's call; one given with --world-file is that call (a warning says so)."""
     try:
-        tagged, _ = read_geotiff(image)
+        tagged = geotiff_transform(image)
     except ValueError:  # GeoKeys without a transform: nothing to compare
         return
     corners = np.array([[0.0, 0.0], [1000.0, 0.0], [0.0, 1000.0]])
     a = np.c_[world.apply(corners[:, 0], corners[:, 1])]
     b = np.c_[tagged.apply(corners[:, 0], corners[:, 1])]
     pixel = max(abs(world.a), abs(world.e), abs(world.b), abs(world.d))
-    if np.abs(a - b).max() > pixel / 2:
-        raise ValueError(f"the world file {world_file} and the GeoTIFF tags of {image} put the image in different "
-                         "places; remove the world file or fix it")  # fmt: skip
+    if np.abs(a - b).max() <= pixel / 2:
+        return
+    if given:
+        _warn_once(f"--world-file {world_file} overrides the transform in the GeoTIFF tags of {image}")
+        return
+    raise ValueError(f"the world file {world_file} and the GeoTIFF tags of {image} put the image in different "
+                     "places; remove the world file or fix it, or pass it as --world-file to use it over the "
+                     "tags")  # fmt: skip
 
 
 NORTH_UP_TOLERANCE_DEG = 1.0  # grid convergence near the middle of a UTM zone; less is not worth a resampling
 
 
-def _north_up_turn(image: Path, col_step: tuple[float, float], row_step: tuple[float, float]) -> float:
+def _mirrored(col_step: tuple[float, float], row_step: tuple[float, float]) -> bool:
+    """Whether the ground (east, north) metres of one step along a column and a row turn the wrong way round: a
+    south-up raster (rows run north, a positive row step), which GDAL and QGIS show upside down."""
+    return bool(col_step[0] * row_step[1] - col_step[1] * row_step[0] > 0)
+
+
+def _flip_rows(world: WorldFile, height: int) -> WorldFile:
+    """The affine of the raster upside down: row r of the view is row height - 1 - r of the file."""
+    return WorldFile(a=world.a, d=world.d, b=-world.b, e=-world.e, c=world.c + world.b * (height - 1),
+                     f=world.f + world.e * (height - 1))  # fmt: skip
+
+
+def _north_up_turn(col_step: tuple[float, float]) -> float:
     """Degrees counter-clockwise that turn the raster north-up, from the ground (east, north) metres of one step
-    along a column and a row; 0 within NORTH_UP_TOLERANCE_DEG. A mirrored raster (rows running north) is refused."""
-    if col_step[0] * row_step[1] - col_step[1] * row_step[0] > 0:
-        raise ValueError(f"{image} is geo-referenced mirrored (its rows run north, or its columns west); "
-                         "flip the image or fix the signs in its world file")  # fmt: skip
+    along a column; 0 within NORTH_UP_TOLERANCE_DEG."""
     turn = math.degrees(math.atan2(col_step[1], col_step[0]))
     return 0.0 if abs(turn) < NORTH_UP_TOLERANCE_DEG else turn
+
+
+def _ground_steps(image: Path, world: WorldFile, crs: str,
+                  size: tuple[int, int]) -> tuple[tuple[float, float], tuple[float, float]]:  # fmt: skip
+    """Ground (east, north) metres of one pixel step along a column and along a row at the raster's centre, whatever
+    the CRS; ValueError naming --crs for coordinates that are no place on Earth in it."""
+    cx, cy = (size[0] - 1) / 2, (size[1] - 1) / 2
+    lat, lon = parse_crs(crs)(*world.apply([cx, cx + 1, cx], [cy, cy, cy + 1]))
+    try:
+        check_latlon(lat, lon, f"{image} geo-referenced in {crs}")
+    except ValueError as exc:
+        if canonical_crs(crs) != canonical_crs("EPSG:4326"):
+            raise
+        raise ValueError(f"{exc}; its coordinates look projected (metres, not degrees): pass their coordinate "
+                         "system with --crs, e.g. EPSG:3857, UTM:33N, a WKT or a PROJ string") from None
+    e, n = LocalFrame(float(lat[0]), float(lon[0])).to_local(lat, lon)
+    return (float(e[1] - e[0]), float(n[1] - n[0])), (float(e[2] - e[0]), float(n[2] - n[0]))
+
+
+def view_georeference(image: str | Path, crs: str | None = None,
+                      world_file: str | Path | None = None) -> tuple[WorldFile, str, bool]:  # fmt: skip
+    """`georeference` of the raster as tiles, registration and the DSM grid see it: a south-up one (rows running
+    north, as GDAL and QGIS show it) upside down, its affine with rows flipped and True (read it with RowsFlipped).
+    Raises ValueError/FileNotFoundError naming the file and the flag to pass."""
+    image = Path(image)
+    world, crs = georeference(image, crs, world_file)
+    size = raster_size(image)
+    flipped = _mirrored(*_ground_steps(image, world, crs, size))
+    # a mirror that flipping rows leaves (columns running west as well) is then a turn, which the tiles undo
+    return (_flip_rows(world, size[1]) if flipped else world), crs, flipped
 
 
 def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path | None = None) -> list[Tile]:
@@ -280,31 +353,23 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
                          "file beside it)")  # fmt: skip
     if not image.is_file():
         raise FileNotFoundError(f"orthophoto {image} does not exist")
-    world, crs = georeference(image, cfg.crs, world_file)
+    world, crs, flipped = view_georeference(image, cfg.crs, world_file)
     to_geo = parse_crs(crs)
     width, height = raster_size(image)
-    # Ground size of one pixel at the image centre, in metres, whatever the CRS.
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    xs, ys = world.apply([cx, cx + 1, cx], [cy, cy, cy + 1])
-    lat, lon = to_geo(xs, ys)
-    try:
-        check_latlon(lat, lon, f"{image} geo-referenced in {crs}")
-    except ValueError as exc:
-        if canonical_crs(crs) != canonical_crs("EPSG:4326"):
-            raise
-        raise ValueError(f"{exc}; its world file looks projected (metres, not degrees): pass its coordinate "
-                         "system with --crs, e.g. EPSG:3857 or UTM:33N") from None
-    e, n = LocalFrame(float(lat[0]), float(lon[0])).to_local(lat, lon)
-    gsd_col, gsd_row = math.hypot(e[1] - e[0], n[1] - n[0]), math.hypot(e[2] - e[0], n[2] - n[0])
-    north_up = _north_up_turn(image, (e[1] - e[0], n[1] - n[0]), (e[2] - e[0], n[2] - n[0]))
+    (e_col, n_col), (e_row, n_row) = _ground_steps(image, world, crs, (width, height))
+    gsd_col, gsd_row = math.hypot(e_col, n_col), math.hypot(e_row, n_row)
+    north_up = _north_up_turn((e_col, n_col))
     tiles: list[Tile] = []
     empty, skipped = (empty_overview(image, 1024) if cfg.max_nodata < 1 else None), 0
+    if empty is not None and flipped:
+        empty = np.flipud(empty)
     for scale in cfg.scales:
         size_m, stride_m = cfg.tile_m * scale, cfg.stride_m * scale
         w, h = round(size_m / gsd_col), round(size_m / gsd_row)
         sw, sh = max(1, round(stride_m / gsd_col)), max(1, round(stride_m / gsd_row))
         if w < 8 or h < 8:
-            raise ValueError(f"{size_m:g} m tiles are only {w}x{h} px at this orthophoto's {gsd_col:.2f} m/px")
+            raise ValueError(f"{size_m:g} m tiles are only {w}x{h} px at this orthophoto's {gsd_col:.2f} m/px"
+                             + _crs_hint(crs, gsd_col))  # fmt: skip
         if w > width or h > height:
             raise ValueError(
                 f"{size_m:g} m tiles ({w}x{h} px) do not fit in {image.name} ({width}x{height} px, "
@@ -323,7 +388,7 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
                     tiles.append(Tile(
                         f"{image.stem}_s{scale:g}_y{top}_x{left}_r{rot % 360}", tlat, tlon, size_m, "orthophoto",
                         str(image.resolve()), (left, top, left + w, top + h), (rot + north_up) % 360, float(scale),
-                        str(image.resolve()), affine,
+                        str(image.resolve()), affine, flipped,
                     ))  # fmt: skip
     if skipped:
         print(f"note: skipped {skipped} tile(s) of {image.name} that are more than {100 * cfg.max_nodata:.0f} % "
@@ -332,6 +397,18 @@ def orthophoto_tiles(image: str | Path, cfg: OrthoConfig, world_file: str | Path
         raise ValueError(f"every tile of {image} is more than {100 * cfg.max_nodata:.0f} % nodata (black or "
                          "transparent)")  # fmt: skip
     return tiles
+
+
+ABSURD_GSD_M = 1000.0  # no orthophoto worth tiling has kilometre pixels: its coordinates are read in the wrong CRS
+
+
+def _crs_hint(crs: str, gsd_m: float) -> str:
+    """For an absurd pixel size, the CRS the coordinates were read in and how to give the right one."""
+    if gsd_m <= ABSURD_GSD_M:
+        return ""
+    units = " (degrees)" if canonical_crs(crs) == "EPSG:4326" else ""
+    return (f"; the file says {_short(crs)}{units}: if its coordinates are metres, pass their coordinate system with "
+            "--crs (an EPSG code, WKT or PROJ string)")  # fmt: skip
 
 
 def _mostly_empty(empty: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int], limit: float) -> bool:

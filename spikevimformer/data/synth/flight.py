@@ -3,7 +3,7 @@
 The path is a loop through the world's test locations (those an index of the world's gallery holds), nearest
 first, with rounded corners; the camera looks ahead along it at a fixed pitch. Each frame is a JPEG with the
 lens's EXIF focal length and its time (DateTimeOriginal + SubSecTimeOriginal); `cameras.csv` holds the true camera
-per frame (image, latitude, longitude, altitude_m, heading_deg, pitch_deg, time_s), which `flight --truth` reads.
+per frame (image, latitude, longitude, height_agl_m, heading_deg, pitch_deg, time_s), which `flight --truth` reads.
 Frames in `blank` show a featureless field (water): no registration is possible there and the filter must bridge
 them.
 """
@@ -29,7 +29,7 @@ from .pipeline import build_world
 from .render import MAX_LEVEL, drone_view
 from .writer import camera_exif, with_exif
 
-FLIGHT_COLUMNS = ("image", "latitude", "longitude", "altitude_m", "heading_deg", "pitch_deg", "time_s")
+FLIGHT_COLUMNS = ("image", "latitude", "longitude", "height_agl_m", "heading_deg", "pitch_deg", "time_s")
 EPOCH = datetime(2026, 6, 1, 10, 0, 0)  # the frames' camera clock at the first frame
 TURN_M = 15.0  # corners rounded over about this much path: 8 m/s through a right angle in ~4 s
 
