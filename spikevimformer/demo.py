@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -49,6 +50,9 @@ class DemoConfig:
     localize_image_size: int = 256  # the same world photographed again at this size for registration (0: off)
     other_date_gap: float = 0.5  # and its reference painted at another date (synth --epoch-gap; 0: off)
     other_date_queries: int = 60  # photos localized against it (learned matching costs ~2 s a photo)
+    flight_frames: int = 20  # a short synthetic flight through OUT/index, as `spikevimformer flight` (0: off)
+    flight_size: int = 256  # its frame size in px
+    flight_blank: int = 4  # its frames over featureless water, from the middle on: the filter bridges them
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -56,7 +60,7 @@ class DemoConfig:
         """Seconds-long settings that run every stage through the same code path (tests, CI)."""
         return cls(out_dir=out_dir, locations=24, views=2, world_image_size=64, image_size=32, minutes=0.05,
                    epochs=1, batch_size=8, workers=0, energy_images=2, strips=2, localize_queries=8,
-                   localize_image_size=128, other_date_queries=4,
+                   localize_image_size=128, other_date_queries=4, flight_frames=6, flight_size=128, flight_blank=2,
                    extra={"max_steps": 2, "hral_k": 3, "hral_k2": 2})
 
 
@@ -236,6 +240,39 @@ def _registration_row(label: str, report: dict) -> dict[str, Any]:
     return {"queries_from": label, **{k: report[k] for k in REGISTRATION_KEYS if k in report}}
 
 
+FLIGHT_KEYS = ("frames", "fix_rate", "rejected_fixes", "longest_without_fix", "online_rmse_m", "online_median_error_m",
+               "online_max_error_m", "online_radius95_coverage", "smoothed_rmse_m", "smoothed_median_error_m",
+               "smoothed_max_error_m", "smoothed_radius95_coverage")  # fmt: skip
+
+
+def _flight(cfg: DemoConfig, out: Path, device: torch.device) -> dict[str, Any]:
+    """A short flight over the test locations flown through OUT/index as `flight` does: the report shows a track."""
+    from .data.synth import SynthConfig
+    from .data.synth.flight import FlightPlan, render_flight
+    from .flight import FlightConfig, flight_metrics, fly, read_frames, write_all
+    from .flight.report import track_figure
+    from .geo.localize import open_localizer
+    from .geo.metrics import load_queries
+
+    middle = cfg.flight_frames // 2
+    plan = FlightPlan(cfg.flight_frames, size=cfg.flight_size,
+                      blank=(middle, middle + cfg.flight_blank) if cfg.flight_blank else None)  # fmt: skip
+    world = SynthConfig(seed=cfg.seed, locations=cfg.locations, views=cfg.views, image_size=cfg.world_image_size)
+    shutil.rmtree(out / "flight", ignore_errors=True)  # an earlier demo's frames would join this flight
+    folder = render_flight(world, plan, out / "flight", progress=False)
+    truth = {Path(q.image).name: (q.latitude, q.longitude) for q in load_queries(folder)}
+    start = next(iter(truth.values()))  # the last GNSS position: where the first frame was taken
+    flight = fly(open_localizer(str(out / "index"), device=str(device)), read_frames(folder / "frames"),
+                 FlightConfig(start=start))  # fmt: skip
+    write_all(folder, flight.points, "demo flight")
+    metrics = flight_metrics(flight.points, truth)
+    return {**{k: metrics[k] for k in FLIGHT_KEYS if k in metrics}, "fixes": flight.fixes, "fps": plan.fps,
+            "seconds_per_frame": sum(flight.seconds) / len(flight.seconds), "blank": list(plan.blank or ()),
+            "command": f"spikevimformer flight {folder / 'frames'} --index {out / 'index'} --start {start[0]:.7f} "
+                       f"{start[1]:.7f} --truth {folder}",
+            "picture": str(track_figure(flight.points, truth, out / "flight.png"))}  # fmt: skip
+
+
 def _window_px(frame, inv: np.ndarray, lat_lon) -> np.ndarray:
     """[lat, lon] points -> pixels of a reference window (inverse of its ground affine)."""
     e, n = frame.to_local(*np.asarray(lat_lon, dtype=np.float64).reshape(-1, 2).T)
@@ -345,10 +382,16 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     with stages("geo-referenced index and localization"):
         payload["localization"] = _localize(trained, world, cfg, out, weights, device)
 
+    if cfg.flight_frames:
+        with stages("a short flight"):
+            payload["flight"] = _flight(cfg, out, device)
+
     with stages("pictures"):
         payload["pictures"] = _pictures(trained, bench, cfg, device, out, runs)
         if picture := payload["localization"].pop("picture", None):
             payload["pictures"]["registration"] = picture
+        if picture := payload.get("flight", {}).pop("picture", None):
+            payload["pictures"]["flight"] = picture
 
     payload["stages"] = [asdict(s) for s in stages.done]
     path = write_report(out / "report.html", payload)

@@ -10,7 +10,7 @@ from typing import Any
 from .fileio import atomic_write_text
 from .geo.metrics import is_fraction, metric_name
 
-SECTIONS = ("Summary", "Retrieval", "Training curves", "Retrieval strips", "Energy", "Localization",
+SECTIONS = ("Summary", "Retrieval", "Training curves", "Retrieval strips", "Energy", "Localization", "Flight",
             "Commands and versions", "Stage times")
 ENERGY_COLUMNS = ("macs", "macs_stem", "sops", "mean_rate", "snn_energy_mj", "ann_energy_mj", "ann_over_snn")
 CONVENTION_TOTALS = {"snn_mj": "SNN mJ", "snn_compute_mj": "compute mJ", "snn_neurons_mj": "neuron updates mJ",
@@ -22,9 +22,14 @@ REGISTRATION_COLUMNS = ("queries_from", "fix_rate", "false_fix_rate", "camera_me
                         "camera_within_10m", "camera_within_25m", "radius95_coverage", "heading_median_error_deg",
                         "look_at_median_error_m", "look_at_within_5m", "R@1", "R@1_verified", "register_s_per_image",
                         "tile_radius95_coverage", "tile_median_radius_m")  # fmt: skip
+FLIGHT_COLUMNS = ("frames", "fixes", "fix_rate", "rejected_fixes", "longest_without_fix", "online_rmse_m",
+                  "online_median_error_m", "online_max_error_m", "online_radius95_coverage", "smoothed_rmse_m",
+                  "smoothed_median_error_m", "smoothed_max_error_m", "smoothed_radius95_coverage",
+                  "seconds_per_frame")  # fmt: skip
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-         "text-align:right}th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:8px}")
+         "text-align:right;overflow-wrap:anywhere}th{background:#f3f3f3}img{max-width:100%}"
+         "pre{background:#f6f6f6;padding:8px}")
 METRIC_COLUMNS = ("model", "direction", "protocol", "R@1", "R@5", "R@10", "R@top1%", "AP", "queries", "gallery")
 
 
@@ -197,6 +202,22 @@ def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
                      "camera.</p>")
         parts.append(_image(pictures["registration"], "registration of a drone photo to the orthophoto"))
 
+    flight = payload.get("flight", {})
+    parts.append("<h2>Flight</h2>")
+    if flight:
+        water = (f"; frames {flight['blank'][0]}-{flight['blank'][1] - 1} fly over featureless water"
+                 if flight.get("blank") else "")  # fmt: skip
+        parts.append(f"<p>A short synthetic flight over the test locations ({_esc(flight['frames'])} frames, "
+                     f"{flight['fps']:g} a second{water}) from its first position (the last GNSS fix, --start), each "
+                     "frame localized against the index above and its camera fix fused by the Kalman filter, as "
+                     "<code>spikevimformer flight</code> does it: online (each frame from the frames before it) and "
+                     "smoothed (the whole flight) errors in metres against the true camera, the longest stretch of "
+                     "frames without a fix, and how often the 95 % radius holds the camera.</p>"
+                     f"<pre>{_esc(flight.get('command', ''))}</pre>")
+        parts.append(_table([flight], FLIGHT_COLUMNS, percent=True, spaced=True))
+    if pictures.get("flight") and Path(pictures["flight"]).is_file():
+        parts.append(_image(pictures["flight"], "flight track and per-frame error"))
+
     parts.append("<h2>Commands and versions</h2>")
     parts.append(f"<pre>{_esc(' '.join(payload.get('argv', [])))}</pre>")
     parts.append(_table([payload.get("versions", {})], list(payload.get("versions", {}))))
@@ -245,8 +266,8 @@ def write_adapt_report(path: str | Path, report: dict[str, Any], curves: str | P
     parts += ["<h2>Stage times</h2>",
               _table(stages + [{"stage": "total", "seconds": sum(r["seconds"] for r in stages)}], ("stage", "seconds")),
               "<h2>Use it</h2><pre>" + "\n".join(_esc(c) for c in report.get("commands", [])) + "</pre>",
-              "<h2>Settings</h2>", _table([{"setting": k, "value": v} for k, v in report["config"].items()],
-                                         ("setting", "value"))]  # fmt: skip
+              "<h2>Settings</h2>", _table([{"setting": k, "value": f"{v:g}" if isinstance(v, float) else str(v)}
+                                          for k, v in report["config"].items()], ("setting", "value"))]  # fmt: skip
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>spikevimformer adapt</title>"
            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     return atomic_write_text(path, doc)

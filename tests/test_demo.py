@@ -41,7 +41,11 @@ def test_toy_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     assert "Camera position by registration" in report
     assert "The same spikes under four conventions" in report and "binary-spikes: the SNN costs" in report
     assert list(payload["energy"]["conventions"]) == ["paper-45nm-fp32", "int8", "memory-aware", "binary-spikes"]
-    assert report.count("data:image/png;base64,") >= 4  # curves, strips, energy, map
+    flight = payload["flight"]  # a short flight through the index, its track shown
+    assert flight["frames"] == 6 and {"fixes", "online_rmse_m", "smoothed_rmse_m"} <= set(flight)
+    assert "a short flight" in [s["name"] for s in payload["stages"]]
+    assert (out / "flight/track.geojson").is_file() and "flight track" in report
+    assert report.count("data:image/png;base64,") >= 5  # curves, strips, energy, map, flight
     assert "report:" in capsys.readouterr().out
     assert (out / "finetune/best.pt").is_file() and (out / "scratch/best.pt").is_file()  # as the README says
     index = GalleryIndex.load(out / "index")  # usable as the README shows: its own weights, or best.pt given

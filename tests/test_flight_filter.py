@@ -89,3 +89,29 @@ def test_frames_before_the_first_fix_are_unknown_and_time_cannot_go_back() -> No
         f.step(1.0, np.array([1.0, 2.0]), 0.0)
     with pytest.raises(ValueError, match="must be positive"):
         FilterConfig(accel_sigma=0.0)
+
+
+def test_relative_motion_carries_the_track_round_a_turn_and_an_absurd_one_is_gated() -> None:
+    f = TrackFilter(FilterConfig(), np.zeros(2), 2.0)
+    f.step(0.0)
+    truth, velocity = np.zeros(2), np.array([8.0, 0.0])
+    for step in range(1, 21):  # 10 s without a fix, turning south over 3 s half-way (16 deg/s, 2.2 m/s^2)
+        if 8 <= step < 14:
+            turn = np.radians(-15.0)
+            velocity = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]) @ velocity
+        truth = truth + velocity * 0.5
+        est = f.step(step * 0.5, moved_en=velocity * 0.5, moved_sigma_m=0.25)
+    assert np.hypot(*(est.en - truth)) < 1.0  # constant velocity alone would be 28 m off
+    before = f.mean[:2].copy()
+    f.step(10.5, moved_en=np.array([200.0, 0.0]), moved_sigma_m=0.25)  # a wrong frame-to-frame homography
+    assert f.mean[:2] - before == pytest.approx(velocity * 0.5, abs=1.0)  # gated: the model moved it on
+
+
+def test_fused_fixes_keep_a_floor_under_the_radius() -> None:
+    radii = {}
+    for floor in (0.0, 0.5):
+        f = TrackFilter(FilterConfig(accel_sigma=0.1, fix_floor=floor))
+        for step in range(20):  # the same 10 m fix twenty times: their errors are shared, not independent
+            est = f.step(step * 0.5, np.array([5.0, 5.0]), 10.0)
+        radii[floor] = est.radius_m
+    assert radii[0.0] < 4.5 and radii[0.5] >= 5.0 - 1e-6  # half of the fixes' 10 m at least

@@ -7,13 +7,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from spikevimformer import build_model, save_checkpoint
 from spikevimformer.cli import main
 from spikevimformer.geo.encoders import TorchEncoder
 from spikevimformer.geo.fallback import TileFallback
 from spikevimformer.geo.index import GalleryIndex
-from spikevimformer.geo.localize import Localization, Localizer, Match, estimate_position
+from spikevimformer.geo.localize import Localization, Localizer, Match, Region, estimate_position
 from spikevimformer.geo.metrics import (
     Query,
     distance_metrics,
@@ -21,6 +22,7 @@ from spikevimformer.geo.metrics import (
     format_report,
     load_queries,
     registration_metrics,
+    truth_hint,
 )
 from spikevimformer.geodesy import LocalFrame, haversine_m
 from spikevimformer.registration import RegisterConfig
@@ -238,6 +240,7 @@ def test_look_at_truth_scores_where_the_photo_looks_not_the_camera() -> None:
                      look_at={"latitude": look[0], "longitude": look[1]}, radius_m=6.0)  # fmt: skip
     as_camera = registration_metrics([Query("p.jpg", 47.0, 8.0)], [r], by_id=False)
     assert as_camera["false_fix_rate"] == 1.0 and as_camera["camera_median_error_m"] == pytest.approx(80, abs=0.5)
+    assert "--truth look-at" in truth_hint(as_camera)  # the look-at points fit the truth: said so
     as_look = registration_metrics([Query("p.jpg", 47.0, 8.0, look_at=(47.0, 8.0), truth="look-at")], [r],
                                    by_id=False)  # fmt: skip
     assert as_look["false_fix_rate"] == 0.0 and as_look["look_at_median_error_m"] == pytest.approx(3, abs=0.1)
@@ -264,3 +267,20 @@ def test_heights_above_sea_level_need_a_dsm(world_index, tmp_path) -> None:
     amsl = [Query(str(tmp_path / "absent.jpg"), 47.0, 8.0, altitude_m=2500.0)]  # never read: refused first
     with pytest.raises(ValueError, match="altitude above sea level .* no DSM .* --dsm, or give height_agl_m"):
         evaluate_localizer(localizer, amsl, progress=False)
+
+
+def test_a_region_searches_only_the_tiles_reaching_into_it(world_index) -> None:
+    world, idx = world_index
+    index = GalleryIndex.load(idx)
+    localizer = Localizer(TorchEncoder.load(None, "tiny", 32), index, k=3, register=None)
+    photo = Image.open(load_queries(world / "cameras.csv")[0].image).convert("RGB")
+    far = max(index.tiles, key=lambda t: haversine_m(t.latitude, t.longitude, index.tiles[0].latitude,
+                                                     index.tiles[0].longitude))  # fmt: skip
+    region = Region(far.latitude, far.longitude, 1.0)
+    answer = localizer.localize([photo], regions=[region])[0]
+    reach = {t.id for t in index.tiles
+             if haversine_m(t.latitude, t.longitude, far.latitude, far.longitude) <= 1.0 + t.footprint_m / 2}
+    assert {m.id for m in answer.matches} <= reach and far.id in {m.id for m in answer.matches}
+    whole = localizer.localize([photo])[0]
+    nowhere = localizer.localize([photo], regions=[Region(0.0, 0.0, 1.0)])[0]  # no tile there: the whole index
+    assert [m.id for m in nowhere.matches] == [m.id for m in whole.matches]

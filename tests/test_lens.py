@@ -116,3 +116,4 @@ def test_a_focal_length_without_the_sensor_size_is_named_as_such() -> None:
     assert from_exif(odd_unit, 40, 30) is None and "FocalPlaneResolutionUnit 7 is no length unit" in lens_gap(odd_unit)
     assert lens_gap(_exif()) == "its EXIF has no focal length (neither FocalLength nor FocalLengthIn35mmFilm)"
     assert lens_gap(None).startswith("its EXIF has no focal length")
+    assert lens_gap(_exif(x920A=0.0)) == "its EXIF records FocalLength 0 mm, which is no focal length"

@@ -81,10 +81,14 @@ def test_http_example_has_the_fields_of_a_real_answer(workdir, monkeypatch):
     client = TestClient(create_app(open_localizer("runs/cli-index", k=2)))
     answer = client.post("/localize", files={"image": ("photo.jpg", Path("photo.jpg").read_bytes(), "image/jpeg")})
     assert answer.status_code == 200
-    (example,) = _blocks(_section("### HTTP API (`spikevimformer serve`)"), "json")
+    example, frame_example = _blocks(_section("### HTTP API (`spikevimformer serve`)"), "json")
     documented = json.loads(example)
     assert set(documented) == set(answer.json())
     assert set(documented["matches"][0]) == set(answer.json()["matches"][0])
+    flight = client.post("/flights").json()["id"]
+    frame = client.post(f"/flights/{flight}/frames", files={"image": ("f.jpg", Path("photo.jpg").read_bytes())},
+                        data={"time_s": "0"})  # fmt: skip
+    assert frame.status_code == 200 and set(json.loads(frame_example)) == set(frame.json())
     spec = client.get("/openapi.json").json()["paths"]["/localize"]["post"]
     assert {"multipart/form-data", "image/jpeg"} <= set(spec["requestBody"]["content"])
     assert {"400", "413", "415"} <= set(spec["responses"]) and {p["name"] for p in spec["parameters"]} == {

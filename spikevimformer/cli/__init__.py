@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 import torch
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, Interrupted):  # the trainer has said what it saved and how to go on
             print("\ninterrupted", file=sys.stderr)  # on a line of its own, not after a progress bar
         return 130
+    except BrokenPipeError:  # `... | head`: the reader has all it wanted; the flush at exit must not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a command ended by SIGPIPE
 
 
 def _run(args: argparse.Namespace) -> int:

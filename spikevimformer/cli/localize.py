@@ -8,7 +8,7 @@ import sys
 
 from ..fileio import atomic_write_text, refuse_overwrite
 from ..geo.localize import format_table
-from ..geo.metrics import SDM_CONVENTIONS, TRUTHS, evaluate_localizer, format_report, load_queries
+from ..geo.metrics import SDM_CONVENTIONS, TRUTHS, evaluate_localizer, format_report, load_queries, truth_hint
 from .common import add_device, add_model, add_overwrite, add_registration, open_localizer_from_args
 
 
@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         ks = tuple(k for k in (1, 5, 10) if k <= len(localizer.index))
         payload = evaluate_localizer(localizer, queries, ks, args.batch_size, sdm=args.sdm)
         payload.update(protocol="metric-space", truth=args.truth, source=args.evaluate)
+        if hint := truth_hint(payload):
+            payload.setdefault("notes", []).append(hint)
+            print(f"note: {hint}", file=sys.stderr)
         text = format_report(payload)
     else:
         results = localizer.localize_files(args.images, args.batch_size, errors=errors)

@@ -1,8 +1,10 @@
 """Frames -> a filtered track: each frame localized as `localize` does it, its camera fix fused by the filter.
 
 Frames are answered one at a time in time order (online: each point depends only on the frames before it); the
-smoothed pass runs over the whole flight at the end. A frame without a fix is placed where the filter predicts
-it; before the first fix (and without --start) a frame has only its tile-level answer.
+smoothed pass runs over the whole flight at the end. Once the track is known, a frame searches only the tiles
+around where the filter predicts it (the region widens while nothing is seen), and its motion since the frame
+before (motion.py) is fused as a displacement, so that a frame without a fix is placed along the way the drone flew;
+before the first fix (and without --start) a frame has only its tile-level answer.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..geo.localize import Localization, Localizer
+from ..geo.intrinsics import Intrinsics
+from ..geo.localize import Localization, Localizer, Region
 from ..geodesy import LocalFrame, haversine_m
+from ..registration.priors import Prior
 from .filter import Estimate, FilterConfig, TrackFilter
 from .frames import Frame
+from .motion import FrameFeatures, FrameMatcher, GroundMapping, camera_centre
 from .track import TrackPoint
 
 
@@ -27,6 +32,10 @@ class FlightConfig:
     start: tuple[float, float] | None = None  # latitude, longitude
     start_radius_m: float = 50.0
     filter: FilterConfig = field(default_factory=FilterConfig)
+    region_search: bool = True  # search only the tiles around the prediction once the track is known
+    relative_motion: bool = True  # fuse the motion between consecutive frames
+    motion_scale_sigma: float = 0.05  # relative motion's error: this share of the displacement ...
+    motion_floor_m: float = 0.5  # ... plus this much (metres, standard deviation)
 
     def __post_init__(self) -> None:
         if self.start is not None:
@@ -43,6 +52,7 @@ class Flight:
 
     points: list[TrackPoint] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # wall time per frame, all stages
+    stages: list[dict[str, float]] = field(default_factory=list)  # per frame: motion, model, search, register s
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -70,22 +80,39 @@ class FlightTracker:
             start_en, start_r = None, None
         self.filter = TrackFilter(self.cfg.filter, start_en, start_r)
         self.flight = Flight()
+        self.motion = FrameMatcher() if self.cfg.relative_motion else None
+        self._last: _Seen | None = None  # the last readable frame, for the motion to the next
+        self._look_ahead_m = max(t.footprint_m for t in localizer.index.tiles)  # camera to look-at point, last fix
 
     def add(self, frame: Frame) -> TrackPoint:
         """Localize one frame (the next in time) and fuse its fix; the online estimate for it."""
         begin = time.perf_counter()
-        answer = None
+        answer, motion_s = None, 0.0
         if frame.image is None:
             self.flight.warnings.append(f"{frame.name}: {frame.error}")
             est = self.filter.step(frame.time_s)
         else:
-            answer = self._localize(frame)
+            intr, prior = self._lens(frame)
+            seen = self.motion.features(frame.image) if self.motion is not None else None
+            moved, mapping = self._relative_motion(frame, seen, intr)
+            motion_s = time.perf_counter() - begin
+            answer = self._localize(frame, intr, prior, self._region(frame.time_s))
             fix = np.array(self.origin.to_local(answer.camera["latitude"], answer.camera["longitude"])) \
-                if answer.fix else None  # fmt: skip
-            est = self.filter.step(frame.time_s, fix, answer.radius_m if answer.fix else None)
+                if answer is not None and answer.fix else None  # fmt: skip
+            est = self.filter.step(frame.time_s, fix, answer.radius_m if fix is not None else None, *moved)
+            if fix is not None and est.source == "fix" and not est.rejected:  # a fresh anchor for the motion
+                mapping = self._anchor(answer, frame.image.size) or mapping
+                look = answer.look_at
+                if look is not None:
+                    self._look_ahead_m = float(haversine_m(answer.camera["latitude"], answer.camera["longitude"],
+                                                           look["latitude"], look["longitude"]))  # fmt: skip
+            if seen is not None:
+                self._last = _Seen(seen, mapping, intr, frame.time_s)
         point = self._point(frame, answer, est)
         self.flight.points.append(point)
         self.flight.seconds.append(time.perf_counter() - begin)
+        self.flight.stages.append({"motion": motion_s} | ({"model": answer.model_s, "search": answer.search_s,
+                                                          "register": answer.register_s} if answer else {}))
         return point
 
     def finish(self) -> Flight:
@@ -107,15 +134,60 @@ class FlightTracker:
                                             smoothed_radius_m=est.radius_m)  # fmt: skip
         return self.flight
 
-    def _localize(self, frame: Frame) -> Localization:
+    def _lens(self, frame: Frame) -> tuple[Intrinsics | None, Prior | None]:
+        """The frame's lens and what it records of its attitude; a refused record is a warning and no lens."""
         loc = self.localizer
         try:
-            intr = loc.intrinsics(frame.image, frame.exif, frame.name, data=frame.data)
-            prior = loc.photo_prior(frame.data, frame.exif, frame.name)
-            return loc.localize([frame.image], [frame.name], intrinsics=[intr], priors=[prior])[0]
-        except ValueError as exc:  # a frame the localizer refuses (its EXIF lens, its size): predicted over
+            return (loc.intrinsics(frame.image, frame.exif, frame.name, data=frame.data),
+                    loc.photo_prior(frame.data, frame.exif, frame.name))  # fmt: skip
+        except ValueError as exc:
             self.flight.warnings.append(f"{frame.name}: {exc}")
-            return loc.localize([frame.image], [frame.name], intrinsics=[None])[0]
+            return None, None
+
+    def _localize(self, frame: Frame, intr: Intrinsics | None, prior: Prior | None,
+                  region: Region | None) -> Localization | None:  # fmt: skip
+        """The frame's answer, or None (a warning) for a frame the localizer refuses (too small): predicted over."""
+        try:
+            return self.localizer.localize([frame.image], [frame.name], intrinsics=[intr], priors=[prior],
+                                           regions=[region])[0]  # fmt: skip
+        except ValueError as exc:
+            self.flight.warnings.append(f"{frame.name}: {exc}")
+            return None
+
+    def _region(self, time_s: float) -> Region | None:
+        """The tiles worth searching: around the predicted camera, by its 95 % radius and how far ahead of the
+        camera it looks; None (the whole index) while the track is unknown."""
+        if not self.cfg.region_search or self.filter.mean is None:
+            return None
+        ahead = self.filter.predict(time_s)
+        lat, lon = self.origin.to_geo(*ahead.en)
+        return Region(float(lat), float(lon), ahead.radius_m + self._look_ahead_m)
+
+    def _relative_motion(self, frame: Frame, seen: FrameFeatures | None, intr: Intrinsics | None,
+                         ) -> tuple[tuple[np.ndarray | None, float | None], GroundMapping | None]:  # fmt: skip
+        """((displacement east/north metres, its standard deviation) or (None, None), this frame's ground mapping
+        or None) since the frame before, where both are matched and the one before has a ground mapping."""
+        last = self._last
+        if seen is None or last is None or last.mapping is None or intr is None or last.intr is None:
+            return (None, None), None
+        found = self.motion.homography(seen, last.features)
+        if found is None:
+            return (None, None), None
+        mapping = last.mapping.carried(found[0], frame.image.size)
+        before, now = camera_centre(last.mapping, last.intr.matrix), camera_centre(mapping, intr.matrix)
+        if before is None or now is None:
+            return (None, None), None
+        if last.time_s != self.filter.time_s:  # an unreadable frame between: the filter's last step is not `last`
+            return (None, None), mapping
+        moved = now[:2] - before[:2]
+        return (moved, self.cfg.motion_scale_sigma * float(np.hypot(*moved)) + self.cfg.motion_floor_m), mapping
+
+    def _anchor(self, answer: Localization, size: tuple[int, int]) -> GroundMapping | None:
+        """The ground mapping a fix's footprint gives (None without one)."""
+        if not answer.footprint:
+            return None
+        corners = np.array([self.origin.to_local(lat, lon) for lat, lon in answer.footprint])
+        return GroundMapping.from_footprint(corners, size)
 
     def _point(self, frame: Frame, answer: Localization | None, est: Estimate) -> TrackPoint:
         fix = answer is not None and answer.fix
@@ -133,8 +205,18 @@ class FlightTracker:
             heading_deg=camera.get("heading_deg"), inliers=int(answer.inliers) if answer is not None else 0,
             rejected=est.rejected, fix_latitude=camera.get("latitude"), fix_longitude=camera.get("longitude"),
             fix_radius_m=answer.radius_m if fix else None,
-            reason=frame.error if answer is None else answer.reason,
+            reason=(frame.error or "not localized (see the warnings)") if answer is None else answer.reason,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What the motion to the next frame needs of a frame."""
+
+    features: FrameFeatures
+    mapping: GroundMapping | None
+    intr: Intrinsics | None
+    time_s: float
 
 
 def _check_start(localizer: Localizer, lat: float, lon: float, radius_m: float) -> None:

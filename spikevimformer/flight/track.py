@@ -86,13 +86,14 @@ def read_csv(path: str | Path) -> list[TrackPoint]:
     return out
 
 
-def geojson(points: Sequence[TrackPoint]) -> dict:
+def geojson(points: Sequence[TrackPoint], label: str = "smoothed") -> dict:
     """The smoothed track as a LineString and every placed frame as a Point with its online estimate's radius,
-    source and fix flag (RFC 7946: longitude first)."""
+    source and fix flag (RFC 7946: longitude first); `label` names the line ("online" for points whose smoothed
+    fields hold the online estimates)."""
     line = [[p.smoothed_longitude, p.smoothed_latitude] for p in points
             if math.isfinite(p.smoothed_latitude) and math.isfinite(p.smoothed_longitude)]  # fmt: skip
     features = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": line},
-                 "properties": {"name": "track (smoothed)", "frames": len(points)}}]  # fmt: skip
+                 "properties": {"name": f"track ({label})", "frames": len(points)}}]  # fmt: skip
     for p in points:
         if not p.placed:
             continue
@@ -109,6 +110,10 @@ def write_geojson(path: str | Path, points: Sequence[TrackPoint]) -> Path:
 
 
 def write_gpx(path: str | Path, points: Sequence[TrackPoint], name: str = "flight") -> Path:
+    return atomic_write_text(path, gpx_text(points, name))
+
+
+def gpx_text(points: Sequence[TrackPoint], name: str = "flight") -> str:
     """The smoothed track as one GPX 1.1 track segment (frame names and sources in each point's <desc>)."""
     ET.register_namespace("", GPX_NS)
     gpx = ET.Element(f"{{{GPX_NS}}}gpx", {"version": "1.1", "creator": "spikevimformer"})
@@ -125,17 +130,22 @@ def write_gpx(path: str | Path, points: Sequence[TrackPoint], name: str = "fligh
         ET.SubElement(pt, f"{{{GPX_NS}}}name").text = p.name
         ET.SubElement(pt, f"{{{GPX_NS}}}desc").text = (f"t={p.time_s:.3f} s, {p.source}, 95 % radius "
                                                          f"{p.smoothed_radius_m:.1f} m")  # fmt: skip
-    return atomic_write_text(path, _xml(gpx))
+    return _xml(gpx)
 
 
 def write_kml(path: str | Path, points: Sequence[TrackPoint], name: str = "flight") -> Path:
-    """The smoothed track as a KML LineString, and each camera fix as a Placemark."""
+    return atomic_write_text(path, kml_text(points, name))
+
+
+def kml_text(points: Sequence[TrackPoint], name: str = "flight", label: str = "smoothed") -> str:
+    """The smoothed track as a KML LineString (named by `label`, as in geojson), and each camera fix as a
+    Placemark."""
     ET.register_namespace("", KML_NS)
     kml = ET.Element(f"{{{KML_NS}}}kml")
     doc = ET.SubElement(kml, f"{{{KML_NS}}}Document")
     ET.SubElement(doc, f"{{{KML_NS}}}name").text = name
     track = ET.SubElement(doc, f"{{{KML_NS}}}Placemark")
-    ET.SubElement(track, f"{{{KML_NS}}}name").text = "track (smoothed)"
+    ET.SubElement(track, f"{{{KML_NS}}}name").text = f"track ({label})"
     line = ET.SubElement(track, f"{{{KML_NS}}}LineString")
     ET.SubElement(line, f"{{{KML_NS}}}tessellate").text = "1"
     ET.SubElement(line, f"{{{KML_NS}}}coordinates").text = " ".join(
@@ -150,7 +160,7 @@ def write_kml(path: str | Path, points: Sequence[TrackPoint], name: str = "fligh
             f"camera fix, 95 % radius {p.fix_radius_m:.1f} m" + (", rejected by the filter" if p.rejected else ""))
         point = ET.SubElement(mark, f"{{{KML_NS}}}Point")
         ET.SubElement(point, f"{{{KML_NS}}}coordinates").text = f"{p.fix_longitude:.8f},{p.fix_latitude:.8f}"
-    return atomic_write_text(path, _xml(kml))
+    return _xml(kml)
 
 
 def write_all(folder: str | Path, points: Sequence[TrackPoint], name: str = "flight") -> dict[str, Path]:

@@ -60,7 +60,8 @@ def open_photo(source: str | Path | bytes, name: str | None = None) -> tuple[Ima
             with open(source, "rb") as f:
                 head = f.read(16)
         if fmt := unsupported_format(head):
-            raise ValueError(f"{label} is a {fmt} image, which is not supported; convert it to {SUPPORTED}") from exc
+            raise ValueError(f"{label} is an image in {fmt} format, which is not supported; convert it to "
+                             f"{SUPPORTED}") from exc
         raise ValueError(f"{label} is not a readable image ({exc})") from exc
     except Image.DecompressionBombError as exc:
         raise ValueError(f"{label} is too large to decode safely ({exc})") from exc

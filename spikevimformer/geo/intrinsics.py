@@ -115,8 +115,10 @@ def lens_gap(exif: Image.Exif | None) -> str:
     is not one, it needs the sensor's pixel pitch (FocalPlaneXResolution) or the 35 mm equivalent."""
     sub = exif.get_ifd(EXIF_IFD) if exif else {}
     focal, res, unit = sub.get(FOCAL_LENGTH), sub.get(FOCAL_PLANE_X_RES), sub.get(FOCAL_PLANE_UNIT, 2)
-    if not focal:
+    if focal is None:
         return "its EXIF has no focal length (neither FocalLength nor FocalLengthIn35mmFilm)"
+    if not float(focal) > 0:
+        return f"its EXIF records FocalLength {float(focal):g} mm, which is no focal length"
     if res and unit not in MM_PER_UNIT:
         lacks = f"FocalPlaneResolutionUnit {unit} is no length unit, and there is no FocalLengthIn35mmFilm"
     else:

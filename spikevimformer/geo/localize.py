@@ -35,7 +35,7 @@ from .encoders import Encoder, index_encoder
 from .fallback import TileFallback, shipped
 from .imaging import open_photo, preprocess
 from .index import GalleryIndex
-from .intrinsics import Intrinsics, check_fov, from_exif, from_fov, recorded_size, undistort
+from .intrinsics import Intrinsics, check_fov, from_exif, from_fov, lens_gap, recorded_size, undistort
 from .lens import CameraFile, dji_dewarp, read_camera_file
 from .reference_features import INVARIANT_KIND, LEARNED_KIND, ReferenceSettings
 from .tiles import NoReference, Tile
@@ -52,6 +52,16 @@ class Match:
     footprint_m: float
     inliers: int = 0  # homography inliers against the photo (0 when not registered)
     verified_rank: int | None = None  # rank after re-ranking by inliers (None when not registered)
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a photo is known to be from (a flight's prediction): only tiles reaching within `radius_m` metres of
+    (latitude, longitude) are searched."""
+
+    latitude: float
+    longitude: float
+    radius_m: float
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,8 @@ def estimate_position(matches: Sequence[Match], fallback: TileFallback | None, l
 DEFAULT_REGISTER = RegisterConfig()
 NO_REFERENCE = "tile-level answer only"
 MIN_PHOTO_PX = 64  # smaller photos hold too little to retrieve or register
+NO_FOCAL_HEAD = "the camera position needs the focal length in pixels, and the photo's EXIF does not give it"
+NO_FOCAL = f"{NO_FOCAL_HEAD} (FocalLength with the sensor size FocalPlaneXResolution, or FocalLengthIn35mmFilm)"
 
 
 class Localizer:
@@ -227,9 +239,11 @@ class Localizer:
 
     def localize(self, images: Sequence[Image.Image], names: Sequence[str] | None = None, k: int | None = None,
                  intrinsics: Sequence[Intrinsics | None] | None = None,
-                 priors: Sequence[Prior | None] | None = None) -> list[Localization]:  # fmt: skip
+                 priors: Sequence[Prior | None] | None = None,
+                 regions: Sequence[Region | None] | None = None) -> list[Localization]:  # fmt: skip
         """Localize decoded, upright RGB images in one batch; `intrinsics` per image (None: use --fov or none),
-        `priors` per image (None: the localizer's own)."""
+        `priors` per image (None: the localizer's own), `regions` per image (None: the whole index) the only
+        tiles searched."""
         if not images:
             return []
         names = list(names) if names is not None else [f"image-{i}" for i in range(len(images))]
@@ -248,6 +262,9 @@ class Localizer:
             start = time.perf_counter()
             more = self.registrar.cfg.expand_k if self.registrar is not None else 0
             scores, idx = self.index.search(desc, max(k, more))
+            for row, region in enumerate(regions or ()):
+                if region is not None:
+                    scores[row], idx[row] = self._search_within(desc[row], region, idx.shape[1])
             search_s = (time.perf_counter() - start) / len(images)
         results = []
         for name, img, intr, prior, row_s, row_i in zip(names, images, intrinsics, priors, scores, idx, strict=True):
@@ -281,6 +298,22 @@ class Localizer:
                 found = wider if wider.fix else found
             results.append(replace(self._tile_level(found), register_s=time.perf_counter() - start))
         return results
+
+    def _search_within(self, desc: np.ndarray, region: Region, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, tile positions) among the tiles that reach into `region`, padded with (-inf, -1) as
+        faiss pads; the whole index's top k where no tile does."""
+        layout = self.layout()
+        near = haversine_m(region.latitude, region.longitude, layout[:, 0], layout[:, 1])
+        reach = np.array([t.footprint_m for t in self.index.tiles]) / 2
+        inside = np.flatnonzero(near <= region.radius_m + reach)
+        if not len(inside):
+            scores, idx = self.index.search(desc[None], k)
+            return scores[0], idx[0]
+        sims = np.asarray(self.index.descriptors[inside], dtype=np.float32) @ desc.astype(np.float32)
+        order = np.argsort(-sims, kind="stable")[:k]
+        scores, idx = np.full(k, -np.inf, dtype=np.float32), np.full(k, -1, dtype=np.int64)
+        scores[: len(order)], idx[: len(order)] = sims[order], inside[order]
+        return scores, idx
 
     def layout(self) -> np.ndarray:
         """(n, 2) latitudes and longitudes of the index's tiles (kept until the index grows; two threads that
@@ -381,9 +414,7 @@ class Localizer:
         if corners is not None:
             out = replace(out, footprint=[list(_latlon(frame, c).values()) for c in corners])
         if intr is None:
-            return replace(out, reason="the camera position needs the focal length in pixels, and the photo's EXIF "
-                                       "does not give it (FocalLength with the sensor size FocalPlaneXResolution, "
-                                       "or FocalLengthIn35mmFilm): give the lens's field of view (--fov DEG; "
+            return replace(out, reason=f"{NO_FOCAL}: give the lens's field of view (--fov DEG; "
                                        "?fov=DEG over HTTP) or a camera file (--camera FILE); the look-at point "
                                        "and footprint are given")  # fmt: skip
         radius = max(self._radius(pose, reg.matcher), spread)
@@ -556,7 +587,7 @@ class Localizer:
         """
         out: list[Localization] = []
         for start in range(0, len(paths), batch_size):
-            chunk, photos, intr, priors = [], [], [], []
+            chunk, photos, intr, priors, exifs = [], [], [], [], []
             for path in (str(p) for p in paths[start : start + batch_size]):
                 try:
                     img, exif = open_photo(path)
@@ -573,7 +604,10 @@ class Localizer:
                 photos.append(img)
                 intr.append(lens)
                 priors.append(prior)
-            out.extend(self.localize(photos, chunk, k=k, intrinsics=intr, priors=priors))
+                exifs.append(exif)
+            answers = self.localize(photos, chunk, k=k, intrinsics=intr, priors=priors)
+            out.extend(replace(a, reason=a.reason.replace(NO_FOCAL, f"{NO_FOCAL_HEAD} ({lens_gap(x)})", 1))
+                       for a, x in zip(answers, exifs, strict=True))  # the EXIF says exactly what it lacks
         return out
 
 
@@ -583,8 +617,9 @@ def _registrar(cfg: RegisterConfig, index: GalleryIndex, notes: list[str]) -> Re
     says so (computing them per query would cost seconds a photo)."""
     registrar = Registrar(cfg)
     if registrar.learned is not None and not _preload(registrar, index, registrar.learned, LEARNED_KIND):
-        why = ("holds no learned reference features (built before they were stored, or with "
-               "--no-reference-features)" if index.reference_settings is None else "stored its learned reference "
+        why = ("holds no learned reference features (an index built before they were stored, with "
+               "--no-reference-features, or the demo's same-date one, which SIFT registers)"
+               if index.reference_settings is None else "stored its learned reference "
                f"features with other settings ({index.reference_settings})")  # fmt: skip
         if cfg.features == AUTO:
             notes.append(f"the gallery index {index.folder} {why}: registering with SIFT alone, which fails across "

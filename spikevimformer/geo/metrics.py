@@ -202,6 +202,19 @@ def _query(row: dict, root: Path, truth: str, locations: dict | None, split: str
                  altitude, truth)  # fmt: skip
 
 
+def truth_hint(report: dict) -> str | None:
+    """A sentence when camera truth looks like image-centre points (as UAV-VisLoc's CSV holds): the answers' look-at
+    points several times closer to it than their cameras, which are then scored tens of metres off."""
+    if report.get("truth", "camera") != "camera":
+        return None
+    camera, look = report.get("fix_median_error_m"), report.get("look_at_to_truth_median_m")
+    if camera is None or look is None or camera < 10 or look > camera / 4:
+        return None
+    return (f"the fixes' look-at points lie {look:.1f} m (median) from the truth's positions and their cameras "
+            f"{camera:.1f} m: if the truth holds where each photo looks (image centres), score it with "
+            "--truth look-at")
+
+
 def _within(errors: np.ndarray, prefix: str, thresholds: Sequence[float]) -> dict:
     out = {f"{prefix}_median_error_m": float(np.median(errors))}
     out.update({f"{prefix}_within_{x:g}m": float((errors <= x).mean()) for x in thresholds})
@@ -246,6 +259,10 @@ def registration_metrics(queries: Sequence[Query], results: Sequence, thresholds
         radius = np.array([r.estimate["radius_m"] for r in results])
         out["tile_radius95_coverage"] = float((err[~fix] <= radius[~fix]).mean())
         out["tile_median_radius_m"] = float(np.median(radius[~fix]))
+    if not look and fix.any():  # what truth_hint compares: the fixes' look-at points against the truth
+        seen = _look_at_answers(results)[fix]
+        out["look_at_to_truth_median_m"] = float(np.median(haversine_m(true[fix, 0], true[fix, 1], seen[:, 0],
+                                                                       seen[:, 1])))  # fmt: skip
     if not look and all(q.look_at is not None for q in queries):
         pts = _look_at_answers(results)
         tgt = np.array([q.look_at for q in queries])
