@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from spikevimformer.geo.encoders import TorchEncoder, encode_tiles
+from spikevimformer.geo.index import GalleryIndex
+from spikevimformer.geo.tiles import world_tiles
+
 LAT0, LON0 = 47.3700, 8.5400
 SPACING_M = 200.0
 FOOTPRINT_M = 150.0
@@ -51,3 +55,14 @@ def make_world(root: Path, n_test: int = 5, n_distractor: int = 2, n_train: int 
             writer.writeheader()
             writer.writerows(table)
     return root
+
+
+def served_gallery(root: Path):
+    """(encoder, index, world): six test tiles of a small world indexed by a random-init tiny model at 32 px, as
+    the HTTP tests serve them."""
+    world = make_world(root / "world", n_test=6, n_distractor=0, n_train=0)
+    encoder = TorchEncoder.load(None, "tiny", 32)
+    tiles = world_tiles(world)
+    index = GalleryIndex.create(root / "idx", encoder.identity)
+    index.add(tiles, encode_tiles(encoder, tiles, progress=False))
+    return encoder, index, world

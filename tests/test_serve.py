@@ -22,8 +22,8 @@ from spikevimformer.geo.index import GalleryIndex
 from spikevimformer.geo.localize import Localizer
 from spikevimformer.geo.raster import open_raster
 from spikevimformer.geo.serve import create_app
-from spikevimformer.geo.tiles import OrthoConfig, orthophoto_tiles, world_tiles
-from tests.geo_world import make_world
+from spikevimformer.geo.tiles import OrthoConfig, orthophoto_tiles
+from tests.geo_world import served_gallery
 from tests.live_server import live_server
 
 LIMIT = 64 * 1024
@@ -31,13 +31,7 @@ LIMIT = 64 * 1024
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    world = make_world(root / "world", n_test=6, n_distractor=0, n_train=0)
-    encoder = TorchEncoder.load(None, "tiny", 32)
-    tiles = world_tiles(world)
-    index = GalleryIndex.create(root / "idx", encoder.identity)
-    index.add(tiles, encode_tiles(encoder, tiles, progress=False))
-    return encoder, index, world
+    return served_gallery(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

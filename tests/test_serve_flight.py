@@ -16,12 +16,9 @@ from spikevimformer.flight.fly import FlightConfig
 from spikevimformer.flight.frames import DATETIME_ORIGINAL, EXIF_IFD, SUBSEC_ORIGINAL
 from spikevimformer.flight.session import FlightRegistry, FrameConflict, SessionLimits, UnknownFlight
 from spikevimformer.flight.track import GPX_NS, KML_NS
-from spikevimformer.geo.encoders import TorchEncoder, encode_tiles
-from spikevimformer.geo.index import GalleryIndex
 from spikevimformer.geo.localize import Localizer
 from spikevimformer.geo.serve import create_app
-from spikevimformer.geo.tiles import world_tiles
-from tests.geo_world import LAT0, LON0, make_world
+from tests.geo_world import LAT0, LON0, served_gallery
 from tests.live_server import live_server
 
 START = {"start_latitude": LAT0, "start_longitude": LON0, "start_radius_m": 300.0}
@@ -29,12 +26,7 @@ START = {"start_latitude": LAT0, "start_longitude": LON0, "start_radius_m": 300.
 
 @pytest.fixture(scope="module")
 def localizer(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve-flight")
-    world = make_world(root / "world", n_test=6, n_distractor=0, n_train=0)
-    encoder = TorchEncoder.load(None, "tiny", 32)
-    tiles = world_tiles(world)
-    index = GalleryIndex.create(root / "idx", encoder.identity)
-    index.add(tiles, encode_tiles(encoder, tiles, progress=False))
+    encoder, index, world = served_gallery(tmp_path_factory.mktemp("serve-flight"))
     return Localizer(encoder, index, k=3), world
 
 

@@ -195,7 +195,7 @@ def _decode(data: bytes, ctype: str, name: str, max_pixels: int = MAX_UPLOAD_PIX
             raise HTTPProblem(415, f"{name} is an image in {named} format, which is not supported; send "
                                    f"{SUPPORTED}") from exc
         if ctype.startswith("image/") or ctype in ("", "application/octet-stream"):
-            raise HTTPProblem(400, f"{name} is not a readable image ({type(exc).__name__})") from exc
+            raise HTTPProblem(400, f"{name} is not a readable image ({exc or type(exc).__name__})") from exc
         raise HTTPProblem(415, f"{name} is {ctype or 'unlabelled'} and not an image; send {SUPPORTED}") from exc
     if fmt not in ACCEPTED_FORMATS:
         raise HTTPProblem(415, f"{name} is an image in {fmt} format, which is not supported; send {SUPPORTED}")
