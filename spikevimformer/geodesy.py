@@ -129,11 +129,11 @@ def parse_crs(crs: str):
     try:
         with rasterio.Env():  # GDAL's own error line stays off stderr; the ValueError says it
             source = CRS.from_epsg(int(key[5:])) if epsg else CRS.from_user_input(key)
-    except CRSError:
+    except CRSError as exc:
         if epsg:
             raise ValueError(f"unknown coordinate system {crs!r} (not an EPSG code PROJ knows)") from None
-        raise ValueError(f"unsupported coordinate system {crs!r}; use an EPSG code (e.g. {builtin}), a WKT or a "
-                         "PROJ string (+proj=...)") from None
+        raise ValueError(f"unsupported coordinate system {crs!r} (PROJ: {exc}); use an EPSG code (e.g. {builtin}), "
+                         "a WKT or a PROJ string (+proj=...)") from None
     if not (source.is_projected or source.is_geographic):
         raise ValueError(f"coordinate system {crs!r} is neither geographic nor projected")
     return lambda x, y: _proj_to_geo(source, x, y)

@@ -227,6 +227,8 @@ def test_truth_csv_heights_are_named_agl_or_amsl_and_image_centres_are_look_at_p
     assert (centre.latitude, centre.look_at, centre.truth) == (47.001, (47.001, 8.0), "look-at")
     with pytest.raises(FileNotFoundError, match="truth 'location' needs"):
         load_queries(named, truth="location")
+    (tmp_path / "B.JPG").write_bytes(b"")  # the CSV names b.jpg, the camera wrote B.JPG
+    assert load_queries(named)[1].image == str(tmp_path / "B.JPG")
 
 
 def test_look_at_truth_scores_where_the_photo_looks_not_the_camera() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -167,11 +167,27 @@ def load_queries(source: str | Path, truth: str = "camera", split: str = "test")
                 raise ValueError(f"{csv_path} line {line}: {exc}") from exc
             if query is not None:
                 queries.append(query)
+    queries = _found_in_any_case(queries)
     if any("/query_drone/" in q.image for q in queries):  # a world lists each test photo in query_ and gallery_drone
         queries = [q for q in queries if "/query_drone/" in q.image]
     if not queries:
         raise ValueError(f"{csv_path} has no {split} queries")
     return queries
+
+
+def _found_in_any_case(queries: list[Query]) -> list[Query]:
+    """Queries whose image is missing as named but present with its name in another case (X.JPEG for X.jpeg, as
+    cameras and the tools that list their files disagree) point to that file."""
+    listings: dict[Path, dict[str, str]] = {}
+    out = []
+    for q in queries:
+        path = Path(q.image)
+        if not path.exists() and path.parent.is_dir():
+            names = listings.setdefault(path.parent, {p.name.lower(): p.name for p in path.parent.iterdir()})
+            if (other := names.get(path.name.lower())) is not None:
+                q = replace(q, image=str(path.parent / other))
+        out.append(q)
+    return out
 
 
 def _query(row: dict, root: Path, truth: str, locations: dict | None, split: str, ours: bool) -> Query | None:
