@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     flight = tracker.finish()
     if not flight.points:
+        if interrupted:
+            print("\ninterrupted before the first frame was localized: nothing written", file=sys.stderr)
+            raise Interrupted
         raise ValueError(f"{args.frames} gave no frames")
     files = write_all(out, flight.points, Path(args.frames).name)
     summary = {"frames": len(flight.points), "fixes": flight.fixes, "rejected_fixes": flight.rejected,

@@ -226,7 +226,8 @@ def _check_start(localizer: Localizer, lat: float, lon: float, radius_m: float) 
     reach = max(t.footprint_m for t in localizer.index.tiles)
     if nearest > radius_m + reach:
         raise ValueError(f"--start {lat:g} {lon:g} is {nearest / 1000:.1f} km from the nearest tile of the index "
-                         f"{localizer.index.folder}: is it the flight's start (latitude first)?")  # fmt: skip
+                         f"{localizer.index.folder}: is it the flight's start (latitude first)? If it is known "
+                         "only roughly, widen --start-radius (metres)")  # fmt: skip
 
 
 def fly(localizer: Localizer, frames: Iterable[Frame], cfg: FlightConfig | None = None,
