@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spikevimformer.flight import FlightConfig, FlightTracker, flight_metrics, read_frames  # noqa: E402
+from spikevimformer.flight.metrics import flight_truth  # noqa: E402
 from spikevimformer.geo.localize import open_localizer  # noqa: E402
-from spikevimformer.geo.metrics import load_queries  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def prepare(case: Case, args: argparse.Namespace, commands: list[str]) -> tuple[
 
 def fly_case(case: Case, flight_dir: Path, index: Path, args: argparse.Namespace) -> dict:
     """Fly the case's frames through the index (after one warm-up frame) and score the track."""
-    truth = {Path(q.image).name: (q.latitude, q.longitude) for q in load_queries(flight_dir)}
+    truth = flight_truth(flight_dir)
     localizer = open_localizer(str(index), k=args.top_k)  # the weights the index names, as `flight --index` loads
     for note in localizer.notes:
         print(f"note: {note}", file=sys.stderr)

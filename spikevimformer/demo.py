@@ -250,9 +250,9 @@ def _flight(cfg: DemoConfig, out: Path, device: torch.device) -> dict[str, Any]:
     from .data.synth import SynthConfig
     from .data.synth.flight import FlightPlan, render_flight
     from .flight import FlightConfig, flight_metrics, fly, read_frames, write_all
+    from .flight.metrics import flight_truth
     from .flight.report import track_figure
     from .geo.localize import open_localizer
-    from .geo.metrics import load_queries
 
     middle = cfg.flight_frames // 2
     plan = FlightPlan(cfg.flight_frames, size=cfg.flight_size,
@@ -260,7 +260,7 @@ def _flight(cfg: DemoConfig, out: Path, device: torch.device) -> dict[str, Any]:
     world = SynthConfig(seed=cfg.seed, locations=cfg.locations, views=cfg.views, image_size=cfg.world_image_size)
     shutil.rmtree(out / "flight", ignore_errors=True)  # an earlier demo's frames would join this flight
     folder = render_flight(world, plan, out / "flight", progress=False)
-    truth = {Path(q.image).name: (q.latitude, q.longitude) for q in load_queries(folder)}
+    truth = flight_truth(folder)
     start = next(iter(truth.values()))  # the last GNSS position: where the first frame was taken
     flight = fly(open_localizer(str(out / "index"), device=str(device)), read_frames(folder / "frames"),
                  FlightConfig(start=start))  # fmt: skip

@@ -13,10 +13,9 @@ from ..fileio import atomic_write_text, refuse_overwrite
 from ..flight.filter import FilterConfig
 from ..flight.fly import FlightConfig, FlightTracker
 from ..flight.frames import read_frames
-from ..flight.metrics import flight_metrics, format_metrics
+from ..flight.metrics import flight_metrics, flight_truth, format_metrics
 from ..flight.report import write_flight_report
 from ..flight.track import write_all
-from ..geo.metrics import load_queries
 from ..progress import progress_bar
 from .common import add_device, add_model, add_overwrite, add_registration, open_localizer_from_args
 
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite([out / name for name in OUTPUTS], args.overwrite)
     cfg = FlightConfig(tuple(args.start) if args.start else None, args.start_radius,
                        FilterConfig(accel_sigma=args.accel))  # fmt: skip
-    truth = _truth(args.truth) if args.truth else None  # a bad file is refused before the frames are read
+    truth = flight_truth(args.truth) if args.truth else None  # a bad file is refused before the frames are read
     frames = read_frames(args.frames, args.fps, args.every)
     localizer = open_localizer_from_args(args)
     tracker = FlightTracker(localizer, cfg)
@@ -99,12 +98,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ninterrupted after {len(flight.points)} frames: the track so far is in {out}", file=sys.stderr)
         raise Interrupted
     return 0
-
-
-def _truth(source: str) -> dict[str, tuple[float, float]]:
-    """(latitude, longitude) by frame file name from a flight's cameras.csv, the folder holding it, or the world
-    folder `synth --flight` wrote it into."""
-    path = Path(source)
-    if path.is_dir() and (path / "flight" / "cameras.csv").is_file():  # the world `synth --flight` wrote
-        path = path / "flight"
-    return {Path(q.image).name: (q.latitude, q.longitude) for q in load_queries(path)}

@@ -4,11 +4,22 @@ stretch without a fix, rejected fixes, and how often the 95 % radius holds the c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from ..geo.metrics import load_queries
 from ..geodesy import haversine_m
 from .track import TrackPoint
+
+
+def flight_truth(source: str | Path) -> dict[str, tuple[float, float]]:
+    """(latitude, longitude) by frame file name from a flight's cameras.csv, the folder holding it, or the world
+    folder `synth --flight` wrote it into."""
+    path = Path(source)
+    if path.is_dir() and (path / "flight" / "cameras.csv").is_file():  # the world `synth --flight` wrote
+        path = path / "flight"
+    return {Path(q.image).name: (q.latitude, q.longitude) for q in load_queries(path)}
 
 
 def frame_errors_m(points: Sequence[TrackPoint], truth: dict[str, tuple[float, float]],
