@@ -110,7 +110,7 @@ def fly_case(case: Case, flight_dir: Path, index: Path, args: argparse.Namespace
         print(f"note: {note}", file=sys.stderr)
     frames = flight_dir / "frames"
     localizer.localize_files([str(sorted(frames.iterdir())[0])])  # warm-up: weights, allocator, threads
-    first = next(iter(truth.values()))
+    first = next(iter(truth.by_name.values()))
     command = (f"spikevimformer flight {frames} --index {index} -k {args.top_k} --truth {flight_dir / 'cameras.csv'}"
                + (f" --start {first[0]:.7f} {first[1]:.7f}" if args.start_known else ""))
     print(f"flying {case.name}: {command}", file=sys.stderr, flush=True)

@@ -37,6 +37,7 @@ class AdaptConfig:
     dsm_units: str | None = None  # 'm' or 'ft' where the DSM's CRS does not say
     init: str = "pretrained"
     minutes: float = 8.0  # the other stages take about 1-2 min on 2 cores for 1 km^2: ~10 min in all
+    steps: int = 0  # or a budget of exactly this many optimizer steps, the cosine annealed over them (0: minutes)
     footprint_m: float = 100.0  # tile ground side, also the index's tiles
     locations: int = 480  # training locations, at most as many as fit `spacing_m` apart
     spacing_m: float | None = None  # least distance between training locations; None: a quarter of the footprint
@@ -63,13 +64,20 @@ class AdaptConfig:
         return self._synth(self.seed + HELDOUT_SEED, self.heldout_locations, HELDOUT_TEST_FRACTION,
                            self.footprint_m / 2)  # fmt: skip
 
+    def budget(self) -> str:
+        """The fine-tune's budget in words, as the stages and the report show it."""
+        return f"{self.steps} steps" if self.steps else f"{self.minutes:g} min"
+
     def fine_tune_settings(self, data_root: Path, out_dir: Path, image_size: int) -> dict[str, Any]:
-        """The `train` settings of the fine-tune: the cosine fitted to `minutes`, no validation, saved often."""
+        """The `train` settings of the fine-tune: the cosine fitted to `minutes` (or `steps`), no validation, saved
+        often."""
+        budget = ({"epochs": max(1000, self.steps), "max_steps": self.steps, "time_limit_min": 0.0,
+                   "anneal_by": "steps"} if self.steps  # an epoch holds at least one step: the epochs never bind
+                  else {"epochs": 1000, "time_limit_min": self.minutes, "anneal_by": "time"})  # fmt: skip
         return {"data_root": str(data_root), "out_dir": str(out_dir), "image_size": image_size,
-                "batch_size": self.batch_size, "epochs": 1000, "time_limit_min": self.minutes, "anneal_by": "time",
-                "init": self.init, "lr": self.lr, "workers": self.workers, "device": self.device, "warmup": 0.0,
-                "warmup_min_steps": 20, "eval_every_epochs": 0, "final_eval": False, "save_every_steps": 50,
-                **(self.extra or {})}  # fmt: skip
+                "batch_size": self.batch_size, "init": self.init, "lr": self.lr, "workers": self.workers,
+                "device": self.device, "warmup": 0.0, "warmup_min_steps": 20, "eval_every_epochs": 0,
+                "final_eval": False, "save_every_steps": 50, **budget, **(self.extra or {})}  # fmt: skip
 
     def _synth(self, seed: int, locations: int, test_fraction: float, spacing_m: float):
         from .data.synth import SynthConfig
@@ -162,13 +170,13 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     report["before"] = scores(base)
     done("held-out views, before adaptation")
 
-    stage(f"fine-tune for {cfg.minutes:g} min")
+    stage(f"fine-tune for {cfg.budget()}")
     run = out / "finetune"
     settings = cfg.fine_tune_settings(worlds["train"][0], run, image_size)
     resumable = resume and (run / "last.pt").is_file()
     result = train(load_config(None, settings), resume=run if resumable else None, progress=progress,
                    overwrite=not resumable, resume_hint="the same adapt command with --resume")  # fmt: skip
-    done(f"fine-tune for {cfg.minutes:g} min")
+    done(f"fine-tune for {cfg.budget()}")
     tuned, tag = load_model(run / "last.pt")
     stage("held-out views, after adaptation")
     report["after"] = scores(tuned)
@@ -196,8 +204,8 @@ def _adapt(cfg: AdaptConfig, out: Path, world_file: tuple[str, str] | None, resu
     report["localization"] = {k: located[k] for k in LOCALIZE_KEYS if k in located}
     done("localize held-out views")
 
-    report.update(steps=result.get("steps"), training_locations=trained_on, tiles=len(tiles), seconds=seconds,
-                  weights_tag=tag, commands=usage(out))  # fmt: skip
+    report.update(steps=result.get("steps"), budget=cfg.budget(), training_locations=trained_on, tiles=len(tiles),
+                  seconds=seconds, weights_tag=tag, commands=usage(out))  # fmt: skip
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str))
     curves = training_curves(run / "log.csv", out / "curves-finetune.png") if report["steps"] else None
     write_adapt_report(out / "report.html", report, curves, few_steps=FEW_STEPS)
@@ -246,7 +254,9 @@ def _world_file(cfg: AdaptConfig) -> tuple[str, str] | None:
 def _checked(cfg: AdaptConfig, georeferenced: bool) -> AdaptConfig:
     """Refuse settings no run can use, in adapt's own flag names, before any work; a batch larger than the
     training locations is cut to them (a batch holds each location once)."""
-    if cfg.minutes <= 0:
+    if cfg.steps < 0:
+        raise ValueError(f"--steps must be at least 1, got {cfg.steps}")
+    if cfg.minutes <= 0 and not cfg.steps:
         raise ValueError(f"--minutes must be positive, got {cfg.minutes:g}")
     if cfg.footprint_m <= 0:
         raise ValueError(f"--footprint-m must be positive metres, got {cfg.footprint_m:g}")
@@ -351,8 +361,9 @@ def summary(report: dict[str, Any]) -> str:
              f"{'after':<16}{a['R@1']:>8.1f}{a['R@5']:>8.1f}{a['AP']:>8.1f}",
              f"change: R@1 {a['R@1'] - b['R@1']:+.1f} points ({b['queries']} queries, {b['gallery']} tiles)"]
     steps = report.get("steps") or 0
-    few = " - too few for a real adaptation (the change above is mostly chance): raise --minutes"
-    lines.append(f"fine-tuned for {steps} step{'' if steps == 1 else 's'}" + (few if steps < FEW_STEPS else ""))
+    few = " - too few for a real adaptation (the change above is mostly chance): raise --minutes or --steps"
+    budget = f" (budget {report['budget']})" if report.get("budget") else ""
+    lines.append(f"fine-tuned for {steps} step{'' if steps == 1 else 's'}{budget}" + (few if steps < FEW_STEPS else ""))
     loc = report.get("localization", {})
     if "fix_rate" in loc:
         med = loc.get("camera_median_error_m")

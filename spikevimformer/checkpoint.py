@@ -258,18 +258,20 @@ def _not_ours(payload: Any, path: str | Path) -> CheckpointError:
                            "train`, or ImageNet weights with --init")  # fmt: skip
 
 
-def read_init(path: str | Path) -> tuple[str, dict[str, Tensor]]:
-    """What `train --init` names, as ("ours", whole-model state) or ("official", E-SpikeFormer backbone state):
-    a release name or file, one of our checkpoints, a bare state_dict of our model, or ImageNet weights."""
+def read_init(path: str | Path) -> tuple[str, dict[str, Tensor], str | None]:
+    """What `train --init` names, as ("ours", whole-model state, L_SSA it was trained with) or ("official",
+    E-SpikeFormer backbone state, None): a release name or file, one of our checkpoints, a bare state_dict of our
+    model, or ImageNet weights. Weights that do not say how their SSA branch was trained count as "paper": every
+    run before the choice existed used the paper's L_SSA."""
     path = resolve_checkpoint(path)
     if path.suffix == ".safetensors":
-        return "ours", load_release(path).state_dict()
+        return "ours", load_release(path).state_dict(), "paper"
     payload = _read(path)
     if is_ours(payload):
-        return "ours", plain_keys(payload["model"])
+        return "ours", plain_keys(payload["model"]), (payload.get("config") or {}).get("ssa_objective", "paper")
     if (bare := _bare_model_state(payload)) is not None:
-        return "ours", bare[2]
-    return "official", _official_state(payload, path)
+        return "ours", bare[2], "paper"
+    return "official", _official_state(payload, path), None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class DemoConfig:
     world_image_size: int = 128
     image_size: int = 64
     minutes: float = 5.0  # training budget of each run (fine-tune, and from scratch for comparison): ~11 min in all
+    steps: int = 0  # or a budget of exactly this many optimizer steps per run, the cosine annealed over them (0: off)
     epochs: int = 100  # upper bound; the time budget normally ends the run first
     batch_size: int = 32
     lr: float = 1e-4
@@ -55,13 +56,27 @@ class DemoConfig:
     flight_blank: int = 4  # its frames over featureless water, from the middle on: the filter bridges them
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def budget(self) -> str:
+        """Each run's training budget in words, as the summary and the report show it."""
+        return f"{self.steps} steps" if self.steps else f"{self.minutes:g} min"
+
+    def train_settings(self, world: Path, run: Path, init: str, lr: float) -> dict[str, Any]:
+        """The `train` settings of one run: the budget (minutes or steps) ends it, the rate anneals to zero by then."""
+        budget = ({"max_steps": self.steps, "epochs": max(self.epochs, self.steps), "time_limit_min": 0.0,
+                   "anneal_by": "steps"} if self.steps  # an epoch holds at least one step: the epochs never bind
+                  else {"epochs": self.epochs, "time_limit_min": self.minutes, "anneal_by": "time"})  # fmt: skip
+        return {"data_root": str(world), "out_dir": str(run), "image_size": self.image_size,
+                "batch_size": self.batch_size, "init": init, "lr": lr, "workers": self.workers, "device": self.device,
+                "eval_every_epochs": 0, "final_eval": False, "save_every_steps": 0, "warmup": 0.0,
+                "warmup_min_steps": 20, **budget, **self.extra}  # fmt: skip
+
     @classmethod
     def toy(cls, out_dir: str) -> DemoConfig:
         """Seconds-long settings that run every stage through the same code path (tests, CI)."""
         return cls(out_dir=out_dir, locations=24, views=2, world_image_size=64, image_size=32, minutes=0.05,
                    epochs=1, batch_size=8, workers=0, energy_images=2, strips=2, localize_queries=8,
                    localize_image_size=128, other_date_queries=4, flight_frames=6, flight_size=128, flight_blank=2,
-                   extra={"max_steps": 2, "hral_k": 3, "hral_k2": 2})
+                   steps=2, extra={"hral_k": 3, "hral_k2": 2})
 
 
 @dataclass
@@ -90,15 +105,9 @@ def _train(cfg: DemoConfig, world: Path, name: str, init: str, lr: float) -> tup
     from .engine import load_config, train
 
     run = Path(cfg.out_dir) / name
-    settings = {
-        "data_root": str(world), "out_dir": str(run), "image_size": cfg.image_size, "batch_size": cfg.batch_size,
-        "epochs": cfg.epochs, "time_limit_min": cfg.minutes, "init": init, "lr": lr, "workers": cfg.workers,
-        "device": cfg.device, "eval_every_epochs": 0, "final_eval": False, "save_every_steps": 0,
-        # the time budget, not the epoch count, ends these runs, and the learning rate anneals to zero by then
-        "warmup": 0.0, "warmup_min_steps": 20, "anneal_by": "time",
-        **cfg.extra,
-    }
+    settings = cfg.train_settings(world, run, init, lr)
     result = train(load_config(None, settings), progress=sys.stderr.isatty(), overwrite=True)  # a rerun redoes it
+    print(f"   {name}: {result['steps']} steps of the {cfg.budget()} budget ({result['stop_reason']})", flush=True)
     return run, result
 
 
@@ -261,10 +270,10 @@ def _flight(cfg: DemoConfig, out: Path, device: torch.device) -> dict[str, Any]:
     shutil.rmtree(out / "flight", ignore_errors=True)  # an earlier demo's frames would join this flight
     folder = render_flight(world, plan, out / "flight", progress=False)
     truth = flight_truth(folder)
-    start = next(iter(truth.values()))  # the last GNSS position: where the first frame was taken
+    start = next(iter(truth.by_name.values()))  # the last GNSS position: where the first frame was taken
     flight = fly(open_localizer(str(out / "index"), device=str(device)), read_frames(folder / "frames"),
                  FlightConfig(start=start))  # fmt: skip
-    write_all(folder, flight.points, "demo flight")
+    write_all(folder, flight.points, "demo flight", flight.started)
     metrics = flight_metrics(flight.points, truth)
     return {**{k: metrics[k] for k in FLIGHT_KEYS if k in metrics}, "fixes": flight.fixes, "fps": plan.fps,
             "seconds_per_frame": sum(flight.seconds) / len(flight.seconds), "blank": list(plan.blank or ()),
@@ -331,7 +340,8 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages()
     device = resolve_device(cfg.device)
-    payload: dict[str, Any] = {"config": asdict(cfg), "argv": sys.argv, "versions": _versions(), "device": str(device)}
+    payload: dict[str, Any] = {"config": asdict(cfg), "argv": sys.argv, "versions": _versions(), "device": str(device),
+                               "budget": cfg.budget()}  # fmt: skip
 
     with stages("generate the synthetic world"):
         world = out / "world"
@@ -369,7 +379,7 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
         payload["training"] = {label: {k: v for k, v in result.items() if k != "metrics"}}
 
     if init != "scratch" and cfg.compare_scratch:
-        with stages("train from scratch for the same time"):
+        with stages(f"train from scratch for the same {'steps' if cfg.steps else 'time'}"):
             run, result = _train(cfg, world, "scratch", "scratch", cfg.scratch_lr)
             runs["trained from scratch"] = run
             rows += _evaluate(model_from_checkpoint(run / "last.pt"), bench, cfg, device, "trained from scratch")

@@ -150,6 +150,12 @@ def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
 
     pictures = payload.get("pictures", {})
     parts.append("<h2>Training curves</h2>")
+    if payload.get("training"):
+        taken = "; ".join(f"{_esc(label)}: {_esc(run.get('steps'))} steps ({_esc(run.get('stop_reason'))})"
+                          for label, run in payload["training"].items())  # fmt: skip
+        parts.append(f"<p>Training budget of each run: {_esc(payload.get('budget', ''))}. Steps taken: {taken}. "
+                     "The spread_* panels are each branch's batch spread (0: its output no longer depends on its "
+                     "input).</p>")
     for name, png in pictures.items():
         if name.startswith("curves"):
             parts.append(f"<h3>{_esc(name)}</h3>{_image(png, name)}")
@@ -235,7 +241,7 @@ def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
     return atomic_write_text(path, doc)
 
 
-ADAPT_STEPS_NOTE = "too few steps for a real adaptation (the change is mostly chance): raise --minutes"
+ADAPT_STEPS_NOTE = "too few steps for a real adaptation (the change is mostly chance): raise --minutes or --steps"
 
 
 def write_adapt_report(path: str | Path, report: dict[str, Any], curves: str | Path | None = None,
@@ -249,7 +255,8 @@ def write_adapt_report(path: str | Path, report: dict[str, Any], curves: str | P
     parts = [f"<h1>Adaptation to {_esc(Path(report['config']['ortho']).name)}</h1>",
              "<h2>Held-out views, before and after</h2><p>Drone -> satellite retrieval on views rendered from the "
              f"area but never trained on ({_esc(b['queries'])} queries, {_esc(b['gallery'])} tiles, paper "
-             f"protocol; percentages). Fine-tuned for {steps} step{'' if steps == 1 else 's'} on "
+             f"protocol; percentages). Fine-tuned for {steps} step{'' if steps == 1 else 's'} (budget "
+             f"{_esc(report.get('budget', ''))}) on "
              f"{_esc(report.get('training_locations'))} locations"
              + (f": <b>{ADAPT_STEPS_NOTE}</b>" if steps < few_steps else "") + ".</p>",
              _table([{"model": "before", **b}, {"model": "after", **a}, change], ("model", "R@1", "R@5", "AP"))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spikevimformer.adapt import AdaptConfig, adapt
+from spikevimformer.adapt import AdaptConfig, adapt, summary
 from spikevimformer.cli import main
 from spikevimformer.data.synth import SynthConfig, generate_world
+from spikevimformer.engine import load_config, train
 from spikevimformer.fileio import LOCK_FILE, folder_lock
+from tests.fake_datasets import make_university
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +206,24 @@ def test_an_area_over_a_dsm_renders_its_hills_and_indexes_its_heights(tmp_path, 
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err, err
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_step_budget_fine_tunes_exactly_that_many_steps(tmp_path, capsys):
+    world = make_university(tmp_path / "world", train=8, test=2, distractors=0, drone=2)
+    cfg = _cfg("area.jpg", tmp_path, steps=25, minutes=0.001, extra={"augment": False, "hral_k": 3, "hral_k2": 2,
+                                                                    "hral_history": 8})  # fmt: skip
+    assert cfg.budget() == "25 steps"
+    settings = cfg.fine_tune_settings(world, tmp_path / "run", 32) | {"init": "scratch", "save_every_steps": 0}
+    result = train(load_config(None, settings), progress=False)
+    assert result["steps"] == 25 and result["stop_reason"] == "finished"  # the tiny minutes never stop it
+    rates = [float(r["lr"]) for r in csv.DictReader((tmp_path / "run/log.csv").open())]
+    assert len(rates) == 25 and rates[-1] < 0.1 * cfg.lr  # the cosine ends at step 25
+    report = {"before": {"R@1": 1.0, "R@5": 2.0, "AP": 3.0, "queries": 4, "gallery": 5}, "commands": [],
+              "after": {"R@1": 1.0, "R@5": 2.0, "AP": 3.0}, "steps": 25, "budget": cfg.budget()}  # fmt: skip
+    assert "fine-tuned for 25 steps (budget 25 steps)" in summary(report)
+
+
+def test_adapt_takes_minutes_or_steps_not_both(area, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["adapt", "--ortho", str(area), "--out", str(tmp_path / "o"), "--minutes", "1", "--steps", "3"])
+    assert "not allowed with argument" in capsys.readouterr().err

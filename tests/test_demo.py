@@ -1,3 +1,4 @@
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -8,11 +9,13 @@ import yaml
 from spikevimformer.checkpoint import CheckpointError, load_release, save_release
 from spikevimformer.cli import main
 from spikevimformer.demo import DemoConfig
+from spikevimformer.engine import load_config, train
 from spikevimformer.geo.encoders import index_encoder
 from spikevimformer.geo.index import GalleryIndex
 from spikevimformer.models import build_model
 from spikevimformer.pretrained import get_release, load_pretrained, release_names
 from spikevimformer.report import SECTIONS
+from tests.fake_datasets import make_university
 
 
 def test_toy_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
@@ -92,3 +95,23 @@ def test_demo_config_file_matches_what_the_demo_runs():
     assert (file["time_limit_min"], file["lr"], file["image_size"]) == (demo.minutes, demo.lr, demo.image_size)
     assert (file["batch_size"], file["epochs"], file["workers"]) == (demo.batch_size, demo.epochs, demo.workers)
     assert (file["anneal_by"], file["warmup"], file["warmup_min_steps"]) == ("time", 0.0, 20)
+
+
+def test_a_step_budget_runs_exactly_that_many_steps_and_anneals_over_them(tmp_path):
+    world = make_university(tmp_path / "world", train=8, test=2, distractors=0, drone=2)
+    cfg = DemoConfig(out_dir=str(tmp_path), steps=25, minutes=0.001, image_size=32, batch_size=4, workers=0,
+                     extra={"augment": False, "hral_k": 3, "hral_k2": 2, "hral_history": 8})  # fmt: skip
+    assert cfg.budget() == "25 steps"
+    result = train(load_config(None, cfg.train_settings(world, tmp_path / "run", "scratch", 1e-3)), progress=False)
+    assert result["steps"] == 25 and result["stop_reason"] == "finished"  # the tiny minutes never stop it
+    rates = [float(r["lr"]) for r in csv.DictReader((tmp_path / "run/log.csv").open())]
+    assert len(rates) == 25 and rates[0] == pytest.approx(1e-3 / 12) and rates[-1] < 0.1 * 1e-3  # warm-up: half the run
+
+
+def test_demo_takes_minutes_or_steps_not_both(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--toy", "--out", str(tmp_path), "--minutes", "1", "--steps", "3"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--toy", "--out", str(tmp_path), "--steps", "0"])
+    assert "must be at least 1" in capsys.readouterr().err

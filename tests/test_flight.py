@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import cv2
@@ -14,8 +15,10 @@ from PIL import Image
 
 from spikevimformer.cli import main
 from spikevimformer.data.synth import SynthConfig, generate_world
-from spikevimformer.data.synth.flight import FlightPlan, flight_path, render_flight
+from spikevimformer.data.synth.flight import EPOCH, FlightPlan, flight_path, render_flight
+from spikevimformer.flight.fly import FlightConfig, StartNames
 from spikevimformer.flight.frames import exif_time, read_frames
+from spikevimformer.flight.metrics import flight_truth
 from spikevimformer.flight.track import GPX_NS, KML_NS, read_csv
 
 K = "9"  # every tile verified: registration, not the random-init retrieval, decides
@@ -59,6 +62,12 @@ def test_a_flight_becomes_a_track_that_bridges_the_water(flight, capsys) -> None
     trkpts = ET.parse(out / "track.gpx").getroot().findall(f".//{{{GPX_NS}}}trkpt")
     assert len(trkpts) == sum(np.isfinite(p.smoothed_latitude) for p in points)
     assert all(-90 <= float(t.get("lat")) <= 90 for t in trkpts)
+    started = EPOCH.replace(tzinfo=timezone.utc)  # the frames' EXIF has no zone: their clock is taken as UTC, said
+    assert [datetime.fromisoformat(t.find(f"{{{GPX_NS}}}time").text) for t in trkpts] == \
+        [started + timedelta(seconds=p.time_s) for p in points if np.isfinite(p.smoothed_latitude)]  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert datetime.fromisoformat(summary["started"]) == started
+    assert any("no OffsetTimeOriginal" in w for w in summary["warnings"])
     coords = ET.parse(out / "track.kml").getroot().find(f".//{{{KML_NS}}}LineString/{{{KML_NS}}}coordinates")
     assert len(coords.text.split()) == len(trkpts)
     page = (out / "report.html").read_text()
@@ -100,8 +109,23 @@ def test_a_video_is_read_frame_by_frame(flight, tmp_path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["fixes"] == 0 and "metrics" not in summary  # a video has no EXIF lens; its frames no file names
     assert any("need the lens: --fov DEG or --camera FILE" in w for w in summary["warnings"])
-    assert any("names none of the flight's frames" in w for w in summary["warnings"])
+    assert any("reaches none of the flight's frames" in w for w in summary["warnings"])
     assert all(p.reason for p in read_csv(out / "track.csv"))
+    with (fly / "cameras.csv").open(newline="") as f:  # the video's flight log: frame i at i / 10 s
+        rows = list(csv.DictReader(f))[:6]
+    log = tmp_path / "log.csv"
+    log.write_text("time_s,latitude,longitude\n" + "".join(f"{i / 10},{r['latitude']},{r['longitude']}\n"
+                                                            for i, r in enumerate(rows)))  # fmt: skip
+    assert main(["flight", str(video), "--index", str(root / "idx"), "--out", str(tmp_path / "out2"), "--every",
+                 "2", "--random-init", "-k", K, "--truth", str(log)]) == 0  # fmt: skip
+    metrics = json.loads((tmp_path / "out2" / "summary.json").read_text())["metrics"]
+    assert metrics["frames"] == metrics["evaluated"] == 3
+    truth = flight_truth(log)
+    assert truth.at(read_csv(tmp_path / "out2" / "track.csv")[1]) == pytest.approx(
+        (float(rows[2]["latitude"]), float(rows[2]["longitude"])))  # frame 2 of the video, at 0.2 s
+    log.write_text("time_s,latitude,longitude\n0,47.1,8.5\n")
+    with pytest.raises(ValueError, match="at least two rows"):
+        flight_truth(log)
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
     with pytest.raises(ValueError, match="not a video OpenCV can open"):
@@ -113,7 +137,8 @@ def test_bad_flight_inputs_get_one_line_and_write_nothing(flight, tmp_path, caps
     out = tmp_path / "out"
     base = ["flight", str(fly / "frames"), "--index", str(root / "idx"), "--out", str(out), "--random-init"]
     assert main([*base, "--start", "8.5", "47.3"]) == 2  # latitude and longitude swapped
-    assert "from the nearest tile of the index" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--start 8.5 47.3 is" in err and "from the nearest tile of the index" in err and "--start-radius" in err
     assert main(["flight", str(tmp_path / "missing"), "--index", str(root / "idx"), "--out", str(out),
                  "--random-init"]) == 2  # fmt: skip
     assert "do not exist" in capsys.readouterr().err
@@ -139,6 +164,18 @@ def test_ctrl_c_keeps_the_track_so_far(flight, tmp_path, capsys, monkeypatch) ->
     assert capsys.readouterr().err.count("interrupted") == 1
 
 
+def test_a_refused_start_names_the_callers_inputs() -> None:
+    with pytest.raises(ValueError, match=r"^--start 91 0 is not a latitude"):
+        FlightConfig(start=(91.0, 0.0))
+    with pytest.raises(ValueError, match=r"^--start-radius must be positive"):
+        FlightConfig(start_radius_m=0.0)
+    fields = StartNames("lat={lat}&lon={lon}", "radius")
+    with pytest.raises(ValueError, match=r"^lat=91&lon=0 is not a latitude"):
+        FlightConfig(start=(91.0, 0.0), names=fields)
+    with pytest.raises(ValueError, match=r"^radius must be positive"):
+        FlightConfig(start_radius_m=-1.0, names=fields)
+
+
 def test_the_path_loops_at_the_speed_asked_with_rounded_turns() -> None:
     pos, heading = flight_path(np.array([[0.0, 0.0], [200.0, 0.0], [200.0, 200.0]]), 200, 4.0)
     steps = np.hypot(*np.diff(pos, axis=0).T)
@@ -154,3 +191,31 @@ def test_the_truth_file_lists_every_frame(flight) -> None:
         rows = list(csv.DictReader(f))
     assert len(rows) == 24 and all((fly / r["image"]).is_file() for r in rows)
     assert Image.open(fly / rows[0]["image"]).size == (256, 256)
+
+
+def test_the_motion_sees_the_frames_through_the_same_pinhole_as_the_fix(flight, tmp_path, monkeypatch) -> None:
+    # a footprint maps undistorted pixels: frame-to-frame motion measured on the raw, bent frame would not fit it
+    from spikevimformer.flight.fly import FlightTracker
+    from spikevimformer.flight.motion import FrameMatcher
+    from spikevimformer.geo.intrinsics import undistort
+    from spikevimformer.geo.localize import open_localizer
+
+    root, fly = flight
+    frames = list(read_frames(fly / "frames", fps=2.0))[:3]
+    w, h = frames[0].image.size
+    lens = tmp_path / "lens.json"
+    lens.write_text(json.dumps({"width": w, "height": h, "K": [[200.0, 0, (w - 1) / 2], [0, 200.0, (h - 1) / 2],
+                                                                [0, 0, 1]], "dist": [-0.3, 0.05, 0, 0, 0]}))
+    seen: list[np.ndarray] = []
+    original = FrameMatcher.features
+    monkeypatch.setattr(FrameMatcher, "features", lambda self, image: seen.append(np.asarray(image)) or
+                        original(self, image))  # fmt: skip
+    localizer = open_localizer(str(root / "idx"), random_init=True, camera=str(lens))
+    tracker = FlightTracker(localizer)
+    for frame in frames:
+        tracker.add(frame)
+    for frame, image in zip(frames, seen, strict=True):
+        intr = localizer.intrinsics(frame.image, frame.exif, frame.name, data=frame.data)
+        assert intr.distorted
+        straight = np.asarray(undistort(frame.image, intr)[0])
+        assert np.array_equal(image, straight) and not np.array_equal(image, np.asarray(frame.image.convert("RGB")))

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from spikevimformer import ModelOutput, build_model
-from spikevimformer.losses import HRALMemory, Objective, ObjectiveConfig, info_nce, shs_loss, ssa_loss
+from spikevimformer.engine import load_config
+from spikevimformer.losses import HRALMemory, Objective, ObjectiveConfig, batch_spread, info_nce, shs_loss, ssa_loss
 
 Q2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 G2 = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
@@ -196,13 +197,15 @@ def test_objective_rank_split_reproduces_one_process():
     ]
     q_all = torch.cat([o[0].descriptor for o in outs])
     g_all = torch.cat([o[1].descriptor for o in outs])
+    ssa = {"global_ssa_q": torch.cat([o[0].ssa_descriptor for o in outs]),
+           "global_ssa_g": torch.cat([o[1].ssa_descriptor for o in outs])}  # fmt: skip
     memories, totals = [], []
     for r in range(ranks):
         own = slice(r * b, (r + 1) * b)
         memory = HRALMemory()
         memory.load_state_dict(history.state_dict())
         total, _ = objective(
-            *outs[r], labels[own], 1.5, memory, global_q=q_all, global_g=g_all, local_slice=own
+            *outs[r], labels[own], 1.5, memory, global_q=q_all, global_g=g_all, local_slice=own, **ssa
         )
         memories.append(memory)
         totals.append(total)
@@ -211,3 +214,31 @@ def test_objective_rank_split_reproduces_one_process():
     torch.testing.assert_close(sum(c.grad for c in copies) / ranks, w.grad)
     for memory in memories:  # every rank keeps the same global history as the single process
         torch.testing.assert_close(memory.history(20)[0], single_memory.history(20)[0])
+
+
+def _near_identical(rows: int = 16, dim: int = 32, noise: float = 1e-3) -> torch.Tensor:
+    """Rows that have all but collapsed onto one direction; each drone view equals its satellite view."""
+    g = torch.Generator().manual_seed(3)
+    return (torch.randn(1, dim, generator=g) + noise * torch.randn(rows, dim, generator=g)).requires_grad_()
+
+
+def test_the_infonce_ssa_objective_pushes_a_collapsing_batch_apart_where_the_papers_is_satisfied():
+    for objective, pushes in (("paper", False), ("infonce", True)):
+        x = _near_identical()
+        ssa_loss(x, x, objective).backward()
+        grad = x.grad.norm().item()
+        assert (grad > 1e-5) == pushes, (objective, grad)  # the paper's loss is at its minimum: views agree
+        before = batch_spread(x).item()
+        after = batch_spread(x.detach() - 1e-2 * x.grad / max(grad, 1e-12)).item()  # one small descent step
+        assert (after > 1.5 * before) == pushes, (objective, before, after)
+
+
+def test_an_unknown_ssa_objective_is_refused():
+    with pytest.raises(ValueError, match="ssa_objective must be one of paper, infonce"):
+        Objective(ssa_objective="cosine")
+    with pytest.raises(ValueError, match="ssa_objective must be one of paper, infonce"):
+        ssa_loss(Q2, G2, "cosine")
+    with pytest.raises(ValueError, match="setting ssa_objective must be one of paper, infonce"):
+        load_config(None, ["ssa_objective=vicreg"])
+    assert load_config(None, ["ssa_objective=infonce"]).objective().ssa_objective == "infonce"
+    assert ObjectiveConfig().ssa_objective == "infonce"  # the default the ablation chose (README)

@@ -7,13 +7,14 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 from PIL import Image
 
 from spikevimformer.flight.fly import FlightConfig
-from spikevimformer.flight.frames import DATETIME_ORIGINAL, EXIF_IFD, SUBSEC_ORIGINAL
+from spikevimformer.flight.frames import DATETIME_ORIGINAL, EXIF_IFD, OFFSET_ORIGINAL, SUBSEC_ORIGINAL
 from spikevimformer.flight.session import FlightRegistry, FrameConflict, SessionLimits, UnknownFlight
 from spikevimformer.flight.track import GPX_NS, KML_NS
 from spikevimformer.geo.localize import Localizer
@@ -41,10 +42,12 @@ def _photo(world, i: int) -> bytes:
     return (world / f"University-1652/test/query_drone/{i:04d}/image-01.png").read_bytes()
 
 
-def _timed_jpeg(world, i: int, stamp: str, subsec: str) -> bytes:
-    """Query photo `i` as a JPEG whose EXIF says when it was taken, as a drone camera writes it."""
+def _timed_jpeg(world, i: int, stamp: str, subsec: str, offset: str | None = None) -> bytes:
+    """Query photo `i` as a JPEG whose EXIF says when it was taken (in the zone `offset`, if given), as a drone
+    camera writes it."""
     exif = Image.Exif()
-    exif.get_ifd(EXIF_IFD).update({DATETIME_ORIGINAL: stamp, SUBSEC_ORIGINAL: subsec})
+    exif.get_ifd(EXIF_IFD).update({DATETIME_ORIGINAL: stamp, SUBSEC_ORIGINAL: subsec} |
+                                   ({OFFSET_ORIGINAL: offset} if offset else {}))  # fmt: skip
     buf = io.BytesIO()
     Image.open(io.BytesIO(_photo(world, i))).save(buf, "JPEG", quality=95, exif=exif)
     return buf.getvalue()
@@ -54,6 +57,14 @@ def _post(url: str, flight: str, photo: bytes, time_s: float | None = None) -> h
     form = {} if time_s is None else {"time_s": str(time_s)}
     return httpx.post(f"{url}/flights/{flight}/frames", files={"image": ("f.png", photo, "image/png")}, data=form,
                       timeout=30)  # fmt: skip
+
+
+def _track_times(url: str, flight: str) -> tuple[list[datetime], list[datetime]]:
+    """The times a flight's GPX points and KML fixes carry, parsed back."""
+    gpx = ET.fromstring(httpx.get(f"{url}/flights/{flight}/track.gpx").content)
+    kml = ET.fromstring(httpx.get(f"{url}/flights/{flight}/track.kml").content)
+    return ([datetime.fromisoformat(t.text) for t in gpx.iter(f"{{{GPX_NS}}}time")],
+            [datetime.fromisoformat(t.text) for t in kml.iter(f"{{{KML_NS}}}when")])  # fmt: skip
 
 
 def _fly(url: str, world, frames: list[int], times: list[float]) -> str:
@@ -127,6 +138,28 @@ def test_frame_times_must_not_go_back_and_keep_one_clock(server) -> None:
     assert times == [0.0, 0.5]
     mixed = _post(url, exif_flight, _photo(world, 2), 3.0)
     assert mixed.status_code == 409 and "timed by exif" in mixed.json()["detail"]
+    gpx_times, _ = _track_times(url, exif_flight)  # no zone in the EXIF: the camera clock taken as UTC, and said
+    utc_clock = datetime(2026, 5, 1, 10, 0, 0, 250_000, tzinfo=timezone.utc)
+    assert gpx_times == [utc_clock, utc_clock + timedelta(seconds=0.5)]
+    assert any("no OffsetTimeOriginal" in w for w in httpx.get(f"{url}/flights/{exif_flight}").json()["warnings"])
+
+
+def test_gpx_and_kml_times_come_from_exif_or_from_arrival(server) -> None:
+    url, world = server
+    zoned = httpx.post(f"{url}/flights", json=START).json()["id"]
+    answers = [_post(url, zoned, _timed_jpeg(world, i, "2026:05:01 10:00:00", sub, "+02:00")).json()
+               for i, sub in ((0, "25"), (1, "75"))]  # fmt: skip
+    started = datetime(2026, 5, 1, 8, 0, 0, 250_000, tzinfo=timezone.utc)
+    gpx_times, kml_times = _track_times(url, zoned)
+    assert gpx_times == [started, started + timedelta(seconds=0.5)]
+    assert kml_times == [started + timedelta(seconds=a["time_s"]) for a in answers if a["fix_latitude"] is not None]
+    summary = httpx.get(f"{url}/flights/{zoned}").json()
+    assert datetime.fromisoformat(summary["started"]) == started and not summary["warnings"]
+    before = datetime.now(timezone.utc).replace(microsecond=0)  # the files carry milliseconds
+    live = _fly(url, world, [0, 1], [100.0, 102.5])  # time_s on the client's own clock: dated by the first arrival
+    gpx_times, _ = _track_times(url, live)
+    assert before <= gpx_times[0] <= datetime.now(timezone.utc)
+    assert gpx_times[1] - gpx_times[0] == timedelta(seconds=2.5)
 
 
 def test_bad_settings_and_unknown_flights_get_one_sentence(server) -> None:
@@ -141,6 +174,8 @@ def test_bad_settings_and_unknown_flights_get_one_sentence(server) -> None:
         assert r.status_code == 400 and isinstance(r.json()["detail"], str), (bad, r.text)
     far = httpx.post(f"{url}/flights", json={"start_latitude": -LAT0, "start_longitude": LON0})
     assert far.status_code == 400 and "km from the nearest tile" in far.json()["detail"]
+    assert "start_latitude" in far.json()["detail"] and "widen start_radius_m" in far.json()["detail"]
+    assert "--start" not in far.json()["detail"]  # the request's own fields, not the command line's flags
     both = httpx.post(f"{url}/flights", params={"fps": 2}, json={"fps": 3})
     assert both.status_code == 400 and "not both" in both.json()["detail"]
 
@@ -199,3 +234,58 @@ def test_interleaved_flights_give_the_tracks_each_gives_alone(server) -> None:
             assert one == two
     tracks = [httpx.get(f"{url}/flights/{alone[k]}/track.geojson").json()["features"][0] for k in plans]
     assert tracks[0]["geometry"] != tracks[1]["geometry"]
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({"content": b'{"fps": 2', "headers": {"content-type": "application/json"}}, "the body is not valid JSON"),
+    ({"content": b'{"fps": 2}', "headers": {"content-type": "text/plain"}}, "the body is text/plain, not JSON"),
+    ({"json": [2]}, "must be a JSON object of the flight's settings (start_latitude, "),
+    ({"json": {"fps": "fast"}}, "fps: Input should be a valid number"),
+    ({"json": {"fps": True}}, "fps: Input should be a number, not true or false (got true)"),
+    ({"json": {"name": 7}}, "name: Input should be a valid string"),
+    ({"json": {"start_lat": 1}}, "start_lat is not a flight setting; the settings are start_latitude, "),
+    ({"params": {"bogus": 1}}, "bogus is not a flight setting"),
+    ({"content": b'{"accel": Infinity}', "headers": {"content-type": "application/json"}},
+     "accel: Input should be a finite number"),
+    ({"params": {"start_radius_m": "inf"}}, "start_radius_m: Input should be a finite number"),
+])  # fmt: skip
+def test_malformed_settings_get_one_line_naming_the_field(server, body: dict, words: str) -> None:
+    url, _ = server
+    r = httpx.post(f"{url}/flights", **body)
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert words in detail and "\n" not in detail and len(detail) < 300, detail
+
+
+def test_get_flights_lists_the_live_flights(localizer) -> None:
+    loc, world = localizer
+    with live_server(create_app(loc, max_flights=3)) as url:
+        assert httpx.get(f"{url}/flights").json() == {"flights": [], "max_flights": 3, "expires_after_idle_s": 600.0}
+        flown = httpx.post(f"{url}/flights", json=START | {"name": "survey"}).json()["id"]
+        idle = httpx.post(f"{url}/flights").json()["id"]
+        point = _post(url, flown, _photo(world, 0), 0.0).json()
+        listed = httpx.get(f"{url}/flights").json()["flights"]
+        assert [f["id"] for f in listed] == [flown, idle] and [f["frames"] for f in listed] == [1, 0]
+        first = listed[0]
+        assert first["name"] == "survey" and first["fixes"] == int(point["fix"]) and first["busy"] is False
+        assert first["position"] == {k: point[k] for k in ("latitude", "longitude", "radius_m", "source", "time_s")}
+        assert listed[1]["position"] is None
+        assert datetime.fromisoformat(first["created"]) <= datetime.fromisoformat(first["last_seen"])
+        assert httpx.delete(f"{url}/flights/{idle}").status_code == 200
+        assert [f["id"] for f in httpx.get(f"{url}/flights").json()["flights"]] == [flown]
+        docs = httpx.get(f"{url}/openapi.json").json()["paths"]["/flights"]["get"]["description"]
+        assert "last_seen" in docs and "position" in docs
+
+
+def test_a_listing_keeps_no_flight_alive(localizer) -> None:
+    loc, _ = localizer
+    now = [0.0]
+    registry = FlightRegistry(loc, SessionLimits(idle_s=10.0), clock=lambda: now[0])
+    flight = registry.create(FlightConfig())
+    now[0] = 6.0
+    registry.get(flight.id)  # a request touches it
+    assert flight.last_seen - flight.created == timedelta(seconds=6)
+    now[0] = 12.0
+    assert registry.live() == [flight]  # listed, untouched
+    now[0] = 16.5
+    assert registry.live() == []

@@ -12,6 +12,7 @@ from spikevimformer.cli import main
 from spikevimformer.engine import NonFiniteLoss, Trainer, load_config
 from spikevimformer.engine.config import TrainConfig
 from spikevimformer.engine.schedule import warmup_cosine, warmup_steps
+from spikevimformer.losses import CollapseWatch
 from tests.fake_datasets import make_university
 
 TINY = {"image_size": 32, "batch_size": 4, "workers": 0, "augment": False, "hral_k": 3, "hral_k2": 2,
@@ -149,7 +150,9 @@ def test_time_annealing_needs_a_time_budget(world, tmp_path):
 def test_warmup_has_a_floor_in_steps():
     assert warmup_steps(1000, 0.1, 20) == 100
     assert warmup_steps(50, 0.1, 20) == 20
-    assert warmup_steps(10, 0.1, 20) == 10
+    assert warmup_steps(40, 0.1, 20) == 20
+    assert warmup_steps(10, 0.1, 20) == 5  # the floor takes at most half a short run: it still anneals
+    assert warmup_steps(1, 0.1, 20) == 0
 
 
 def test_cli_end_to_end_writes_run_folder(world, tmp_path, capsys):
@@ -368,6 +371,30 @@ def test_init_from_official_weights_or_our_checkpoint_reads_the_file_once(world,
         assert torch.equal(again.model.state_dict()[key], value), key
 
 
+def test_fresh_ssa_keeps_everything_from_the_init_but_the_ssa_branch(world, tmp_path, capsys):
+    base = {**TINY, "data_root": str(world), "ssa_objective": "paper"}
+    first = Trainer(load_config(None, {**base, "out_dir": str(tmp_path / "a")}), progress=False)
+    with torch.no_grad():  # mark the SSA branch, as a collapsed branch would differ from a fresh one
+        for p in first.model.ssa.parameters():
+            p.fill_(0.25)
+    first.save("last.pt")
+    init = {**base, "init": str(tmp_path / "a" / "last.pt")}
+    kept = Trainer(load_config(None, {**init, "out_dir": str(tmp_path / "b")}), progress=False)  # auto, same L_SSA
+    fresh = Trainer(load_config(None, {**init, "out_dir": str(tmp_path / "c"), "fresh_ssa": "always"}), progress=False)
+    auto = Trainer(load_config(None, {**init, "out_dir": str(tmp_path / "d"), "ssa_objective": "infonce"}),
+                   progress=False)  # fmt: skip  (auto: the init was trained with the paper's L_SSA)
+    saved = first.model.state_dict()
+    marked = {f"ssa.{name}" for name, _ in first.model.ssa.named_parameters()}
+    for key, value in fresh.model.state_dict().items():
+        if key in marked:
+            assert torch.equal(kept.model.state_dict()[key], saved[key]), key
+            assert not torch.equal(value, saved[key]), key
+            assert not torch.equal(auto.model.state_dict()[key], saved[key]), key
+        elif not key.startswith("ssa."):
+            assert torch.equal(value, saved[key]), key
+    assert capsys.readouterr().err.count("was trained with the paper L_SSA, this run uses infonce") == 1
+
+
 def test_a_signal_to_the_whole_process_group_saves_at_a_step_boundary(world, tmp_path):
     # SIGTERM to the group reaches the data workers too (Ctrl-C, `kill -- -PGID`, job schedulers);
     # the workers must survive it so the main process can finish its step and save.
@@ -439,3 +466,24 @@ def test_ctrl_c_saves_and_says_how_to_continue(world, tmp_path, capsys, monkeypa
     assert f"interrupted at step 1: saved {run / 'last.pt'}; continue with the same adapt command with --resume" in err
     assert load_checkpoint(run / "last.pt")["train_state"]["progress"]["step"] == 1
 
+
+
+class _ConstantSSA(torch.nn.Module):
+    """An SSA branch forced to one output whatever the input (what L_SSA's collapse reaches)."""
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        return fmap.flatten(2) * 0 + 1
+
+
+def test_each_branch_spread_is_logged_and_a_collapsed_branch_is_warned_once(world, tmp_path, capsys):
+    trainer = Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path / "run"),
+                                         "max_steps": 5, "final_eval": False}), progress=False)  # fmt: skip
+    trainer.model.ssa = _ConstantSSA()
+    trainer.collapse = CollapseWatch(patience=2, hints=trainer.collapse.hints)
+    result = trainer.fit()
+    log = list(csv.DictReader((tmp_path / "run/log.csv").open()))
+    assert {"spread_descriptor", "spread_ssa"} <= set(log[0])
+    assert all(float(r["spread_ssa"]) < 1e-6 < float(r["spread_descriptor"]) for r in log)
+    assert result["collapsed"] == {"ssa": 2}
+    err = capsys.readouterr().err
+    assert err.count("warning: the ssa output has collapsed") == 1 and "--ssa-objective infonce" in err

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..engine.signals import Interrupted
-from .common import add_overwrite
+from .common import add_overwrite, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                       "pixel for pixel (grey level = metres)")  # fmt: skip
     p.add_argument("--init", default=d.init, metavar="NAME_OR_FILE",
                    help="the weights to adapt, as train --init: a shipped model's name or a checkpoint")
-    p.add_argument("--minutes", type=float, default=d.minutes, help="fine-tuning budget (the cosine fits it)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=d.minutes,
+                        help="fine-tuning budget (the cosine fits it; default %(default)g)")
+    budget.add_argument("--steps", type=positive_int, default=d.steps or None,
+                        help="or exactly this many optimizer steps, the cosine annealed over them")
     p.add_argument("--locations", type=int, default=d.locations,
                    help="training locations to render (at most as many as fit --spacing-m apart)")
     p.add_argument("--spacing-m", type=float, help="least distance between training locations, metres "
@@ -75,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         ortho=args.ortho, out_dir=args.out, world_file=args.world_file, crs=args.crs, gsd_m=args.gsd,
         origin=tuple(args.origin) if args.origin else None, heights=args.heights, dsm=args.dsm,
         dsm_units=args.dsm_units, init=args.init,
-        minutes=args.minutes, footprint_m=args.footprint_m, locations=args.locations, spacing_m=args.spacing_m,
-        views=args.views,
+        minutes=args.minutes, steps=args.steps or 0, footprint_m=args.footprint_m, locations=args.locations,
+        spacing_m=args.spacing_m, views=args.views,
         altitudes_m=tuple(args.altitude), pitch_deg=tuple(args.pitch), fov_deg=fov,
         heldout_locations=args.heldout_locations, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
         device=args.device,

@@ -9,8 +9,8 @@ from ..device import resolve_device
 from ..models import VARIANTS
 
 __all__ = ["add_device", "add_image_size", "add_model", "add_registration", "add_variant", "describe_model",
-           "load_model", "load_weights", "open_localizer_from_args", "register_config", "require_weights",
-           "resolve_device", "settle_image_size"]
+           "load_model", "load_weights", "open_localizer_from_args", "positive_int", "register_config",
+           "require_weights", "resolve_device", "settle_image_size"]
 
 
 def add_variant(parser: argparse._ActionsContainer, default: str | None = "tiny", help: str = "backbone size") -> None:
@@ -25,6 +25,17 @@ def image_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number of pixels, got {text!r}") from None
     if value < 32 or value % 16:
         raise argparse.ArgumentTypeError(f"must be a multiple of 16 of at least 32 px, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a step budget), checked before work."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..fileio import next_free_folder, refuse_overwrite
-from .common import image_size
+from .common import image_size, positive_int
 
 DEFAULT_OUT = Path("runs/demo")
 
@@ -17,7 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (report.html inside; default runs/demo, or runs/demo-2, ... when "
                                  "that holds an earlier demo)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out (default: refuse)")
-    p.add_argument("--minutes", type=float, default=None, help="training budget of each run (default 5)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=None, help="training budget of each run (default 5)")
+    budget.add_argument("--steps", type=positive_int, default=None,
+                        help="or exactly this many optimizer steps per run, the cosine annealed over them")
     p.add_argument("--epochs", type=int, default=None, help="upper bound on epochs of each run")
     p.add_argument("--image-size", type=image_size, default=None, help="training and evaluation size (default 64)")
     p.add_argument("--device", default="auto")
@@ -40,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         refuse_overwrite([out / name for name in DEMO_FILES], args.overwrite)
     cfg = DemoConfig.toy(str(out)) if args.toy else DemoConfig(out_dir=str(out))
-    for key, value in (("minutes", args.minutes), ("epochs", args.epochs), ("image_size", args.image_size),
+    if args.minutes is not None:  # a time budget replaces the toy's steps
+        cfg.steps = 0
+    for key, value in (("minutes", args.minutes), ("steps", args.steps), ("epochs", args.epochs),
+                       ("image_size", args.image_size),
                        ("localize_image_size", args.localize_image_size)):
         if value is not None:
             setattr(cfg, key, value)

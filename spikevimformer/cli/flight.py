@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/flight", help="output folder (track.csv/.geojson/.gpx/.kml, summary.json, "
                                                         "report.html)")  # fmt: skip
     p.add_argument("--fps", type=float, help="frames per second: times a folder's photos in name order (instead "
-                                             "of their EXIF time), or overrides a video's own rate")  # fmt: skip
+                                             "of their EXIF time), or overrides a video's own rate; frames so timed "
+                                             "have no date, so the GPX and KML carry no times")  # fmt: skip
     p.add_argument("--every", type=int, default=1, help="use every N-th frame of a video (or photo of a folder)")
     p.add_argument("--start", type=float, nargs=2, metavar=("LAT", "LON"),
                    help="where the flight starts (the last GNSS position)")
@@ -39,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the filter's acceleration noise (standard deviation, m/s^2)")
     p.add_argument("--truth", metavar="CSV_OR_FOLDER",
                    help="true camera positions matched to frames by file name: a CSV image,latitude,longitude (the "
-                        "cameras.csv `synth --flight` writes), or the folder holding it, or that world's folder; "
-                        "prints the track's errors")  # fmt: skip
+                        "cameras.csv `synth --flight` writes), or the folder holding it, or that world's folder; or "
+                        "a flight log time_s,latitude,longitude (interpolated to each frame's time: a video's "
+                        "seconds from its first frame); prints the track's errors")  # fmt: skip
     add_model(p, onnx=True, index=True)
     add_device(p)
     p.add_argument("-k", "--top-k", type=int, default=5, help="tiles verified by registration per frame")
@@ -75,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
             print("\ninterrupted before the first frame was localized: nothing written", file=sys.stderr)
             raise Interrupted
         raise ValueError(f"{args.frames} gave no frames")
-    files = write_all(out, flight.points, Path(args.frames).name)
+    files = write_all(out, flight.points, Path(args.frames).name, flight.started)
     summary = {"frames": len(flight.points), "fixes": flight.fixes, "rejected_fixes": flight.rejected,
+               "started": None if flight.started is None else flight.started.isoformat(timespec="milliseconds"),
                "seconds_per_frame": sum(flight.seconds) / len(flight.seconds), "warnings": flight.warnings,
                "interrupted": interrupted, "files": {k: str(v.resolve()) for k, v in files.items()}}  # fmt: skip
     if truth is not None:

@@ -30,6 +30,8 @@ FLAGS = {
                        "included (of this session; with --anneal-by time, of the whole run)"),
     "anneal_by": ("--anneal-by", str, "steps or time: the cosine ends with the planned steps, or by --time-limit"),
     "workers": ("--workers", int, "data-loading processes"),
+    "ssa_objective": ("--ssa-objective", str, "L_SSA: paper (1 - cosine of the pair; a constant SSA output "
+                      "minimises it) or infonce (in-batch negatives at a fixed temperature; cannot collapse)"),
     "altitude": ("--altitude", int, "SUES-200 altitude"),
 }
 

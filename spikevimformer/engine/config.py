@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..fileio import atomic_write_text
+from ..losses.branches import SSA_OBJECTIVES
 from ..losses.objective import ObjectiveConfig
 
 
@@ -40,6 +41,10 @@ class TrainConfig:
     w_ssa: float = ObjectiveConfig.ssa
     w_shs: float = ObjectiveConfig.shs
     w_hral: float = ObjectiveConfig.hral
+    ssa_objective: str = ObjectiveConfig.ssa_objective  # paper | infonce (cannot collapse; losses/branches.py)
+    fresh_ssa: str = "auto"  # with --init, start the SSA branch from its own initialisation (always | never | auto:
+    # when the init was trained with another L_SSA; one trained with the paper's is collapsed, and a constant
+    # output gives no gradient to start from)
     label_smoothing: float = ObjectiveConfig.label_smoothing
     hral_k: int = ObjectiveConfig.hral_k
     hral_k2: int = ObjectiveConfig.hral_k2
@@ -90,7 +95,8 @@ class TrainConfig:
         from ..models import VARIANTS
 
         choices = {"dataset": ("auto", "university1652", "sues200"), "anneal_by": ("steps", "time"),
-                   "amp": ("auto", "bf16", "fp16", "off"), "bn": ("batch", "frozen"), "variant": tuple(VARIANTS)}
+                   "amp": ("auto", "bf16", "fp16", "off"), "bn": ("batch", "frozen"), "variant": tuple(VARIANTS),
+                   "ssa_objective": SSA_OBJECTIVES, "fresh_ssa": ("auto", "always", "never")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"setting {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

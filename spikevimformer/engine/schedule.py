@@ -9,8 +9,10 @@ import torch
 
 
 def warmup_steps(total_steps: int, share: float, floor: int) -> int:
-    """Warm-up length: a share of the run, but never fewer than `floor` steps (nor more than the run)."""
-    return min(total_steps, max(floor, round(share * total_steps)))
+    """Warm-up length: a share of the run, but never fewer than `floor` steps, unless the floor would take more
+    than half the run (a short run still anneals: a run of 4 steps would otherwise end at its peak rate)."""
+    return min(max(floor, round(share * total_steps)) if floor <= total_steps // 2 else total_steps // 2,
+               total_steps)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: int,

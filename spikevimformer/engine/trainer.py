@@ -41,8 +41,10 @@ from ..data import (
 from ..data.loader import batches
 from ..device import resolve_device
 from ..fileio import folder_lock
-from ..losses import Objective
+from ..losses import CollapseWatch, Objective, pair_spread
+from ..losses.collapse import PAPER_SSA_HINT
 from ..models import SpikeViMFormer, build_model
+from ..models.spikevimformer import ModelOutput
 from ..progress import progress_bar
 from .config import TrainConfig, save_config
 from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
@@ -221,6 +223,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.objective = Objective(cfg.objective())
         self.memory = self.objective.make_memory().to(self.device)
+        # warns once per branch and session when an output stops varying
+        self.collapse = CollapseWatch(hints={"ssa": PAPER_SSA_HINT} if cfg.ssa_objective == "paper" else {})
         transform = train_pair_transform(cfg.image_size, seed=cfg.seed) if cfg.augment else _PlainPair(cfg.image_size)
         self.dataset = PairDataset(self.train_pairs, transform, on_bad_image=cfg.on_bad_image)
         self.step = 0
@@ -235,7 +239,7 @@ class Trainer:
     def _initialise(self, path: str) -> None:
         """Backbone from an E-SpikeFormer ImageNet checkpoint, or the whole model from one of ours (.pt, a release
         file, or a shipped release's name such as `pretrained`)."""
-        kind, state = read_init(path)
+        kind, state, trained_ssa = read_init(path)
         if kind == "official":
             found = detect_variant(state)
             if found is not None and found != self.cfg.variant:
@@ -251,13 +255,21 @@ class Trainer:
                                   f"{found} (or --init a {self.cfg.variant} checkpoint)")  # fmt: skip
         # Our checkpoint may come from a world with another number of classes: keep all but the classifier's head.
         state = {k: v for k, v in state.items() if not (k.startswith("classifier.fc.") and v.shape != own[k].shape)}
+        fresh = self.cfg.fresh_ssa == "always" or (self.cfg.fresh_ssa == "auto"
+                                                   and trained_ssa not in (None, self.cfg.ssa_objective))
+        if fresh:
+            state = {k: v for k, v in state.items() if not k.startswith("ssa.")}
+            if self.cfg.fresh_ssa == "auto" and self.dist.is_main:
+                print(f"note: the SSA branch of {path} was trained with the {trained_ssa} L_SSA, this run uses "
+                      f"{self.cfg.ssa_objective}: it starts afresh (--set fresh_ssa=never keeps it)", file=sys.stderr)
         wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
         if wrong:
             raise CheckpointError(f"--init {path} does not fit the {self.cfg.variant} model: {len(wrong)} tensors "
                                   f"differ in shape (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} vs "
                                   f"{tuple(own[wrong[0]].shape)})")  # fmt: skip
         missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if unexpected or any(not k.startswith("classifier.fc.") for k in missing):
+        left = ("classifier.fc.", "ssa.") if fresh else ("classifier.fc.",)
+        if unexpected or any(not k.startswith(left) for k in missing):
             raise CheckpointError(f"{path} does not fit the {self.cfg.variant} model: missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]}")
 
@@ -362,6 +374,8 @@ class Trainer:
             b = drone.shape[0]
             extra = {"global_q": gather_rows(out_q.descriptor.float(), self.dist),
                      "global_g": gather_rows(out_g.descriptor.float(), self.dist),
+                     "global_ssa_q": gather_rows(out_q.ssa_descriptor.float(), self.dist),
+                     "global_ssa_g": gather_rows(out_g.ssa_descriptor.float(), self.dist),
                      "local_slice": slice(self.dist.rank * b, (self.dist.rank + 1) * b)}
         total, terms = self.objective(out_q, out_g, labels, self.model.logit_scale, self.memory, **extra)
         if not torch.isfinite(total):
@@ -374,7 +388,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1  # fit() moves the schedule on, once the ranks agree on the clock
-        values = {"loss": total.detach(), **terms}
+        values = {"loss": total.detach(), **terms, **_spreads(out_q, out_g)}
         means = all_reduce_mean(torch.stack([v.detach().float() for v in values.values()]), self.dist).tolist()
         return dict(zip(values, means, strict=True)) | {"grad_norm": float(grad_norm)}
 
@@ -474,6 +488,10 @@ class Trainer:
                     row = {"step": self.step, "epoch": self.epoch + 1, "lr": lr,
                            **values, "pairs_per_s": cfg.batch_size / max(now - tick, 1e-9),
                            "logit_scale": float(self.model.logit_scale.detach().exp())}
+                    spreads = {k.removeprefix("spread_"): v for k, v in values.items() if k.startswith("spread_")}
+                    for warning in self.collapse.observe(self.step, spreads):
+                        if self.dist.is_main:
+                            bar.write(f"warning: {warning}", file=sys.stderr)
                     note = governor.observe(now - tick) if governor else None
                     if note and self.dist.is_main:
                         bar.write(f"note: {note}", file=sys.stderr)
@@ -518,7 +536,7 @@ class Trainer:
         self.save(metrics={"final": final_rows})
         cleanup(self.dist)
         return {"steps": self.step, "epochs": self.epoch, "stop_reason": stop_reason, "metrics": final_rows,
-                "seconds": self.clock() - start}
+                "seconds": self.clock() - start, "collapsed": dict(self.collapse.flagged)}
 
     def _look_alikes(self) -> np.ndarray:
         """(locations x similar_pool) each training location's nearest others by the current model's satellite
@@ -577,6 +595,16 @@ class Trainer:
         if self.dist.enabled:
             dist.barrier()
         return rows
+
+
+def _spreads(out_q: ModelOutput, out_g: ModelOutput) -> dict[str, Tensor]:
+    """Batch spread of each descriptor (losses/collapse.py), logged beside the loss terms: 0 means collapsed.
+
+    The SHS logits are left out: a freshly initialised classifier's logits are its bias (fc weights of std 1e-3),
+    so their spread starts near 0 without any collapse, and its input is batch-normalised, which keeps it varying.
+    """
+    return {"spread_descriptor": pair_spread(out_q.descriptor, out_g.descriptor),
+            "spread_ssa": pair_spread(out_q.ssa_descriptor, out_g.ssa_descriptor)}
 
 
 class _PlainPair:

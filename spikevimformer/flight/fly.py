@@ -12,10 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
+from PIL import Image
 
-from ..geo.intrinsics import Intrinsics
+from ..geo.intrinsics import Intrinsics, undistort
 from ..geo.localize import Localization, Localizer, Region
 from ..geodesy import LocalFrame, haversine_m
 from ..registration.priors import Prior
@@ -26,8 +28,24 @@ from .track import TrackPoint
 
 
 @dataclass(frozen=True)
+class StartNames:
+    """What the caller calls the start and its radius (command-line flags, request fields), so that a refused
+    start names the caller's own inputs; `position` formats the start with `{lat}` and `{lon}`."""
+
+    position: str
+    radius: str
+
+    def start(self, lat: float, lon: float) -> str:
+        return self.position.format(lat=f"{lat:g}", lon=f"{lon:g}")
+
+
+FLAGS = StartNames("--start {lat} {lon}", "--start-radius")
+
+
+@dataclass(frozen=True)
 class FlightConfig:
-    """Where the flight starts (the last GNSS position, if known) and the filter's motion model."""
+    """Where the flight starts (the last GNSS position, if known) and the filter's motion model; `names` words
+    the refusal of a bad start in the caller's terms."""
 
     start: tuple[float, float] | None = None  # latitude, longitude
     start_radius_m: float = 50.0
@@ -36,21 +54,24 @@ class FlightConfig:
     relative_motion: bool = True  # fuse the motion between consecutive frames
     motion_scale_sigma: float = 0.05  # relative motion's error: this share of the displacement ...
     motion_floor_m: float = 0.5  # ... plus this much (metres, standard deviation)
+    names: StartNames = field(default=FLAGS, compare=False)
 
     def __post_init__(self) -> None:
         if self.start is not None:
             lat, lon = self.start
             if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-                raise ValueError(f"--start {lat} {lon} is not a latitude and longitude in degrees")
+                raise ValueError(f"{self.names.start(lat, lon)} is not a latitude and longitude in degrees; give "
+                                 "the latitude first, both in decimal degrees")  # fmt: skip
         if not self.start_radius_m > 0:
-            raise ValueError(f"--start-radius must be positive, got {self.start_radius_m}")
+            raise ValueError(f"{self.names.radius} must be positive metres, got {self.start_radius_m}")
 
 
 @dataclass
 class Flight:
-    """The track so far, with what each frame cost."""
+    """The track so far, with what each frame cost, and when it started (UTC) where its first frame says."""
 
     points: list[TrackPoint] = field(default_factory=list)
+    started: datetime | None = None  # when time_s was 0: GPX and KML times are this plus each point's time_s
     seconds: list[float] = field(default_factory=list)  # wall time per frame, all stages
     stages: list[dict[str, float]] = field(default_factory=list)  # per frame: motion, model, search, register s
     warnings: list[str] = field(default_factory=list)
@@ -71,7 +92,7 @@ class FlightTracker:
         self.localizer = localizer
         self.cfg = cfg or FlightConfig()
         if self.cfg.start is not None:
-            _check_start(localizer, *self.cfg.start, self.cfg.start_radius_m)
+            _check_start(localizer, self.cfg)
             self.origin = LocalFrame(*self.cfg.start)
             start_en, start_r = np.zeros(2), self.cfg.start_radius_m
         else:
@@ -88,20 +109,25 @@ class FlightTracker:
         """Localize one frame (the next in time) and fuse its fix; the online estimate for it."""
         begin = time.perf_counter()
         answer, motion_s = None, 0.0
+        if not self.flight.points and frame.taken is not None:
+            self.flight.started = self._started(frame)
         if frame.image is None:
             self.flight.warnings.append(f"{frame.name}: {frame.error}")
             est = self.filter.step(frame.time_s)
         else:
             intr, prior = self._lens(frame)
-            seen = self.motion.features(frame.image) if self.motion is not None else None
-            moved, mapping = self._relative_motion(frame, seen, intr)
+            # one pinhole for the motion and the fix: a footprint maps undistorted pixels, and a lens's bending
+            # (a DJI Phantom 4's k1 -0.26) moves a raw frame's edges by several per cent
+            image, intr = undistort(frame.image, intr)
+            seen = self.motion.features(image) if self.motion is not None else None
+            moved, mapping = self._relative_motion(image.size, seen, intr)
             motion_s = time.perf_counter() - begin
-            answer = self._localize(frame, intr, prior, self._region(frame.time_s))
+            answer = self._localize(frame, image, intr, prior, self._region(frame.time_s))
             fix = np.array(self.origin.to_local(answer.camera["latitude"], answer.camera["longitude"])) \
                 if answer is not None and answer.fix else None  # fmt: skip
             est = self.filter.step(frame.time_s, fix, answer.radius_m if fix is not None else None, *moved)
             if fix is not None and est.source == "fix" and not est.rejected:  # a fresh anchor for the motion
-                mapping = self._anchor(answer, frame.image.size) or mapping
+                mapping = self._anchor(answer, image.size) or mapping
                 look = answer.look_at
                 if look is not None:
                     self._look_ahead_m = float(haversine_m(answer.camera["latitude"], answer.camera["longitude"],
@@ -134,6 +160,17 @@ class FlightTracker:
                                             smoothed_radius_m=est.radius_m)  # fmt: skip
         return self.flight
 
+    def _started(self, frame: Frame) -> datetime:
+        """When the flight's clock read 0, in UTC, from the first frame's time taken; a camera clock without a zone
+        is taken as UTC, with a warning (EXIF before 2.31 records none)."""
+        taken = frame.taken
+        if taken.tzinfo is None:
+            self.flight.warnings.append(
+                f"{frame.name}: its EXIF time has no zone (no OffsetTimeOriginal), so the track's GPX and KML times "
+                "take the camera clock as UTC; shift them by the camera's UTC offset if it was not UTC")  # fmt: skip
+            taken = taken.replace(tzinfo=timezone.utc)
+        return taken.astimezone(timezone.utc) - timedelta(seconds=frame.time_s)
+
     def _lens(self, frame: Frame) -> tuple[Intrinsics | None, Prior | None]:
         """The frame's lens and what it records of its attitude; a refused record is a warning and no lens."""
         loc = self.localizer
@@ -144,11 +181,11 @@ class FlightTracker:
             self.flight.warnings.append(f"{frame.name}: {exc}")
             return None, None
 
-    def _localize(self, frame: Frame, intr: Intrinsics | None, prior: Prior | None,
+    def _localize(self, frame: Frame, image: Image.Image, intr: Intrinsics | None, prior: Prior | None,
                   region: Region | None) -> Localization | None:  # fmt: skip
         """The frame's answer, or None (a warning) for a frame the localizer refuses (too small): predicted over."""
         try:
-            return self.localizer.localize([frame.image], [frame.name], intrinsics=[intr], priors=[prior],
+            return self.localizer.localize([image], [frame.name], intrinsics=[intr], priors=[prior],
                                            regions=[region])[0]  # fmt: skip
         except ValueError as exc:
             self.flight.warnings.append(f"{frame.name}: {exc}")
@@ -163,7 +200,7 @@ class FlightTracker:
         lat, lon = self.origin.to_geo(*ahead.en)
         return Region(float(lat), float(lon), ahead.radius_m + self._look_ahead_m)
 
-    def _relative_motion(self, frame: Frame, seen: FrameFeatures | None, intr: Intrinsics | None,
+    def _relative_motion(self, size: tuple[int, int], seen: FrameFeatures | None, intr: Intrinsics | None,
                          ) -> tuple[tuple[np.ndarray | None, float | None], GroundMapping | None]:  # fmt: skip
         """((displacement east/north metres, its standard deviation) or (None, None), this frame's ground mapping
         or None) since the frame before, where both are matched and the one before has a ground mapping."""
@@ -173,7 +210,7 @@ class FlightTracker:
         found = self.motion.homography(seen, last.features)
         if found is None:
             return (None, None), None
-        mapping = last.mapping.carried(found[0], frame.image.size)
+        mapping = last.mapping.carried(found[0], size)
         before, now = camera_centre(last.mapping, last.intr.matrix), camera_centre(mapping, intr.matrix)
         if before is None or now is None:
             return (None, None), None
@@ -219,15 +256,16 @@ class _Seen:
     time_s: float
 
 
-def _check_start(localizer: Localizer, lat: float, lon: float, radius_m: float) -> None:
+def _check_start(localizer: Localizer, cfg: FlightConfig) -> None:
     """Refuse a start position the index does not reach (a typo, swapped latitude and longitude)."""
+    lat, lon = cfg.start
     layout = localizer.layout()
     nearest = float(np.min(haversine_m(lat, lon, layout[:, 0], layout[:, 1])))
     reach = max(t.footprint_m for t in localizer.index.tiles)
-    if nearest > radius_m + reach:
-        raise ValueError(f"--start {lat:g} {lon:g} is {nearest / 1000:.1f} km from the nearest tile of the index "
-                         f"{localizer.index.folder}: is it the flight's start (latitude first)? If it is known "
-                         "only roughly, widen --start-radius (metres)")  # fmt: skip
+    if nearest > cfg.start_radius_m + reach:
+        raise ValueError(f"{cfg.names.start(lat, lon)} is {nearest / 1000:.1f} km from the nearest tile of the "
+                         f"index {localizer.index.folder}: is it the flight's start, latitude and longitude not "
+                         f"swapped? If it is known only roughly, widen {cfg.names.radius} (metres)")  # fmt: skip
 
 
 def fly(localizer: Localizer, frames: Iterable[Frame], cfg: FlightConfig | None = None,

@@ -1,14 +1,15 @@
 """A flight's frames in time order: a folder of photos (time from EXIF, else file order at --fps) or a video file.
 
 EXIF time is DateTimeOriginal (0x9003) plus SubSecTimeOriginal (0x9291), the two tags drone cameras write per
-frame (EXIF 2.32, sec. 4.6.6); a video's time is OpenCV's frame position at its frame rate (or `fps`).
+frame (EXIF 2.32, sec. 4.6.6), in the zone OffsetTimeOriginal (0x9011, EXIF 2.31) gives where the camera writes
+it; a video's time is OpenCV's frame position at its frame rate (or `fps`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,7 @@ from ..data.images import IMAGE_SUFFIXES, list_images
 from ..geo.imaging import open_photo
 
 EXIF_IFD = ExifTags.IFD.Exif
-DATETIME_ORIGINAL, SUBSEC_ORIGINAL = 0x9003, 0x9291
+DATETIME_ORIGINAL, SUBSEC_ORIGINAL, OFFSET_ORIGINAL = 0x9003, 0x9291, 0x9011
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".ts")
 
 
@@ -27,7 +28,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".ts"
 class Frame:
     """One frame: its position in the flight, name, time in seconds from the first frame, the decoded upright RGB
     image, its EXIF (empty for video) and the file's bytes (for XMP; None for video); a frame that cannot be
-    decoded has no image and says why in `error` (the flight goes on without it)."""
+    decoded has no image and says why in `error` (the flight goes on without it). `taken` is when it was taken,
+    where known: aware, or naive for a camera clock of unknown zone (see exif_datetime)."""
 
     index: int
     name: str
@@ -36,20 +38,40 @@ class Frame:
     exif: Image.Exif
     data: bytes | None
     error: str = ""
+    taken: datetime | None = None
 
 
-def exif_time(exif: Image.Exif) -> float | None:
-    """Seconds since the epoch (camera clock, no time zone) from DateTimeOriginal + SubSecTimeOriginal, or None."""
+def exif_datetime(exif: Image.Exif) -> datetime | None:
+    """When the photo was taken, from DateTimeOriginal + SubSecTimeOriginal: aware in the zone OffsetTimeOriginal
+    gives, naive where the camera wrote none (its clock's zone is unknown); None without a readable time."""
     tags = exif.get_ifd(EXIF_IFD) if exif else {}
     stamp = tags.get(DATETIME_ORIGINAL)
     if not stamp:
         return None
     try:
-        when = datetime.strptime(str(stamp).strip("\x00 "), "%Y:%m:%d %H:%M:%S").timestamp()
+        when = datetime.strptime(str(stamp).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
     except ValueError:
         return None
     sub = str(tags.get(SUBSEC_ORIGINAL, "")).strip("\x00 ")
-    return when + (float(f"0.{sub}") if sub.isdigit() else 0.0)
+    if sub.isdigit():  # a decimal fraction of the second: "25" is 0.25 s
+        when = when.replace(microsecond=int(sub[:6].ljust(6, "0")))
+    try:  # "+02:00"; blank or malformed (some cameras write "   :  ") leaves the zone unknown
+        zone = datetime.strptime(str(tags.get(OFFSET_ORIGINAL, "")).strip("\x00 "), "%z").tzinfo
+    except ValueError:
+        zone = None
+    return when.replace(tzinfo=zone)
+
+
+def exif_time(exif: Image.Exif) -> float | None:
+    """Seconds since the epoch from exif_datetime, a zoneless camera clock read as UTC (the same on any machine;
+    a flight uses only the differences between its frames), or None."""
+    when = exif_datetime(exif)
+    return None if when is None else epoch_s(when)
+
+
+def epoch_s(when: datetime) -> float:
+    """Seconds since the epoch of an aware time, or of a naive one read as UTC."""
+    return (when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def is_video(path: str | Path) -> bool:
@@ -82,31 +104,32 @@ def _folder(folder: Path, fps: float | None, every: int) -> Iterator[Frame]:
     if not paths:
         raise ValueError(f"{folder} holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))}); give a folder of frames "
                          "or a video file")  # fmt: skip
-    times = []
+    times, taken = [], [None] * len(paths)
     if fps is None:  # EXIF time for every photo, read before any is localized (a missing one is an error now)
-        for path in paths:
+        for i, path in enumerate(paths):
             try:
                 with Image.open(path) as img:
-                    t = exif_time(img.getexif())
+                    taken[i] = exif_datetime(img.getexif())
             except (OSError, SyntaxError, ValueError) as exc:
                 raise ValueError(f"{path} is not a readable image ({exc}); remove it, or give --fps to time the "
                                  "photos in name order") from exc
-            if t is None:
+            if taken[i] is None:
                 raise ValueError(f"{path} has no EXIF DateTimeOriginal: give the frame rate (--fps) to time the "
                                  "photos in name order")  # fmt: skip
-            times.append(t)
+            times.append(epoch_s(taken[i]))
         order = sorted(range(len(paths)), key=lambda i: (times[i], paths[i].name))
-        paths, times = [paths[i] for i in order], [times[i] - min(times) for i in order]
+        first = min(times)
+        paths, times, taken = [paths[i] for i in order], [times[i] - first for i in order], [taken[i] for i in order]
     else:
         times = [i / fps for i in range(len(paths))]
-    paths, times = paths[::every], times[::every]
-    for i, (path, t) in enumerate(zip(paths, times, strict=True)):
+    paths, times, taken = paths[::every], times[::every], taken[::every]
+    for i, (path, t, when) in enumerate(zip(paths, times, taken, strict=True)):
         try:
             image, exif = open_photo(path)
         except ValueError as exc:  # a corrupt frame: the filter predicts over it
-            yield Frame(i, path.name, float(t), None, Image.Exif(), None, str(exc))
+            yield Frame(i, path.name, float(t), None, Image.Exif(), None, str(exc), taken=when)
             continue
-        yield Frame(i, path.name, float(t), image, exif, path.read_bytes())
+        yield Frame(i, path.name, float(t), image, exif, path.read_bytes(), taken=when)
 
 
 def _video(path: Path, fps: float | None, every: int) -> Iterator[Frame]:

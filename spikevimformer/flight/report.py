@@ -13,13 +13,13 @@ import numpy as np
 from ..analysis.visualize import _pyplot, save_figure
 from ..fileio import atomic_write_text
 from ..geodesy import LocalFrame
-from .metrics import frame_errors_m
+from .metrics import FlightTruth, frame_errors_m
 from .track import TrackPoint
 
 SOURCE_COLOURS = {"fix": "#2e7d32", "predicted": "#ef6c00", "tile": "#9e9e9e"}
 
 
-def track_figure(points: Sequence[TrackPoint], truth: dict[str, tuple[float, float]] | None, out_png: Path) -> Path:
+def track_figure(points: Sequence[TrackPoint], truth: FlightTruth | None, out_png: Path) -> Path:
     """Left: the smoothed track, each frame's online estimate by source, rejected fixes and the truth (east/north
     metres). Right: per-frame error of the online and smoothed tracks against the online 95 % radius (with truth),
     else the radius alone."""
@@ -28,7 +28,7 @@ def track_figure(points: Sequence[TrackPoint], truth: dict[str, tuple[float, flo
     origin = LocalFrame(placed[0].latitude, placed[0].longitude) if placed else LocalFrame(0.0, 0.0)
     fig, (ax, ax_err) = plt.subplots(1, 2, figsize=(13, 5.5))
     if truth:
-        known = [truth[p.name] for p in points if p.name in truth]
+        known = [t for p in points if (t := truth.at(p)) is not None]
         tx, ty = origin.to_local(*np.array(known).T)
         ax.plot(tx, ty, color="#1565c0", lw=2.5, alpha=0.35, label="truth")
     sx, sy = origin.to_local(np.array([p.smoothed_latitude for p in placed]),
@@ -64,7 +64,7 @@ def track_figure(points: Sequence[TrackPoint], truth: dict[str, tuple[float, flo
 
 
 def write_flight_report(path: str | Path, summary: dict, points: Sequence[TrackPoint],
-                        truth: dict[str, tuple[float, float]] | None = None) -> Path:  # fmt: skip
+                        truth: FlightTruth | None = None) -> Path:  # fmt: skip
     """report.html beside the track files (the figure is written next to it as track.png too)."""
     path = Path(path)
     png = track_figure(points, truth, path.with_name("track.png"))

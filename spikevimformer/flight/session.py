@@ -15,13 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from PIL import Image
 
 from ..geo.localize import Localizer
 from .fly import Flight, FlightConfig, FlightTracker
-from .frames import Frame, exif_time
+from .frames import Frame, epoch_s, exif_datetime
 from .track import TrackPoint
 
 MAX_FLIGHTS = 16
@@ -79,7 +79,7 @@ class FlightSession:
         self.id, self.tracker, self.name, self.fps, self.limits = flight_id, tracker, name, fps, limits
         self.created = datetime.now(timezone.utc)
         self._clock = clock
-        self.touched = clock()
+        self.touched = self._born = clock()
         self.progress = Progress()
         self.time_source: str | None = None  # "time_s", "fps" or "exif": set by the first frame, kept by the rest
         self._t0: float | None = None  # the first frame's time on that clock, seconds
@@ -90,6 +90,11 @@ class FlightSession:
     @property
     def busy(self) -> bool:
         return self._posting.locked()
+
+    @property
+    def last_seen(self) -> datetime:
+        """When a request last touched the flight (UTC; measured on the registry's clock since `created`)."""
+        return self.created + timedelta(seconds=self.touched - self._born)
 
     def idle_s(self) -> float:
         return self._clock() - self.touched
@@ -113,12 +118,14 @@ class FlightSession:
     def add(self, image: Image.Image, exif: Image.Exif, data: bytes | None, name: str,
             time_s: float | None = None) -> TrackPoint:  # fmt: skip
         """Localize the next frame and fuse it; the online estimate. Its time: `time_s` (seconds on any clock) if
-        given, else the frame count over the flight's fps, else the photo's EXIF DateTimeOriginal (+ SubSec).
+        given, else the frame count over the flight's fps, else the photo's EXIF DateTimeOriginal (+ SubSec). The
+        flight's date (its GPX and KML times) is the first frame's EXIF time where that times it, else the moment
+        the first frame arrived: a live flight's frames are posted as they are taken.
 
         Raises ValueError for a frame with no time or a non-finite one, FrameConflict for a time before the previous
         frame's or on another clock than the first frame's."""
         with self._state:
-            source, when = self._frame_time(exif, time_s)
+            source, when, taken = self._frame_time(exif, time_s)
             if self.time_source is not None and source != self.time_source:
                 raise FrameConflict(f"frame {name} is timed by {source} but this flight's first frame was timed by "
                                     f"{self.time_source}; time every frame of a flight the same way")  # fmt: skip
@@ -127,7 +134,7 @@ class FlightSession:
                                     f"{self._last_t - self._t0:.3f} s; post a flight's frames in time order (drop a "
                                     "frame that arrives late)")  # fmt: skip
             t0 = when if self._t0 is None else self._t0
-            point = self.tracker.add(Frame(self.progress.frames, name, when - t0, image, exif, data))
+            point = self.tracker.add(Frame(self.progress.frames, name, when - t0, image, exif, data, taken=taken))
             self.time_source, self._t0, self._last_t = source, t0, when  # only once the frame is in the track
             p = self.progress
             self.progress = Progress(p.frames + 1, p.fixes + (point.fix_latitude is not None),
@@ -149,31 +156,42 @@ class FlightSession:
             finishing.flight = view
             return finishing.finish()
 
-    def summary(self) -> dict:
-        """The flight's settings, counts and last online point, as JSON (never waits for a frame in work)."""
-        cfg, p = self.tracker.cfg, self.progress
+    def brief(self) -> dict:
+        """The flight in a list of flights, as JSON: its id, name, times (UTC), counts and last online position
+        (null until a frame is placed; never waits for a frame in work)."""
+        p = self.progress
+        placed = p.last is not None and p.last.placed
         return {"id": self.id, "name": self.name, "created": self.created.isoformat(timespec="seconds"),
+                "last_seen": self.last_seen.isoformat(timespec="seconds"), "frames": p.frames, "fixes": p.fixes,
+                "busy": self.busy,
+                "position": {"latitude": p.last.latitude, "longitude": p.last.longitude, "radius_m": p.last.radius_m,
+                             "source": p.last.source, "time_s": p.last.time_s} if placed else None}  # fmt: skip
+
+    def summary(self) -> dict:
+        """The flight's brief, settings, counts and last online point, as JSON (never waits for a frame in work)."""
+        cfg, p, started = self.tracker.cfg, self.progress, self.tracker.flight.started
+        return {**self.brief(),
                 "start": None if cfg.start is None else {"latitude": cfg.start[0], "longitude": cfg.start[1],
                                                          "radius_m": cfg.start_radius_m},
                 "fps": self.fps, "accel": cfg.filter.accel_sigma, "time_source": self.time_source,
-                "frames": p.frames, "fixes": p.fixes, "rejected": p.rejected, "busy": self.busy,
-                "max_frames": self.limits.max_frames, "expires_after_idle_s": self.limits.idle_s,
-                "warnings": self.tracker.flight.warnings[-WARNINGS_SHOWN:],
+                "started": None if started is None else started.isoformat(timespec="milliseconds"),
+                "rejected": p.rejected, "max_frames": self.limits.max_frames,
+                "expires_after_idle_s": self.limits.idle_s, "warnings": self.tracker.flight.warnings[-WARNINGS_SHOWN:],
                 "last": None if p.last is None else point_json(p.last)}  # fmt: skip
 
-    def _frame_time(self, exif: Image.Exif, time_s: float | None) -> tuple[str, float]:
-        """(clock, seconds) of the next frame."""
+    def _frame_time(self, exif: Image.Exif, time_s: float | None) -> tuple[str, float, datetime]:
+        """(clock, seconds, when taken) of the next frame: when taken is its EXIF time on the exif clock, else now."""
         if time_s is not None:
             if not math.isfinite(time_s):
                 raise ValueError(f"time_s must be a finite number of seconds, got {time_s}")
-            return "time_s", float(time_s)
+            return "time_s", float(time_s), datetime.now(timezone.utc)
         if self.fps is not None:
-            return "fps", self.progress.frames / self.fps
-        when = exif_time(exif)
-        if when is None:
+            return "fps", self.progress.frames / self.fps, datetime.now(timezone.utc)
+        taken = exif_datetime(exif)
+        if taken is None:
             raise ValueError("the frame has no time: send it in field time_s (seconds), as a photo with EXIF "
                              "DateTimeOriginal, or create the flight with fps")  # fmt: skip
-        return "exif", when
+        return "exif", epoch_s(taken), taken
 
 
 def point_json(point: TrackPoint) -> dict:
@@ -214,6 +232,12 @@ class FlightRegistry:
             self._flights[flight_id] = session
         return session
 
+    def live(self) -> list[FlightSession]:
+        """Every live flight, oldest first, untouched (a listing keeps no flight alive)."""
+        with self._lock:
+            self._sweep()
+            return list(self._flights.values())
+
     def get(self, flight_id: str) -> FlightSession:
         """The flight, touched (its idle time starts again); UnknownFlight when there is none by that id."""
         with self._lock:
@@ -250,4 +274,5 @@ class FlightRegistry:
 
     def _unknown(self, flight_id: str) -> str:
         return (f"no flight {flight_id!r}: it was never created, was deleted, or was dropped after "
-                f"{self.limits.idle_s:g} s idle (serve --flight-idle-s)")
+                f"{self.limits.idle_s:g} s idle (serve --flight-idle-s); GET /flights lists the live ones, POST "
+                "/flights starts a new one")  # fmt: skip

@@ -2,7 +2,10 @@
 
 Every file is written whole to a temporary name and renamed (fileio.atomic_write): a reader never sees half a
 track. Positions are WGS84 degrees; heights in metres above the ground under the camera (GPX `ele` and KML
-altitude are the camera's height above the DSM datum where the fix had a DSM, else omitted).
+altitude are the camera's height above the DSM datum where the fix had a DSM, else omitted). GPX and KML carry
+times (UTC, ISO 8601 as both formats require) only where the flight's start is known as a date: a point is at
+`started` plus its `time_s`; a track timed only by a frame rate (or a video's frames) has no date, so its GPX and
+KML carry no times (the CSV and GeoJSON always carry `time_s`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..fileio import atomic_write_text
@@ -109,12 +113,14 @@ def write_geojson(path: str | Path, points: Sequence[TrackPoint]) -> Path:
     return atomic_write_text(path, json.dumps(geojson(points), indent=1, allow_nan=False))
 
 
-def write_gpx(path: str | Path, points: Sequence[TrackPoint], name: str = "flight") -> Path:
-    return atomic_write_text(path, gpx_text(points, name))
+def write_gpx(path: str | Path, points: Sequence[TrackPoint], name: str = "flight",
+              started: datetime | None = None) -> Path:  # fmt: skip
+    return atomic_write_text(path, gpx_text(points, name, started))
 
 
-def gpx_text(points: Sequence[TrackPoint], name: str = "flight") -> str:
-    """The smoothed track as one GPX 1.1 track segment (frame names and sources in each point's <desc>)."""
+def gpx_text(points: Sequence[TrackPoint], name: str = "flight", started: datetime | None = None) -> str:
+    """The smoothed track as one GPX 1.1 track segment (frame names and sources in each point's <desc>), each
+    point's <time> `started` (aware) plus its time_s, where `started` is given."""
     ET.register_namespace("", GPX_NS)
     gpx = ET.Element(f"{{{GPX_NS}}}gpx", {"version": "1.1", "creator": "spikevimformer"})
     trk = ET.SubElement(gpx, f"{{{GPX_NS}}}trk")
@@ -127,30 +133,39 @@ def gpx_text(points: Sequence[TrackPoint], name: str = "flight") -> str:
                                                         "lon": f"{p.smoothed_longitude:.8f}"})  # fmt: skip
         if p.altitude_m is not None:
             ET.SubElement(pt, f"{{{GPX_NS}}}ele").text = f"{p.altitude_m:.2f}"
+        if started is not None:  # GPX 1.1 orders <time> after <ele>, before <name>
+            ET.SubElement(pt, f"{{{GPX_NS}}}time").text = utc_text(started, p.time_s)
         ET.SubElement(pt, f"{{{GPX_NS}}}name").text = p.name
         ET.SubElement(pt, f"{{{GPX_NS}}}desc").text = (f"t={p.time_s:.3f} s, {p.source}, 95 % radius "
                                                          f"{p.smoothed_radius_m:.1f} m")  # fmt: skip
     return _xml(gpx)
 
 
-def write_kml(path: str | Path, points: Sequence[TrackPoint], name: str = "flight") -> Path:
-    return atomic_write_text(path, kml_text(points, name))
+def write_kml(path: str | Path, points: Sequence[TrackPoint], name: str = "flight",
+              started: datetime | None = None) -> Path:  # fmt: skip
+    return atomic_write_text(path, kml_text(points, name, started=started))
 
 
-def kml_text(points: Sequence[TrackPoint], name: str = "flight", label: str = "smoothed") -> str:
+def kml_text(points: Sequence[TrackPoint], name: str = "flight", label: str = "smoothed",
+             started: datetime | None = None) -> str:  # fmt: skip
     """The smoothed track as a KML LineString (named by `label`, as in geojson), and each camera fix as a
-    Placemark."""
+    Placemark; where `started` (aware) is given, the track's <TimeSpan> runs from its first placed point to its
+    last and each fix has its <TimeStamp>, `started` plus its time_s."""
     ET.register_namespace("", KML_NS)
     kml = ET.Element(f"{{{KML_NS}}}kml")
     doc = ET.SubElement(kml, f"{{{KML_NS}}}Document")
     ET.SubElement(doc, f"{{{KML_NS}}}name").text = name
     track = ET.SubElement(doc, f"{{{KML_NS}}}Placemark")
     ET.SubElement(track, f"{{{KML_NS}}}name").text = f"track ({label})"
+    line_points = [p for p in points if math.isfinite(p.smoothed_latitude) and math.isfinite(p.smoothed_longitude)]
+    if started is not None and line_points:  # KML 2.2 orders a TimePrimitive before the geometry
+        span = ET.SubElement(track, f"{{{KML_NS}}}TimeSpan")
+        ET.SubElement(span, f"{{{KML_NS}}}begin").text = utc_text(started, line_points[0].time_s)
+        ET.SubElement(span, f"{{{KML_NS}}}end").text = utc_text(started, line_points[-1].time_s)
     line = ET.SubElement(track, f"{{{KML_NS}}}LineString")
     ET.SubElement(line, f"{{{KML_NS}}}tessellate").text = "1"
     ET.SubElement(line, f"{{{KML_NS}}}coordinates").text = " ".join(
-        f"{p.smoothed_longitude:.8f},{p.smoothed_latitude:.8f}" for p in points
-        if math.isfinite(p.smoothed_latitude) and math.isfinite(p.smoothed_longitude))  # fmt: skip
+        f"{p.smoothed_longitude:.8f},{p.smoothed_latitude:.8f}" for p in line_points)
     for p in points:
         if p.fix_latitude is None or p.fix_longitude is None:
             continue
@@ -158,16 +173,27 @@ def kml_text(points: Sequence[TrackPoint], name: str = "flight", label: str = "s
         ET.SubElement(mark, f"{{{KML_NS}}}name").text = p.name
         ET.SubElement(mark, f"{{{KML_NS}}}description").text = (
             f"camera fix, 95 % radius {p.fix_radius_m:.1f} m" + (", rejected by the filter" if p.rejected else ""))
+        if started is not None:
+            ET.SubElement(ET.SubElement(mark, f"{{{KML_NS}}}TimeStamp"), f"{{{KML_NS}}}when").text = \
+                utc_text(started, p.time_s)  # fmt: skip
         point = ET.SubElement(mark, f"{{{KML_NS}}}Point")
         ET.SubElement(point, f"{{{KML_NS}}}coordinates").text = f"{p.fix_longitude:.8f},{p.fix_latitude:.8f}"
     return _xml(kml)
 
 
-def write_all(folder: str | Path, points: Sequence[TrackPoint], name: str = "flight") -> dict[str, Path]:
-    """track.csv, track.geojson, track.gpx and track.kml in `folder`."""
+def write_all(folder: str | Path, points: Sequence[TrackPoint], name: str = "flight",
+              started: datetime | None = None) -> dict[str, Path]:  # fmt: skip
+    """track.csv, track.geojson, track.gpx and track.kml in `folder` (the last two timed from `started`)."""
     folder = Path(folder)
     return {"csv": write_csv(folder / "track.csv", points), "geojson": write_geojson(folder / "track.geojson", points),
-            "gpx": write_gpx(folder / "track.gpx", points, name), "kml": write_kml(folder / "track.kml", points, name)}
+            "gpx": write_gpx(folder / "track.gpx", points, name, started),
+            "kml": write_kml(folder / "track.kml", points, name, started)}  # fmt: skip
+
+
+def utc_text(started: datetime, time_s: float) -> str:
+    """`started` (aware) plus `time_s` seconds as ISO 8601 UTC to the millisecond: 2026-06-01T10:00:00.500Z."""
+    when = (started + timedelta(seconds=time_s)).astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def _xml(root: ET.Element) -> str:

@@ -18,13 +18,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from ..flight.filter import FilterConfig
-from ..flight.fly import FlightConfig
+from ..flight.fly import FlightConfig, StartNames
 from ..flight.session import (
     IDLE_S,
     MAX_FLIGHTS,
@@ -236,9 +237,9 @@ LOCALIZE_ERRORS = {
 
 
 class FlightSpec(BaseModel):
-    """A new flight's settings, as JSON or as query parameters (not both); every one optional."""
+    """A new flight's settings, as JSON or as query parameters (not both); every one optional, numbers finite."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     start_latitude: float | None = Field(None, ge=-90, le=90, description="the last GNSS position, degrees")
     start_longitude: float | None = Field(None, ge=-180, le=180, description="with start_latitude")
     start_radius_m: float = Field(FlightConfig.start_radius_m, gt=0, description="95 % radius of the start, metres")
@@ -248,11 +249,24 @@ class FlightSpec(BaseModel):
                                                                      "deviation, m/s^2)")  # fmt: skip
     name: str | None = Field(None, max_length=100, description="a label for the GPX and KML files (default: the id)")
 
+    @field_validator("start_latitude", "start_longitude", "start_radius_m", "fps", "accel", mode="before")
+    @classmethod
+    def _not_boolean(cls, value: object) -> object:
+        """JSON true is not the number 1 (pydantic's lax mode would take it as 1.0)."""
+        if isinstance(value, bool):
+            raise PydanticCustomError("float_type", "Input should be a number, not true or false")
+        return value
+
+
+SETTINGS = ", ".join(FlightSpec.model_fields)
+REQUEST_START = StartNames("start_latitude {lat}, start_longitude {lon}", "start_radius_m")  # FlightSpec's names
+
 
 FLIGHT_404 = {404: {"description": "no flight by that id (never created, deleted, or dropped when idle)"}}
 FLIGHT_CREATE_ERRORS = {
-    400: {"description": "a setting out of range or unknown, only one of start_latitude/start_longitude, a start "
-                         "the index does not reach, settings both as JSON and as query parameters"},
+    400: {"description": "a body that is not a JSON object, a setting of the wrong type, out of range or unknown, "
+                         "only one of start_latitude/start_longitude, a start the index does not reach, settings "
+                         "both as JSON and as query parameters"},
     503: {"description": "the service holds serve --max-flights flights; retry after the Retry-After header's "
                          "seconds (when the stalest idle flight expires) or delete a finished one"},
 }  # fmt: skip
@@ -277,6 +291,8 @@ FRAME_BODY = {
         "image/png": {"schema": {"type": "string", "format": "binary"}},
     },
 }  # fmt: skip
+JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "true or false"}
+SHOWN_CHARS = 60  # of a refused value, quoted back
 TRACK_TYPES = {"geojson": "application/geo+json", "gpx": "application/gpx+xml",
                "kml": "application/vnd.google-earth.kml+xml"}  # fmt: skip
 
@@ -352,12 +368,10 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
             receiving -= 1
 
     @app.exception_handler(RequestValidationError)
-    async def bad_parameter(_request, exc: RequestValidationError):
+    async def bad_parameter(request: Request, exc: RequestValidationError):
         """FastAPI's own answer is a nested list; a client deserves the one sentence every other error gets."""
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
-        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid value')} "
-                                       f"(got {first.get('input')!r})"}, status_code=400)  # fmt: skip
+        return JSONResponse({"detail": _invalid(first, request.headers.get("content-type", ""))}, status_code=400)
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> str:
@@ -421,6 +435,15 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         except ValueError as exc:  # a nonsense EXIF focal length, a photo too small to use
             raise HTTPProblem(400, str(exc)) from exc
 
+    @app.get("/flights")
+    def list_flights() -> dict:
+        """The live flights, oldest first: each one's `id`, `name`, `created` and `last_seen` (UTC, ISO 8601; a
+        flight unseen for `expires_after_idle_s` is dropped), `frames`, `fixes`, `busy` (a frame in work) and last
+        online `position` (`latitude`, `longitude`, `radius_m`, `source`, `time_s`; null until a frame is placed).
+        Listing touches no flight: it keeps none alive."""
+        return {"flights": [s.brief() for s in flights.live()], "max_flights": flights.limits.max_flights,
+                "expires_after_idle_s": flights.limits.idle_s}  # fmt: skip
+
     @app.post("/flights", status_code=201, responses=FLIGHT_CREATE_ERRORS)
     async def create_flight(query: Annotated[FlightSpec, Query()], spec: FlightSpec | None = None) -> JSONResponse:
         """Start a flight: its settings as JSON or query parameters, all optional -> 201, the flight's summary
@@ -432,7 +455,7 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         if (spec.start_latitude is None) != (spec.start_longitude is None):
             raise HTTPProblem(400, "give both start_latitude and start_longitude (the last GNSS position), or neither")
         start = None if spec.start_latitude is None else (spec.start_latitude, spec.start_longitude)
-        cfg = FlightConfig(start, spec.start_radius_m, FilterConfig(accel_sigma=spec.accel))
+        cfg = FlightConfig(start, spec.start_radius_m, FilterConfig(accel_sigma=spec.accel), names=REQUEST_START)
         session = await run_in_threadpool(new_flight, cfg, spec.fps, spec.name)
         return JSONResponse(session.summary(), status_code=201, headers={"Location": f"/flights/{session.id}"})
 
@@ -500,15 +523,17 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         """The track so far, `fmt` geojson, gpx or kml: the online estimates (each from the frames before it: what
         the drone was told), or with `?smoothed=1` the smoothed pass over every frame so far (better, also for the
         frames before the first fix). GeoJSON: the track as a LineString and every placed frame as a Point with its
-        radius, source and fix flag. A frame in work is waited for."""
+        radius, source and fix flag. GPX and KML are timed in UTC from the flight's `started` (its summary): the
+        first frame's EXIF time where EXIF times the flight, else when the first frame arrived. A frame in work is
+        waited for."""
         session = flights.get(flight_id)
         if fmt not in TRACK_TYPES:
             raise HTTPProblem(404, f"no track format {fmt!r}; ask for track.geojson, track.gpx or track.kml")
         flight = await run_in_threadpool(session.track, smoothed)
         label = "smoothed" if smoothed else "online"
         text = (json.dumps(geojson(flight.points, label), allow_nan=False) if fmt == "geojson"
-                else gpx_text(flight.points, f"{session.name} ({label})") if fmt == "gpx"
-                else kml_text(flight.points, session.name, label))  # fmt: skip
+                else gpx_text(flight.points, f"{session.name} ({label})", flight.started) if fmt == "gpx"
+                else kml_text(flight.points, session.name, label, flight.started))  # fmt: skip
         return Response(text, media_type=TRACK_TYPES[fmt])
 
     @app.delete("/flights/{flight_id}", responses=FLIGHT_404)
@@ -517,6 +542,27 @@ def create_app(localizer: Localizer, max_upload_bytes: int = MAX_UPLOAD_BYTES, m
         return flights.delete(flight_id).summary()
 
     return app
+
+
+def _invalid(error: dict, content_type: str) -> str:
+    """One sentence for pydantic's first complaint about a request: the field, what it takes and what came. A JSON
+    body and fields refused as unknown are FlightSpec's: no other route takes either."""
+    kind, loc, given = error.get("type"), error.get("loc", ()), error.get("input")
+    where = ".".join(str(p) for p in loc[1:])
+    if kind == "json_invalid":
+        return (f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'unreadable')} at character "
+                f"{where or 0}); send the flight's settings as one JSON object, such as {{\"fps\": 2}}")
+    if loc == ("body",):
+        if isinstance(given, bytes):
+            return (f"the body is {content_type.split(';')[0] or 'unlabelled'}, not JSON; send the flight's settings "
+                    "with content-type application/json, or as query parameters")  # fmt: skip
+        return (f"the body must be a JSON object of the flight's settings ({SETTINGS}), got a JSON "
+                f"{JSON_KINDS.get(type(given), type(given).__name__)}")  # fmt: skip
+    if kind == "extra_forbidden":
+        return f"{where} is not a flight setting; the settings are {SETTINGS}"
+    shown = json.dumps(given, default=repr)  # as the client wrote it: true, null, "text"
+    shown = shown if len(shown) <= SHOWN_CHARS else shown[:SHOWN_CHARS - 3] + "..."
+    return f"{where or 'request'}: {error.get('msg', 'invalid value')} (got {shown})"
 
 
 def _weights(scores: list[float], temperature: float) -> np.ndarray:

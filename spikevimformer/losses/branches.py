@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .checks import check_pair
+from .infonce import info_nce
+
+SSA_OBJECTIVES = ("paper", "infonce")
+SSA_TEMPERATURE = 0.1  # of the "infonce" SSA objective: fixed, so the SSA branch cannot drag the model's logit scale
 
 
-def ssa_loss(ssa_q: Tensor, ssa_g: Tensor) -> Tensor:
-    """1 - mean cosine between the two views' SSA descriptors: the views should agree."""
+def ssa_loss(ssa_q: Tensor, ssa_g: Tensor, objective: str = "paper", label_smoothing: float = 0.1,
+             local_slice: slice | None = None) -> Tensor:  # fmt: skip
+    """L_SSA: the two views' SSA descriptors (B x d) should agree.
+
+    "paper": 1 - mean cosine of each pair. It has no negatives, so a constant SSA output minimises it (collapse).
+    "infonce": symmetric InfoNCE over the batch's SSA descriptors at temperature SSA_TEMPERATURE: each drone view
+    must pick its own satellite view out of the batch, so rows that drift together are pushed apart. Under DDP
+    pass every rank's rows and `local_slice` (this rank's), as for the main InfoNCE (infonce.py).
+    """
     check_pair(ssa_q, ssa_g, "L_SSA")
+    if objective == "infonce":
+        return info_nce(ssa_q, ssa_g, math.log(1 / SSA_TEMPERATURE), label_smoothing, local_slice)
+    if objective != "paper":
+        raise ValueError(f"ssa_objective must be one of {', '.join(SSA_OBJECTIVES)}, got {objective!r}")
     with torch.autocast(ssa_q.device.type, enabled=False):
         return 1 - F.cosine_similarity(ssa_q.float(), ssa_g.float(), dim=1).mean()
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from torch import Tensor, nn
 
 from ..models.spikevimformer import ModelOutput
-from .branches import shs_loss, ssa_loss
+from .branches import SSA_OBJECTIVES, shs_loss, ssa_loss
 from .hral import HRALLoss, HRALMemory
 from .infonce import info_nce
 
@@ -20,6 +20,8 @@ class ObjectiveConfig:
     ssa: float = 0.6
     shs: float = 0.54
     hral: float = 1.0
+    ssa_objective: str = "infonce"  # infonce (in-batch negatives; cannot collapse) | paper (1 - cosine: collapses
+    # to a constant output within ~100 steps); the ablation that chose it is in the README
     label_smoothing: float = 0.1
     hral_k: int = 15
     hral_k2: int = 6
@@ -37,7 +39,8 @@ class Objective(nn.Module):
     in rank order with gradients flowing back to their owners) and `local_slice` (this
     rank's rows); InfoNCE and HRAL then see the global batch and every term is a mean over
     this rank's rows, so DDP's gradient averaging reproduces one process with the
-    concatenated batch (see `infonce.py`). Every rank pushes the same global batch into its
+    concatenated batch (see `infonce.py`); `global_ssa_q` / `global_ssa_g` do the same for the
+    SSA descriptors of the InfoNCE L_SSA. Every rank pushes the same global batch into its
     memory, so the memories stay identical.
     """
 
@@ -52,6 +55,8 @@ class Objective(nn.Module):
         if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
             raise ValueError(f"objective weights must be >= 0 with at least one > 0, got {weights}")
         c = self.config
+        if c.ssa_objective not in SSA_OBJECTIVES:
+            raise ValueError(f"ssa_objective must be one of {', '.join(SSA_OBJECTIVES)}, got {c.ssa_objective!r}")
         self.hral_loss = HRALLoss(c.hral_k, c.hral_k2, c.hral_alpha, c.hral_tau, c.hral_history)
 
     def make_memory(self) -> HRALMemory:
@@ -69,6 +74,8 @@ class Objective(nn.Module):
         global_q: Tensor | None = None,
         global_g: Tensor | None = None,
         local_slice: slice | None = None,
+        global_ssa_q: Tensor | None = None,
+        global_ssa_g: Tensor | None = None,
         update_memory: bool = True,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """(weighted total, {term: detached unweighted value}); zero-weight terms are skipped.
@@ -92,7 +99,11 @@ class Objective(nn.Module):
             terms["infonce"] = info_nce(q, g, logit_scale, c.label_smoothing, local_slice)
             weighted.append(c.infonce * terms["infonce"])
         if c.ssa > 0:
-            terms["ssa"] = ssa_loss(out_q.ssa_descriptor, out_g.ssa_descriptor)
+            if c.ssa_objective == "infonce" and global_ssa_q is not None and global_ssa_g is not None:
+                terms["ssa"] = ssa_loss(global_ssa_q, global_ssa_g, c.ssa_objective, c.label_smoothing, local_slice)
+            else:
+                terms["ssa"] = ssa_loss(out_q.ssa_descriptor, out_g.ssa_descriptor, c.ssa_objective,
+                                        c.label_smoothing)  # fmt: skip
             weighted.append(c.ssa * terms["ssa"])
         if c.shs > 0 and out_q.shs_logits is not None and out_g.shs_logits is not None:
             if labels is None:

@@ -143,4 +143,5 @@ def _jpeg(rgb: np.ndarray, focal_px: float, time_s: float) -> bytes:
     sub = exif.get_ifd(0x8769)
     sub[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")  # DateTimeOriginal
     sub[0x9291] = f"{when.microsecond // 1000:03d}"  # SubSecTimeOriginal, milliseconds
+    sub[0x9011] = "+00:00"  # OffsetTimeOriginal: the clock is UTC (a zoneless time is a camera's local guess)
     return with_exif(buf.tobytes(), exif.tobytes())
