@@ -477,7 +477,8 @@ class _ConstantSSA(torch.nn.Module):
 
 def test_each_branch_spread_is_logged_and_a_collapsed_branch_is_warned_once(world, tmp_path, capsys):
     trainer = Trainer(load_config(None, {**TINY, "data_root": str(world), "out_dir": str(tmp_path / "run"),
-                                         "max_steps": 5, "final_eval": False}), progress=False)  # fmt: skip
+                                         "max_steps": 5, "final_eval": False, "ssa_objective": "paper"}),
+                      progress=False)  # fmt: skip  (the paper's loss: the warning names the one that cannot collapse)
     trainer.model.ssa = _ConstantSSA()
     trainer.collapse = CollapseWatch(patience=2, hints=trainer.collapse.hints)
     result = trainer.fit()
