@@ -176,6 +176,7 @@ def test_bad_settings_and_unknown_flights_get_one_sentence(server) -> None:
     assert far.status_code == 400 and "km from the nearest tile" in far.json()["detail"]
     assert "start_latitude" in far.json()["detail"] and "widen start_radius_m" in far.json()["detail"]
     assert "--start" not in far.json()["detail"]  # the request's own fields, not the command line's flags
+    assert "/" not in far.json()["detail"]  # nor the server's index folder
     both = httpx.post(f"{url}/flights", params={"fps": 2}, json={"fps": 3})
     assert both.status_code == 400 and "not both" in both.json()["detail"]
 

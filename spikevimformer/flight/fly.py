@@ -263,9 +263,10 @@ def _check_start(localizer: Localizer, cfg: FlightConfig) -> None:
     nearest = float(np.min(haversine_m(lat, lon, layout[:, 0], layout[:, 1])))
     reach = max(t.footprint_m for t in localizer.index.tiles)
     if nearest > cfg.start_radius_m + reach:
+        # no folder named: the message reaches HTTP clients too, who have no use for a server path
         raise ValueError(f"{cfg.names.start(lat, lon)} is {nearest / 1000:.1f} km from the nearest tile of the "
-                         f"index {localizer.index.folder}: is it the flight's start, latitude and longitude not "
-                         f"swapped? If it is known only roughly, widen {cfg.names.radius} (metres)")  # fmt: skip
+                         "index: is it the flight's start, latitude and longitude not swapped? If it is known only "
+                         f"roughly, widen {cfg.names.radius} (metres)")  # fmt: skip
 
 
 def fly(localizer: Localizer, frames: Iterable[Frame], cfg: FlightConfig | None = None,
