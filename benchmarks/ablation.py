@@ -12,8 +12,8 @@ mean +- std over seeds goes to stdout and WORK/ablation.md.
     .venv/bin/python benchmarks/ablation.py --work runs/ablation --variants infonce full-paper --seeds 1
     .venv/bin/python benchmarks/ablation.py --work runs/ablation --inits scratch --steps 300
 
-Two processes may share a work folder to use two cores (OMP_NUM_THREADS=1 each) when their --variants or --seeds
-do not overlap: a cell another process is training is refused (its run folder is locked), not trained twice.
+Two processes may share a work folder to use two cores (OMP_NUM_THREADS=1 each): each claims a cell from its
+training to its result, and skips the cells the other has claimed (rerun once both end for the whole table).
 
 Variants (weights of ObjectiveConfig; a block left out has weight 0):
   infonce       InfoNCE only
@@ -34,6 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from spikevimformer.data import load_benchmark
 from spikevimformer.data.synth import SynthConfig, generate_world
 from spikevimformer.engine import load_config, train
 from spikevimformer.engine.evaluate import evaluate_sets
-from spikevimformer.fileio import atomic_write_json, atomic_write_text
+from spikevimformer.fileio import atomic_write_json, atomic_write_text, folder_lock
 
 TRAIN_SEED = 4101  # the training world
 HELDOUT_SEED = 4102  # the held-out world: other locations, other views, never trained on
@@ -142,24 +143,35 @@ def run_cell(cell: Cell, sizes: Sizes, work: Path) -> dict[str, Any]:
 def run_grid(cells: Iterable[Cell], work: Path, runner: Callable[[Cell], dict[str, Any]],
              sizes: Sizes | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Each cell's result, from WORK/cells/CELL.json when a run already wrote it (with these `sizes`, when given),
-    else run and written atomically."""
+    else run and written atomically. A cell is claimed (WORK/claims/CELL, fileio.folder_lock) from training to its
+    result, so a second process on the same work folder skips the cells the first is running."""
     results = []
     for cell in cells:
-        path = work / "cells" / f"{cell.name}.json"
-        if path.is_file():
-            done = json.loads(path.read_text(encoding="utf-8"))
-            if sizes is None or done.get("sizes") == asdict(sizes):
-                print(f"{cell.name}: done before, kept", flush=True)
-                results.append(done)
-                continue
-            print(f"{cell.name}: done before with {done.get('sizes')}, run again with {asdict(sizes)}", flush=True)
-        print(f"{cell.name}: training", flush=True)
-        result = runner(cell)
-        atomic_write_json(path, result)
-        print(f"{cell.name}: " + ", ".join(f"{k} {result[k]:.3g}" for k in COLUMNS if k in result)
-              + f" in {result.get('seconds', 0):.0f} s", flush=True)
-        results.append(result)
+        claim = ExitStack()
+        try:
+            claim.enter_context(folder_lock(work / "claims" / cell.name, "benchmarks/ablation.py", "cell"))
+        except ValueError as exc:
+            print(f"{cell.name}: skipped ({exc})", flush=True)
+            continue
+        with claim:
+            results.append(_cell_result(cell, work / "cells" / f"{cell.name}.json", runner, sizes))
     return results
+
+
+def _cell_result(cell: Cell, path: Path, runner: Callable[[Cell], dict[str, Any]],
+                 sizes: Sizes | None) -> dict[str, Any]:  # fmt: skip
+    if path.is_file():
+        done = json.loads(path.read_text(encoding="utf-8"))
+        if sizes is None or done.get("sizes") == asdict(sizes):
+            print(f"{cell.name}: done before, kept", flush=True)
+            return done
+        print(f"{cell.name}: done before with {done.get('sizes')}, run again with {asdict(sizes)}", flush=True)
+    print(f"{cell.name}: training", flush=True)
+    result = runner(cell)
+    atomic_write_json(path, result)
+    print(f"{cell.name}: " + ", ".join(f"{k} {result[k]:.3g}" for k in COLUMNS if k in result)
+          + f" in {result.get('seconds', 0):.0f} s", flush=True)
+    return result
 
 
 def table(results: list[dict[str, Any]]) -> str:

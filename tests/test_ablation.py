@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from spikevimformer.engine import load_config
+from spikevimformer.fileio import folder_lock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import ablation  # noqa: E402  (a script folder, not a package)
@@ -33,6 +34,15 @@ def test_a_cell_with_a_result_is_not_run_again(tmp_path):
     assert calls[-1] == "scratch_infonce_s1" and len(calls) == 3 and again[0]["steps"] == 3
     table = ablation.table(results)
     assert "| infonce | scratch | 2 | 15.0 ± 7.1 | 5.0 ± 0.0 |" in table and table.count("\n") == 2
+
+
+def test_a_cell_another_process_runs_is_skipped(tmp_path):
+    calls: list[str] = []
+    cells = [ablation.Cell("scratch", "infonce", seed) for seed in (1, 2)]
+    with folder_lock(tmp_path / "claims" / cells[0].name, "another ablation"):  # a second open file: as another process
+        results = ablation.run_grid(cells, tmp_path, _fake(calls))
+    assert calls == ["scratch_infonce_s2"] and len(results) == 1
+    assert ablation.run_grid(cells, tmp_path, _fake(calls))[1]["D->S R@1"] == 20.0 and calls[-1] == "scratch_infonce_s1"
 
 
 def test_a_failed_cell_leaves_no_result_and_runs_again(tmp_path):
