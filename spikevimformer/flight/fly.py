@@ -104,6 +104,8 @@ class FlightTracker:
         self.motion = FrameMatcher() if self.cfg.relative_motion else None
         self._last: _Seen | None = None  # the last readable frame, for the motion to the next
         self._look_ahead_m = max(t.footprint_m for t in localizer.index.tiles)  # camera to look-at point, last fix
+        # a distorted frame is remapped once, at the size registration works at (as `localize` does it)
+        self._work_px = localizer.registrar.cfg.photo_max_px if localizer.registrar is not None else None
 
     def add(self, frame: Frame) -> TrackPoint:
         """Localize one frame (the next in time) and fuse its fix; the online estimate for it."""
@@ -118,7 +120,7 @@ class FlightTracker:
             intr, prior = self._lens(frame)
             # one pinhole for the motion and the fix: a footprint maps undistorted pixels, and a lens's bending
             # (a DJI Phantom 4's k1 -0.26) moves a raw frame's edges by several per cent
-            image, intr = undistort(frame.image, intr)
+            image, intr = undistort(frame.image, intr, self._work_px)
             seen = self.motion.features(image) if self.motion is not None else None
             moved, mapping = self._relative_motion(image.size, seen, intr)
             motion_s = time.perf_counter() - begin
