@@ -39,6 +39,16 @@ def test_the_camera_centre_of_a_footprint_is_the_camera() -> None:
     assert centre == pytest.approx([12.0, -30.0, 100.0], abs=1e-3)
 
 
+def test_a_mapping_gives_its_corners_on_the_ground_and_none_past_the_horizon() -> None:
+    r, t = _camera(12.0, -30.0, 100.0, 40.0, 60.0)
+    h = _ground_homography(r, t)
+    w, hgt = SIZE
+    corners = cv2.perspectiveTransform(np.float64([[[0, 0], [w - 1, 0], [w - 1, hgt - 1], [0, hgt - 1]]]), h)[0]
+    np.testing.assert_allclose(GroundMapping.from_footprint(corners, SIZE).corners(), corners, atol=1e-3)
+    r, t = _camera(0.0, 0.0, 100.0, 40.0, 10.0)  # 10 deg below the horizon, 19 deg half-angle: the sky at the top
+    assert GroundMapping(_ground_homography(r, t), SIZE).corners() is None
+
+
 def test_a_mapping_carried_by_the_frame_to_frame_homography_gives_the_next_camera() -> None:
     before, after = _camera(0.0, 0.0, 100.0, 80.0, 60.0), _camera(3.9, 0.9, 101.0, 86.0, 59.0)
     h_before, h_after = _ground_homography(*before), _ground_homography(*after)

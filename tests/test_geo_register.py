@@ -314,3 +314,37 @@ def test_without_a_verified_candidate_retrieval_order_stands(world, tmp_path) ->
     (res,) = loc.localize([noise])
     assert not res.fix
     assert [m.verified_rank for m in res.matches] == [m.rank for m in res.matches]
+
+
+def test_a_photo_expected_where_a_flight_predicts_registers_without_the_orientation_search(world, monkeypatch) -> None:
+    from spikevimformer.geo.localize import Region
+    from spikevimformer.registration.register import Registrar as R
+
+    root, idx = world
+    rel = "University-1652/test/query_drone/0008/image-01.jpeg"
+    img, heading, exif = _photo(root, rel)
+    loc = open_localizer(str(idx), k=9, register=RegisterConfig(features="xfeat"), random_init=True)
+    intr = loc.intrinsics(img, exif, rel)
+    (first,) = loc.localize([img], [rel], intrinsics=[intr])
+    assert first.fix and first.footprint
+    truth = _truth(root)[rel]
+    frame = LocalFrame(first.camera["latitude"], first.camera["longitude"])
+
+    def shifted(east: float, north: float) -> Region:  # the fix's footprint, moved as a drifting motion would
+        en = np.array([frame.to_local(lat, lon) for lat, lon in first.footprint]) + [east, north]
+        corners = tuple(zip(*frame.to_geo(en[:, 0], en[:, 1]), strict=True))
+        return Region(first.camera["latitude"], first.camera["longitude"], 150.0, corners)
+
+    calls = []
+    coarse = R._coarse
+    monkeypatch.setattr(R, "_coarse", lambda self, *a: calls.append(a) or coarse(self, *a))
+    (guided,) = loc.localize([img], [rel], intrinsics=[intr], regions=[shifted(4.0, -3.0)])
+    assert guided.fix and not calls  # no orientation was searched
+    err = float(haversine_m(float(truth["latitude"]), float(truth["longitude"]), guided.camera["latitude"],
+                            guided.camera["longitude"]))  # fmt: skip
+    assert err < 3.0 and err <= guided.radius_m
+    assert abs((guided.orientation_deg - heading + 180) % 360 - 180) < 5.0
+    (astray,) = loc.localize([img], [rel], intrinsics=[intr], regions=[shifted(200.0, 200.0)])
+    assert calls and astray.fix  # a guess that misses: the orientation search as before
+    assert float(haversine_m(float(truth["latitude"]), float(truth["longitude"]), astray.camera["latitude"],
+                             astray.camera["longitude"])) < 3.0  # fmt: skip

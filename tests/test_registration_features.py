@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from spikevimformer.registration import Features, create_matcher, features_xfeat
+from spikevimformer.registration.features import mutual_nearest
 from spikevimformer.registration.register import turned
 
 
@@ -88,3 +89,13 @@ def test_refine_recovers_a_subpixel_shift() -> None:
     out, moved = refine(moving.astype(np.uint8), fixed.astype(np.uint8), np.rint(pts), pts)
     assert moved.mean() > 0.5
     np.testing.assert_allclose(np.median(out[moved] - pts[moved], axis=0), [0.4, -0.3], atol=0.12)
+
+
+def test_mutual_nearest_keeps_only_pairs_that_choose_each_other() -> None:
+    ref = np.eye(4, dtype=np.float16)[:3]  # stored reference descriptors are float16
+    query = np.array([[1, 0, 0, 0], [0.6, 0.8, 0, 0], [0.8, 0.6, 0, 0], [0, 0, 0, 1]], dtype=np.float32)
+    # row 2 prefers reference 0, which prefers row 0; row 3 matches nothing better than another row does
+    pairs = mutual_nearest(query, ref)
+    assert pairs.dtype == np.int64
+    assert pairs.tolist() == [[0, 0], [1, 1]]
+    assert mutual_nearest(query[:0], ref).shape == (0, 2)

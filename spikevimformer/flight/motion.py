@@ -42,6 +42,17 @@ class GroundMapping:
         px = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
         return cls(cv2.getPerspectiveTransform(px, np.float32(corners_en)).astype(np.float64), size)
 
+    def corners(self) -> np.ndarray | None:
+        """(4, 2) east/north metres of the frame's corners (upper left, clockwise); None where one lies beyond the
+        horizon (the mapping sends it to infinity or behind the camera)."""
+        w, h = self.size
+        px = np.float64([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1], [(w - 1) / 2, (h - 1) / 2]])
+        p = np.c_[px, np.ones(5)] @ self.h.T
+        side = p[:, 2] * np.sign(p[4, 2])  # every corner on the centre's side of the horizon, clear of it
+        if not np.all(np.isfinite(p)) or np.any(side <= 1e-9 * np.abs(p[:, 2]).max()):
+            return None
+        return p[:4, :2] / p[:4, 2:3]
+
     def carried(self, h_new_to_old: np.ndarray, size: tuple[int, int]) -> GroundMapping:
         """The mapping of a frame whose pixels `h_new_to_old` takes to this frame's pixels."""
         h = self.h @ h_new_to_old

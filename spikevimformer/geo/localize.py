@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -62,6 +63,9 @@ class Region:
     latitude: float
     longitude: float
     radius_m: float
+    footprint: tuple[tuple[float, float], ...] | None = None  # (latitude, longitude) where the photo's corners are
+    # expected (upper left, clockwise; a flight's frame-to-frame motion): learned features match the photo warped
+    # there instead of searching its orientation
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,9 @@ class Localizer:
                     scores[row], idx[row] = self._search_within(desc[row], region, idx.shape[1])
             search_s = (time.perf_counter() - start) / len(images)
         results = []
-        for name, img, intr, prior, row_s, row_i in zip(names, images, intrinsics, priors, scores, idx, strict=True):
+        regions = regions or [None] * len(images)
+        for name, img, intr, prior, region, row_s, row_i in zip(names, images, intrinsics, priors, regions, scores,
+                                                                idx, strict=True):  # fmt: skip
             tiles = [self.index.tiles[int(i)] for i in row_i if i >= 0]
             matches = [
                 Match(r + 1, t.id, float(s), t.latitude, t.longitude, t.footprint_m)
@@ -290,6 +296,8 @@ class Localizer:
             start = time.perf_counter()
             img, intr = undistort(img, intr, self.registrar.cfg.photo_max_px)
             query = self.registrar.query(img, prior.heading_deg)
+            if region is not None and region.footprint is not None:
+                self._expect(query, tiles, region.footprint)
             found = self._register(img, intr, tiles[:k], base, query)
             searching = not found.fix and (intr is not None or found.look_at is None)
             if searching and extra and not found.reason.startswith((NO_REFERENCE, *LENS_PROBLEMS)):
@@ -298,6 +306,27 @@ class Localizer:
                 found = wider if wider.fix else found
             results.append(replace(self._tile_level(found), register_s=time.perf_counter() - start))
         return results
+
+    def _expect(self, query: PhotoQuery, tiles: Sequence[Tile], footprint: Sequence[Sequence[float]]) -> None:
+        """Guesses (photo px -> window px) for the rematch_max candidates nearest where the footprint puts the
+        photo's centre; candidates without reference imagery get none (their registration says why)."""
+        w, h = query.size
+        corners = np.asarray(footprint, dtype=np.float64).reshape(4, 2)
+        px = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
+        frame = LocalFrame(*corners.mean(0))
+        to_en = cv2.getPerspectiveTransform(px, np.float32(np.c_[frame.to_local(corners[:, 0], corners[:, 1])]))
+        centre = cv2.perspectiveTransform(np.float64([[[(w - 1) / 2, (h - 1) / 2]]]), to_en.astype(np.float64))[0, 0]
+        lat, lon = frame.to_geo(*centre)
+        near = np.argsort([haversine_m(lat, lon, t.latitude, t.longitude) for t in tiles], kind="stable")
+        for tile in (tiles[int(i)] for i in near[: self.registrar.cfg.rematch_max]):
+            try:
+                window = self.windows.get(tile)
+            except NoReference:
+                continue
+            tile_frame = LocalFrame(tile.latitude, tile.longitude)
+            en = np.c_[tile_frame.to_local(corners[:, 0], corners[:, 1])]
+            to_window = np.linalg.inv(np.vstack([window.to_ground, [0.0, 0.0, 1.0]]))
+            query.guesses[window.key] = to_window @ cv2.getPerspectiveTransform(px, np.float32(en))
 
     def _search_within(self, desc: np.ndarray, region: Region, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, tile positions) among the tiles that reach into `region`, padded with (-inf, -1) as

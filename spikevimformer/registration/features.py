@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import faiss
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,11 @@ def mutual_nearest(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(m, 2) index pairs whose descriptors are each other's nearest by cosine (descriptors L2-normalised)."""
     if len(query) == 0 or len(reference) == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    sim = query @ reference.T
+    q, r = (torch.from_numpy(np.asarray(d, dtype=np.float32)) for d in (query, reference))
+    sim = q @ r.T  # torch: numpy's argmax down columns took twice as long
     forward = sim.argmax(1)
-    back = sim.argmax(0)
-    keep = np.flatnonzero(back[forward] == np.arange(len(query)))
-    return np.c_[keep, forward[keep]].astype(np.int64)
+    keep = torch.nonzero(sim.argmax(0)[forward] == torch.arange(len(query))).ravel()
+    return np.c_[keep.numpy(), forward[keep].numpy()].astype(np.int64)
 
 
 # AKAZE left OpenCV's main modules in 5.0; offered where the installed OpenCV still has it

@@ -8,6 +8,8 @@ One interface: a photo (and its heading when known) plus candidate windows -> on
   prior, only the three nearest it), against every window; the best orientation's coarse homography then warps
   the photo into the window's frame (north-up, the reference's scale, the perspective undone) and the warped
   photo is matched again at full resolution (OrthoLoC's warp-and-rematch), its points mapped back to photo pixels.
+- Where the photo is expected (a flight's frame-to-frame motion carries the last fix's footprint: `guesses`), that
+  prediction warps it instead of the coarse pass, as trackers that register keyframes to an orthophoto do.
 
 A homography from photo pixels to the window is fitted with OpenCV's USAC MAGSAC++, then another on the remaining
 matches (a large roof is a plane too). The pose solver (pose.py) turns the planes' inliers into a camera.
@@ -162,6 +164,8 @@ class PhotoQuery:
     coarse: dict = field(default_factory=dict)  # heading -> (Features, 3x3 original px -> coarse turned px)
     done: dict = field(default_factory=dict)  # (window key, heading or matcher) -> Registration, ("coarse", window
     # key, heading) -> coarse fit: a wider candidate list after a failed first one does not pay for them twice
+    guesses: dict = field(default_factory=dict)  # window key -> 3x3 original photo px -> window px where the photo
+    # is expected (a flight's frame-to-frame motion): learned features match warped by it, without the coarse pass
 
 
 def photo_gray(photo: Image.Image, cfg: RegisterConfig) -> tuple[np.ndarray, float]:
@@ -195,6 +199,14 @@ def turned(gray: np.ndarray, heading_deg: float) -> tuple[np.ndarray, np.ndarray
     m[0, 2] += (nw - w) / 2
     m[1, 2] += (nh - h) / 2
     return cv2.warpAffine(gray, m, (nw, nh), flags=cv2.INTER_LINEAR), np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+def up_azimuth(h: np.ndarray, size: tuple[int, int]) -> float:
+    """Degrees clockwise from north of the photo's up direction at its centre, through h (photo px -> north-up
+    window px)."""
+    c = np.array([[(size[0] - 1) / 2, (size[1] - 1) / 2], [(size[0] - 1) / 2, (size[1] - 1) / 2 - 1.0]])
+    (x0, y0), (x1, y1) = _apply(h, c)
+    return float(np.degrees(np.arctan2(x1 - x0, y0 - y1)) % 360.0)
 
 
 def homography_jacobian(h: np.ndarray, uv) -> np.ndarray | None:
@@ -411,7 +423,11 @@ class Registrar:
 
     def _register_learned(self, q: PhotoQuery, windows: Sequence[Window]) -> list[Registration]:
         """Coarse pass over orientations and windows, then the strongest windows matched again in turn until one
-        verifies (a chance homography of mutual nearest neighbours finds ~8-15 coarse inliers)."""
+        verifies (a chance homography of mutual nearest neighbours finds ~8-15 coarse inliers). Windows with a
+        guess are matched warped by it first; the coarse pass runs only where none of them verifies."""
+        guided = self._guided(q, windows)
+        if any(r.verified for r in guided):
+            return guided
         cfg = self.cfg
         step = 360.0 / cfg.rotations
         if q.heading_deg is not None:  # the grid orientation nearest the prior and its neighbours: on seed 4040
@@ -438,6 +454,25 @@ class Registrar:
             out[i].heading_deg = headings[best]
             if windows[i].key:
                 q.done[key] = out[i]
+            if out[i].verified:
+                break
+        return out
+
+    def _guided(self, q: PhotoQuery, windows: Sequence[Window]) -> list[Registration]:
+        """The windows the photo is expected on (`q.guesses`, at most rematch_max) matched warped by the guess, in
+        turn until one verifies; the others are not matched."""
+        out = [Registration(0, "not matched: the photo was expected on another candidate") for _ in windows]
+        tried = 0
+        for i, window in enumerate(windows):
+            h = q.guesses.get(window.key) if window.key else None
+            if h is None or tried == self.cfg.rematch_max:
+                continue
+            tried += 1
+            key = (window.key, "guided")
+            if key not in q.done:
+                q.done[key] = self._rematch(q, window, h)
+                q.done[key].heading_deg = up_azimuth(h, q.size)
+            out[i] = q.done[key]
             if out[i].verified:
                 break
         return out
