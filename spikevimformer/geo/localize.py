@@ -96,6 +96,7 @@ class Localization:
     intrinsics: str | None = None  # where the focal length came from
     prior: dict | None = None  # {heading_deg, pitch_deg, altitude_m, source} known before matching
     orientation_deg: float | None = None  # image-up azimuth the photo was matched at (learned features)
+    features: str | None = None  # whose matches registered the photo (sift, xfeat...), whenever a candidate does
     register_s: float = 0.0
     warnings: list = field(default_factory=list)
     elsewhere: bool = False  # no fix, and the best tile scores like photos of places outside the index
@@ -437,7 +438,7 @@ class Localizer:
             return replace(out, reason=reason)
         plane, centre, pose = chosen
         frame = LocalFrame(tile.latitude, tile.longitude)
-        out = replace(out, look_at=_latlon(frame, centre), inliers=len(plane.pixels))
+        out = replace(out, look_at=_latlon(frame, centre), inliers=len(plane.pixels), features=reg.matcher)
         corners = ground_at_pixels(plane.h_pix_to_ground, [(0, 0), (w - 1, 0), (w - 1, h - 1), (0, h - 1)],
                                    plane.pixels[0])  # fmt: skip
         if corners is not None:
