@@ -115,3 +115,16 @@ def test_fused_fixes_keep_a_floor_under_the_radius() -> None:
             est = f.step(step * 0.5, np.array([5.0, 5.0]), 10.0)
         radii[floor] = est.radius_m
     assert radii[0.0] < 4.5 and radii[0.5] >= 5.0 - 1e-6  # half of the fixes' 10 m at least
+
+
+def test_a_fix_long_after_a_wrong_start_restarts_the_track_instead_of_a_dash_to_it() -> None:
+    # a start 640 m off with a 50 m radius, 35 frames without a fix, then the right fixes at 8.5 m/s (a user's test:
+    # the fused first fix set the track off at 47 m/s, and its radius held 22 % of frames)
+    truth = _truth(60)
+    f = TrackFilter(start_en=truth[0] + [-600.0, 220.0], start_radius_m=50.0)
+    for i in range(60):
+        est = f.step(i / FPS, truth[i] if i >= 35 else None, 5.0 if i >= 35 else None)
+        if i >= 35:
+            assert np.hypot(*est.mean[2:]) <= f.cfg.max_speed
+            assert np.hypot(*(est.en - truth[i])) <= est.radius_m
+    assert np.hypot(*(f.predict(60 / FPS).en - (truth[-1] + SPEED / FPS))) < 2.0

@@ -5,7 +5,7 @@ continuous white-noise acceleration model, Bar-Shalom, Li & Kirubarajan 2001, se
 measurement whose 95 % radius r gives an isotropic standard deviation r / R95_PER_SIGMA. A fix further from the
 prediction than the gate (squared Mahalanobis distance against chi-square with 2 degrees of freedom) is rejected;
 `gate_reset` rejected fixes in a row that agree with each other restart the filter from the last of them (then the
-track was wrong, not they). The Rauch-Tung-Striebel smoother gives the offline track.
+track was wrong, not they), and so does a fused fix that would have the drone faster than `max_speed`. The Rauch-Tung-Striebel smoother gives the offline track.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class FilterConfig:
     accel_sigma: float = 5.0  # m/s^2: a synthetic flight at 8 m/s with 15 m corners (seed 8, 120 frames) kept its
     # online radius holding 95 % of frames with 5, 90 % with 3 and 77 % with 1.5 (turns during frames without a fix)
     speed_sigma: float = 15.0  # m/s: the velocity's prior standard deviation when the filter (re)starts
-    max_speed: float = 30.0  # m/s: how far apart two rejected fixes may be per second and still agree
+    max_speed: float = 30.0  # m/s: how far apart two rejected fixes may be per second and still agree; a fused fix
+    # that calls for a faster drone restarts the filter from it
     gate_chi2: float = 13.82  # chi-square, 2 degrees of freedom, 99.9 %: one right fix in a thousand is refused
     gate_reset: int = 3  # rejected fixes in a row that agree restart the filter from the last
     fix_floor: float = 0.5  # the position's standard deviation stays at least this share of a fused fix's: fixes
@@ -128,6 +129,10 @@ class TrackFilter:
                 return self._record(Estimate(time_s, self.mean.copy(), self.cov.copy(), "fix"))
             return self._record(Estimate(time_s, self.mean.copy(), self.cov.copy(), "predicted", True, *prior))
         self._rejected = []
+        if float(np.hypot(*self.mean[VELOCITY])) > self.cfg.max_speed:  # no drone flew there from the prediction:
+            # the track was wrong (a --start far off, long unseen), not the fix; the fix starts a new segment
+            self._restart(z, fix_radius_m)
+            return self._record(Estimate(time_s, self.mean.copy(), self.cov.copy(), "fix"))
         self._floor(self.cfg.fix_floor * fix_radius_m / R95_PER_SIGMA)
         return self._record(Estimate(time_s, self.mean.copy(), self.cov.copy(), "fix", False, *prior))
 
