@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -91,6 +92,15 @@ def test_frames_are_timed_by_exif_or_by_fps(flight, tmp_path) -> None:
         list(read_frames(bare))
     assert [f.time_s for f in read_frames(bare, fps=4.0)] == [0.0, 0.25, 0.5]
     assert [f.name for f in read_frames(fly / "frames", every=10)] == [frames[i].name for i in (0, 10, 20)]
+    broken = tmp_path / "broken"  # a corrupt photo among EXIF-timed ones costs only itself
+    broken.mkdir()
+    for f in frames[:3]:
+        shutil.copy(fly / "frames" / f.name, broken / f.name)
+    (broken / (frames[0].name[:-4] + "z.jpg")).write_bytes(b"\xff\xd8 not a jpeg")
+    got = list(read_frames(broken))
+    assert [f.name for f in got] == [frames[0].name, frames[0].name[:-4] + "z.jpg", frames[1].name, frames[2].name]
+    assert got[1].image is None and "readable" in got[1].error and got[1].time_s == got[0].time_s
+    assert [f.time_s for f in got[2:]] == pytest.approx([0.5, 1.0])
 
 
 def test_a_video_is_read_frame_by_frame(flight, tmp_path) -> None:

@@ -5,7 +5,8 @@ continuous white-noise acceleration model, Bar-Shalom, Li & Kirubarajan 2001, se
 measurement whose 95 % radius r gives an isotropic standard deviation r / R95_PER_SIGMA. A fix further from the
 prediction than the gate (squared Mahalanobis distance against chi-square with 2 degrees of freedom) is rejected;
 `gate_reset` rejected fixes in a row that agree with each other restart the filter from the last of them (then the
-track was wrong, not they), and so does a fused fix that would have the drone faster than `max_speed`. The Rauch-Tung-Striebel smoother gives the offline track.
+track was wrong, not they), and so does a fused fix that would have the drone faster than `max_speed`. The
+Rauch-Tung-Striebel smoother gives the offline track.
 """
 
 from __future__ import annotations

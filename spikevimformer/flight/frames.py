@@ -106,17 +106,24 @@ def _folder(folder: Path, fps: float | None, every: int) -> Iterator[Frame]:
                          "or a video file")  # fmt: skip
     times, taken = [], [None] * len(paths)
     if fps is None:  # EXIF time for every photo, read before any is localized (a missing one is an error now)
+        unreadable = set()
         for i, path in enumerate(paths):
             try:
                 with Image.open(path) as img:
                     taken[i] = exif_datetime(img.getexif())
-            except (OSError, SyntaxError, ValueError) as exc:
-                raise ValueError(f"{path} is not a readable image ({exc}); remove it, or give --fps to time the "
-                                 "photos in name order") from exc
+            except (OSError, SyntaxError, ValueError):  # a corrupt frame costs itself: it is placed, untimed,
+                unreadable.add(i)  # after the photo before it by name, and open_photo below says why
+                times.append(None)
+                continue
             if taken[i] is None:
                 raise ValueError(f"{path} has no EXIF DateTimeOriginal: give the frame rate (--fps) to time the "
                                  "photos in name order")  # fmt: skip
             times.append(epoch_s(taken[i]))
+        if len(unreadable) == len(paths):
+            raise ValueError(f"none of the photos in {folder} is a readable image")
+        for i in range(len(paths)):  # name order: the readable photo before (or, for the first, after) it
+            if i in unreadable:
+                times[i] = times[i - 1] if i > 0 else next(t for t in times if t is not None)
         order = sorted(range(len(paths)), key=lambda i: (times[i], paths[i].name))
         first = min(times)
         paths, times, taken = [paths[i] for i in order], [times[i] - first for i in order], [taken[i] for i in order]
