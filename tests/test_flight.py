@@ -21,6 +21,8 @@ from spikevimformer.flight.fly import FlightConfig, StartNames
 from spikevimformer.flight.frames import exif_time, read_frames
 from spikevimformer.flight.metrics import flight_truth
 from spikevimformer.flight.track import GPX_NS, KML_NS, read_csv
+from spikevimformer.geo.index import GalleryIndex
+from spikevimformer.geodesy import haversine_m
 
 K = "9"  # every tile verified: registration, not the random-init retrieval, decides
 BLANK = (10, 16)  # frames over featureless water
@@ -140,6 +142,22 @@ def test_a_video_is_read_frame_by_frame(flight, tmp_path) -> None:
     broken.write_text("not a video")
     with pytest.raises(ValueError, match="not a video OpenCV can open"):
         list(read_frames(broken))
+
+
+def test_a_wrong_start_is_left_behind_with_a_warning(flight, tmp_path, capsys) -> None:
+    root, fly = flight
+    truth = flight_truth(fly)
+    first = next(iter(truth.by_name.values()))
+    far = max((t for t in GalleryIndex.load(str(root / "idx")).tiles),
+              key=lambda t: haversine_m(first[0], first[1], t.latitude, t.longitude))  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["flight", str(fly / "frames"), "--index", str(root / "idx"), "--out", str(out), "--random-init",
+                 "-k", K, "--start", str(far.latitude), str(far.longitude)]) == 0  # fmt: skip
+    warnings = json.loads((out / "summary.json").read_text())["warnings"]
+    assert any("the track restarted from this fix" in w and "a wrong --start" in w for w in warnings), warnings
+    points = read_csv(out / "track.csv")
+    last = points[-1]
+    assert haversine_m(last.latitude, last.longitude, *truth.by_name[last.name][:2]) < 10.0
 
 
 def test_bad_flight_inputs_get_one_line_and_write_nothing(flight, tmp_path, capsys) -> None:

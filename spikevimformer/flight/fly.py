@@ -132,6 +132,7 @@ class FlightTracker:
             est = self.filter.step(frame.time_s, fix, answer.radius_m if fix is not None else None, *moved)
             if fix is not None and est.source == "fix" and not est.rejected:  # a fresh anchor for the motion
                 mapping = self._anchor(answer, image.size) or mapping
+                self._warn_restart(frame, est, fix)
                 look = answer.look_at
                 if look is not None:
                     self._look_ahead_m = float(haversine_m(answer.camera["latitude"], answer.camera["longitude"],
@@ -163,6 +164,17 @@ class FlightTracker:
             self.flight.points[i] = replace(point, smoothed_latitude=float(lat), smoothed_longitude=float(lon),
                                             smoothed_radius_m=est.radius_m)  # fmt: skip
         return self.flight
+
+    def _warn_restart(self, frame: Frame, est: Estimate, fix: np.ndarray) -> None:
+        """A warning where a fix restarted a track that was known (a segment starts: no prediction before it)."""
+        last = self.flight.points[-1] if self.flight.points else None
+        if est.prior_mean is not None or last is None or last.source == "tile":
+            return
+        off = float(np.hypot(*(fix - np.array(self.origin.to_local(last.latitude, last.longitude)))))
+        self.flight.warnings.append(
+            f"{frame.name}: the track restarted from this fix, {off:.0f} m from where the frame before had the drone "
+            "(a wrong --start, or a track that drifted while nothing was seen); the frames before it are placed "
+            "again by the smoothed track")  # fmt: skip
 
     def _started(self, frame: Frame) -> datetime:
         """When the flight's clock read 0, in UTC, from the first frame's time taken; a camera clock without a zone
