@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..registration.features import Features
 from ..registration.matchers import create_matcher
+from ..registration.pose import ground_at_pixels
 
 MOTION_MAX_PX = 512  # frames are matched at most this large: enough for the displacement, cheap at 1024 px
 MOTION_KEYPOINTS = 1500
@@ -44,14 +45,10 @@ class GroundMapping:
 
     def corners(self) -> np.ndarray | None:
         """(4, 2) east/north metres of the frame's corners (upper left, clockwise); None where one lies beyond the
-        horizon (the mapping sends it to infinity or behind the camera)."""
+        horizon."""
         w, h = self.size
-        px = np.float64([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1], [(w - 1) / 2, (h - 1) / 2]])
-        p = np.c_[px, np.ones(5)] @ self.h.T
-        side = p[:, 2] * np.sign(p[4, 2])  # every corner on the centre's side of the horizon, clear of it
-        if not np.all(np.isfinite(p)) or np.any(side <= 1e-9 * np.abs(p[:, 2]).max()):
-            return None
-        return p[:4, :2] / p[:4, 2:3]
+        px = np.float64([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
+        return ground_at_pixels(self.h, px, ((w - 1) / 2, (h - 1) / 2))
 
     def carried(self, h_new_to_old: np.ndarray, size: tuple[int, int]) -> GroundMapping:
         """The mapping of a frame whose pixels `h_new_to_old` takes to this frame's pixels."""
