@@ -70,6 +70,8 @@ def test_a_flight_becomes_a_track_that_bridges_the_water(flight, capsys) -> None
         [started + timedelta(seconds=p.time_s) for p in points if np.isfinite(p.smoothed_latitude)]  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert datetime.fromisoformat(summary["started"]) == started
+    assert summary["frames_per_second"] == pytest.approx(1.0 / summary["seconds_per_frame"])
+    assert f"{summary['frames_per_second']:.2f} frames/s" in printed  # throughput as the README's tables give it
     assert not any("no OffsetTimeOriginal" in w for w in summary["warnings"])
     coords = ET.parse(out / "track.kml").getroot().find(f".//{{{KML_NS}}}LineString/{{{KML_NS}}}coordinates")
     assert len(coords.text.split()) == len(trkpts)

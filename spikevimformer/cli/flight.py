@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     files = write_all(out, flight.points, Path(args.frames).name, flight.started)
     summary = {"frames": len(flight.points), "fixes": flight.fixes, "rejected_fixes": flight.rejected,
                "started": None if flight.started is None else flight.started.isoformat(timespec="milliseconds"),
-               "seconds_per_frame": sum(flight.seconds) / len(flight.seconds), "warnings": flight.warnings,
+               "seconds_per_frame": sum(flight.seconds) / len(flight.seconds),
+               "frames_per_second": len(flight.seconds) / max(sum(flight.seconds), 1e-9), "warnings": flight.warnings,
                "interrupted": interrupted, "files": {k: str(v.resolve()) for k, v in files.items()}}  # fmt: skip
     if truth is not None:
         try:
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     for warning in flight.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{len(flight.points)} frames, {flight.fixes} camera fixes ({flight.rejected} rejected by the filter), "
-          f"{summary['seconds_per_frame']:.2f} s a frame; track in {out}/track.{{csv,geojson,gpx,kml}}, report "
+          f"{summary['frames_per_second']:.2f} frames/s ({summary['seconds_per_frame']:.2f} s a frame); track in "
+          f"{out}/track.{{csv,geojson,gpx,kml}}, report "
           f"{out}/report.html")
     if "metrics" in summary:
         print(format_metrics(summary["metrics"]))

@@ -74,7 +74,8 @@ def write_flight_report(path: str | Path, summary: dict, points: Sequence[TrackP
             ("rejected by the filter", summary["rejected_fixes"]),
             ("frames placed by a fix / predicted / tile level only",
              f"{sources['fix']} / {sources['predicted']} / {sources['tile']}"),
-            ("seconds a frame (all stages)", f"{summary['seconds_per_frame']:.2f}"),
+            ("frames a second (all stages)", f"{summary['frames_per_second']:.2f}"),
+            ("seconds a frame", f"{summary['seconds_per_frame']:.2f}"),
             ("interrupted", summary["interrupted"])]  # fmt: skip
     rows += [(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else value)
              for key, value in summary.get("metrics", {}).items()]  # fmt: skip
