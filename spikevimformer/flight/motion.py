@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..registration.features import Features
 from ..registration.matchers import create_matcher
-from ..registration.pose import ground_at_pixels
+from ..registration.pose import corner_pixels, ground_at_pixels
 
 MOTION_MAX_PX = 512  # frames are matched at most this large: enough for the displacement, cheap at 1024 px
 MOTION_KEYPOINTS = 1500
@@ -39,16 +39,14 @@ class GroundMapping:
     def from_footprint(cls, corners_en: np.ndarray, size: tuple[int, int]) -> GroundMapping:
         """The mapping whose image corners (upper left, clockwise, as a Localization's footprint) land on
         `corners_en` ((4, 2) metres)."""
-        w, h = size
-        px = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
+        px = np.float32(corner_pixels(size))
         return cls(cv2.getPerspectiveTransform(px, np.float32(corners_en)).astype(np.float64), size)
 
     def corners(self) -> np.ndarray | None:
         """(4, 2) east/north metres of the frame's corners (upper left, clockwise); None where one lies beyond the
         horizon."""
         w, h = self.size
-        px = np.float64([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
-        return ground_at_pixels(self.h, px, ((w - 1) / 2, (h - 1) / 2))
+        return ground_at_pixels(self.h, corner_pixels(self.size), ((w - 1) / 2, (h - 1) / 2))
 
     def carried(self, h_new_to_old: np.ndarray, size: tuple[int, int]) -> GroundMapping:
         """The mapping of a frame whose pixels `h_new_to_old` takes to this frame's pixels."""

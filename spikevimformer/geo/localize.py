@@ -23,6 +23,7 @@ from ..registration import (
     RegisterConfig,
     Registrar,
     Registration,
+    corner_pixels,
     free_focal,
     ground_at_pixels,
     homography_jacobian,  # fmt: skip
@@ -313,7 +314,7 @@ class Localizer:
         photo's centre; candidates without reference imagery get none (their registration says why)."""
         w, h = query.size
         corners = np.asarray(footprint, dtype=np.float64).reshape(4, 2)
-        px = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
+        px = np.float32(corner_pixels(query.size))
         frame = LocalFrame(*corners.mean(0))
         to_en = cv2.getPerspectiveTransform(px, np.float32(np.c_[frame.to_local(corners[:, 0], corners[:, 1])]))
         centre = cv2.perspectiveTransform(np.float64([[[(w - 1) / 2, (h - 1) / 2]]]), to_en.astype(np.float64))[0, 0]
@@ -439,8 +440,7 @@ class Localizer:
         plane, centre, pose = chosen
         frame = LocalFrame(tile.latitude, tile.longitude)
         out = replace(out, look_at=_latlon(frame, centre), inliers=len(plane.pixels), features=reg.matcher)
-        corners = ground_at_pixels(plane.h_pix_to_ground, [(0, 0), (w - 1, 0), (w - 1, h - 1), (0, h - 1)],
-                                   plane.pixels[0])  # fmt: skip
+        corners = ground_at_pixels(plane.h_pix_to_ground, corner_pixels(photo.size), plane.pixels[0])
         if corners is not None:
             out = replace(out, footprint=[list(_latlon(frame, c).values()) for c in corners])
         if intr is None:

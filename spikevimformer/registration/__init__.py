@@ -6,10 +6,11 @@ the windows from rasters and tiles, and turns registrations into positions on Ea
 
 from .features import Features, Matcher
 from .matchers import FEATURES, MATCHERS, create_matcher
-from .pose import Pose, free_focal, ground_at_pixels, solve_pose
+from .pose import Pose, corner_pixels, free_focal, ground_at_pixels, solve_pose
 from .register import PhotoQuery, Plane, RegisterConfig, Registrar, Registration, Window, homography_jacobian
 
 __all__ = [
     "FEATURES", "MATCHERS", "Features", "Matcher", "PhotoQuery", "Plane", "Pose", "RegisterConfig", "Registrar",
-    "Registration", "Window", "create_matcher", "free_focal", "ground_at_pixels", "homography_jacobian", "solve_pose",
+    "Registration", "Window", "corner_pixels", "create_matcher", "free_focal", "ground_at_pixels",
+    "homography_jacobian", "solve_pose",
 ]

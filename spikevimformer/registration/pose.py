@@ -146,6 +146,13 @@ def solve_pose(ground: np.ndarray, pixels: np.ndarray, k: np.ndarray, ransac_px:
     return Pose(rvec, tvec, centre, heading, pitch, rms, cov, keep, obj, pixels)
 
 
+def corner_pixels(size: tuple[int, int]) -> np.ndarray:
+    """(4, 2) float64 pixel centres of an image's corners, (width, height) `size`: upper left, clockwise (the order
+    of a footprint)."""
+    w, h = size
+    return np.array([[0.0, 0.0], [w - 1, 0.0], [w - 1, h - 1], [0.0, h - 1]])
+
+
 def ground_at_pixels(h_pix_to_ground: np.ndarray, uv: np.ndarray, anchor_uv: np.ndarray) -> np.ndarray | None:
     """Ground east/north (n, 2) of pixels through a pixel -> ground homography, or None if a ray misses the ground.
 
